@@ -1,0 +1,191 @@
+//! Configuration from the environment (12-factor), parsed with clap.
+//!
+//! Every setting is a clap argument with an `env` name, so `<binary> --help`
+//! lists every variable a binary reads together with its default. A bad or
+//! missing value stops the binary before it does anything else, with exit code
+//! 2 and a single line that names the variable: operators grep logs for a
+//! variable name, not for a clap usage banner.
+
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, Parser};
+
+use crate::faults::FaultPlan;
+use crate::telemetry::TelemetryArgs;
+
+/// Exit code for configuration errors, as with clap and sysexits' `EX_USAGE`.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Settings every binary shares, flattened into each service's own `Config`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+
+    /// How long in-flight requests and consumers may take to finish after
+    /// SIGTERM before the process exits anyway (e.g. `30s`, `500ms`).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Fault points armed at start, e.g.
+    /// `payment.charge=error(0.5);inventory.reserve=delay(200)`.
+    #[arg(long, env = "FAULTS", default_value = "")]
+    pub faults: FaultPlan,
+}
+
+/// Parses `T` from the environment and command line.
+///
+/// `--help` and `--version` print and exit 0; any other error prints one line
+/// naming the offending variable and exits with [`EXIT_CONFIG`].
+pub fn parse<T: Parser>() -> T {
+    parse_from(std::env::args_os()).unwrap_or_else(|error| match error {
+        ConfigError::Display(clap_error) => clap_error.exit(),
+        ConfigError::Invalid(line) => {
+            eprintln!("{line}");
+            std::process::exit(EXIT_CONFIG)
+        }
+    })
+}
+
+/// Why configuration could not be parsed.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// Help or version output was requested; not a failure.
+    Display(clap::Error),
+    /// A value is missing or malformed: one line naming the variable.
+    Invalid(String),
+}
+
+/// [`parse`] without exiting, for tests.
+pub fn parse_from<T, I, A>(args: I) -> Result<T, ConfigError>
+where
+    T: Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    let command = T::command();
+    let result = command
+        .clone()
+        .try_get_matches_from(args)
+        .and_then(|mut matches| T::from_arg_matches_mut(&mut matches));
+    result.map_err(|error| match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ConfigError::Display(error),
+        _ => ConfigError::Invalid(one_line(&command, &error)),
+    })
+}
+
+fn one_line(command: &clap::Command, error: &clap::Error) -> String {
+    let variable = error
+        .get(ContextKind::InvalidArg)
+        .and_then(|arg| match arg {
+            ContextValue::String(s) => Some(s.clone()),
+            ContextValue::Strings(v) => v.first().cloned(),
+            _ => None,
+        })
+        .map(|arg| variable_name(command, &arg).unwrap_or(arg));
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let reason = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| first_line(&error.to_string()));
+    match (variable, value) {
+        (Some(variable), Some(value)) => {
+            format!("configuration error: {variable}: invalid value {value:?}: {reason}")
+        }
+        (Some(variable), None) => format!("configuration error: {variable}: {reason}"),
+        _ => format!("configuration error: {reason}"),
+    }
+}
+
+/// Maps clap's `--http-addr <HTTP_ADDR>` back to the environment variable.
+fn variable_name(command: &clap::Command, rendered: &str) -> Option<String> {
+    let long = rendered.trim_start_matches("--").split([' ', '=']).next()?;
+    command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 500ms, 5s or 2m, got {text:?}"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Sample {
+        /// Where HTTP listens.
+        #[arg(long, env = "SAMPLE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: SocketAddr,
+        #[arg(long, env = "SAMPLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let sample: Sample = parse_from(["sample"])
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        assert_eq!(sample.http_addr.port(), 8080);
+        assert_eq!(sample.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_value_names_the_variable_on_one_line() {
+        let Err(ConfigError::Invalid(line)) =
+            parse_from::<Sample, _, _>(["sample", "--http-addr", "not-an-address"])
+        else {
+            panic!("expected an invalid-configuration error");
+        };
+        assert!(line.contains("SAMPLE_HTTP_ADDR"), "{line}");
+        assert!(line.contains("not-an-address"), "{line}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! The service's own Postgres database.
+//!
+//! A binary must start and answer `/healthz` even when its database is not
+//! there yet (compose starts everything at once; Kubernetes restarts Postgres
+//! under running pods). So the pool is created lazily — no I/O at start — and
+//! a bootstrap task creates the database if it is missing and runs the
+//! service's migrations, retrying with exponential backoff until it succeeds.
+//! Readiness stays false until then, and code that needs a migrated schema
+//! (consumers, relays, sagas) waits on [`Database::migrated`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Why the database could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL: {0}")]
+    Url(sqlx::Error),
+    #[error("DATABASE_URL names no database")]
+    NoDatabaseName,
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A lazily connected pool plus the state of its bootstrap.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+    options: PgConnectOptions,
+    migrator: &'static Migrator,
+    state: Arc<watch::Sender<BootstrapState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BootstrapState {
+    Pending(String),
+    Migrated,
+}
+
+impl Database {
+    /// Parses the URL and creates the pool without connecting.
+    pub fn new(
+        url: &str,
+        migrator: &'static Migrator,
+        max_connections: u32,
+    ) -> Result<Self, DbError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(DbError::Url)?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        if options.get_database().is_none() {
+            return Err(DbError::NoDatabaseName);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options.clone());
+        let (state, _) = watch::channel(BootstrapState::Pending("not connected yet".into()));
+        Ok(Self {
+            pool,
+            options,
+            migrator,
+            state: Arc::new(state),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Resolves once the database exists and its migrations are applied.
+    pub async fn migrated(&self) {
+        let mut state = self.state.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = state
+            .wait_for(|state| *state == BootstrapState::Migrated)
+            .await;
+    }
+
+    /// Readiness: migrated and answering a round trip.
+    pub async fn check(&self) -> Result<(), String> {
+        if let BootstrapState::Pending(reason) = &*self.state.borrow() {
+            return Err(reason.clone());
+        }
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Creates the database if needed and migrates it, retrying with
+    /// exponential backoff (250 ms doubling to 5 s) until it succeeds or
+    /// `cancel` fires.
+    pub async fn bootstrap(self, cancel: CancellationToken) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.try_bootstrap().await {
+                Ok(()) => {
+                    self.state.send_replace(BootstrapState::Migrated);
+                    tracing::info!(database = self.name(), "database ready, migrations applied");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(database = self.name(), %error, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                    self.state
+                        .send_replace(BootstrapState::Pending(error.to_string()));
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.options.get_database().unwrap_or_default()
+    }
+
+    async fn try_bootstrap(&self) -> Result<(), DbError> {
+        ensure_database_exists(&self.options).await?;
+        self.migrator.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named by `options` through the server's `postgres`
+/// database when it does not exist. Concurrent creators are fine: losing the
+/// race (`duplicate_database`) counts as success.
+pub async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), DbError> {
+    let name = options
+        .get_database()
+        .ok_or(DbError::NoDatabaseName)?
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Process plumbing shared by every Ferrishop binary.
+//!
+//! Five services that each re-implemented configuration parsing, logging,
+//! metrics, health checks and shutdown would drift apart within weeks, and the
+//! black-box checks and dashboards that rely on identical behaviour (exit code
+//! 2 on bad configuration, `/readyz` bodies, metric names) would break one
+//! service at a time. This crate is the one place where that behaviour lives:
+//!
+//! - [`config`]: environment-first configuration with clap; bad values exit 2
+//!   with one line naming the variable.
+//! - [`telemetry`]: JSON logs carrying `trace_id`/`span_id`, OpenTelemetry
+//!   tracing exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
+//!   W3C propagator installed either way.
+//! - [`metrics`]: the Prometheus recorder, `/metrics`, and the HTTP server
+//!   metrics layer.
+//! - [`health`]: `/healthz`, `/readyz` and the readiness checks behind them.
+//! - [`db`]: a Postgres pool that exists from the first instant, and a
+//!   bootstrap task that creates the database and runs migrations with
+//!   backoff, so a binary outlives a database that is not there yet.
+//! - [`grpc`]: a tonic server with health and reflection for every service.
+//! - [`service`]: runs HTTP, gRPC and background tasks until SIGTERM/SIGINT,
+//!   then drains them within a deadline and flushes telemetry.
+//! - [`faults`]: named fault points for chaos runs; a disabled point costs one
+//!   atomic load.
+//! - [`http_layers`], [`propagation`]: server spans that continue the
+//!   caller's W3C trace context, and the carriers that move it across HTTP
+//!   headers and gRPC metadata.
+//! - [`problem`]: RFC 9457 problem details, the one error body every HTTP
+//!   surface speaks.
+
+pub mod config;
+pub mod db;
+pub mod faults;
+pub mod grpc;
+pub mod health;
+pub mod http_layers;
+pub mod metrics;
+pub mod problem;
+pub mod propagation;
+pub mod service;
+pub mod telemetry;
+
+pub use service::Service;

@@ -1,0 +1,98 @@
+//! RFC 9457 problem details: the one error body of every HTTP surface.
+//!
+//! `{type, title, status, detail, code, errors?}` where `code` is a stable,
+//! machine-readable string clients switch on (`INSUFFICIENT_STOCK`,
+//! `VALIDATION_FAILED`, ...) and `errors` maps field names to messages.
+
+use std::collections::BTreeMap;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+/// The media type of a problem document.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 9457 problem document with Ferrishop's `code` and `errors`
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, String>,
+}
+
+impl Problem {
+    /// A problem with `type` derived from the code
+    /// (`https://ferrishop.dev/problems/insufficient-stock`).
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!(
+                "https://ferrishop.dev/problems/{}",
+                code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// 422 `VALIDATION_FAILED` with one message per field.
+    pub fn validation(errors: BTreeMap<String, String>) -> Self {
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "the request has invalid fields",
+            )
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_type_and_without_empty_errors() {
+        let problem = Problem::new(StatusCode::CONFLICT, "EMAIL_TAKEN", "taken");
+        let json = serde_json::to_value(&problem)
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert_eq!(json["type"], "https://ferrishop.dev/problems/email-taken");
+        assert_eq!(json["status"], 409);
+        assert_eq!(json["title"], "Conflict");
+        assert!(json.get("errors").is_none());
+    }
+
+    #[test]
+    fn response_has_problem_content_type() {
+        let response =
+            Problem::validation(BTreeMap::from([("email".into(), "bad".into())])).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+    }
+}

@@ -1,0 +1,259 @@
+//! Logs and traces.
+//!
+//! Every span is an OpenTelemetry span, whether or not traces are exported:
+//! incoming `traceparent` headers are continued, outgoing calls carry one, and
+//! every JSON log line names the `trace_id`/`span_id` it was written under, so
+//! logs and traces join up even on a laptop with no collector running.
+//! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC).
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::{KeyValue, global};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Logging and tracing settings. The `OTEL_*` names are the OpenTelemetry
+/// SDK's standard variables.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log filter directives (tracing-subscriber `EnvFilter` syntax).
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// `json` (one JSON object per line) or `pretty` (for humans).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Traces are
+    /// not exported when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Overrides the `service.name` resource attribute (default: the binary).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+
+    /// Sampler, as in the OpenTelemetry SDK specification.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = SamplerKind::ParentbasedAlwaysOn)]
+    pub sampler: SamplerKind,
+
+    /// Ratio for the `traceidratio` samplers (0.0..=1.0).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0)]
+    pub sampler_arg: f64,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// The `OTEL_TRACES_SAMPLER` values of the SDK specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SamplerKind {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+impl SamplerKind {
+    fn sampler(self, ratio: f64) -> Sampler {
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::Traceidratio => Sampler::TraceIdRatioBased(ratio),
+            Self::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Self::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Self::ParentbasedTraceidratio => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+            }
+        }
+    }
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("RUST_LOG: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global tracing subscriber is already installed: {0}")]
+    AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Owns the tracer provider; [`Telemetry::shutdown`] flushes pending spans.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+/// Installs the global subscriber, tracer provider and W3C propagators.
+pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
+    let service_name = args
+        .service_name
+        .clone()
+        .unwrap_or_else(|| binary.to_owned());
+    let resource = Resource::builder()
+        .with_service_name(service_name)
+        .with_attributes([
+            KeyValue::new("service.namespace", "ferrishop"),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        ])
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(args.sampler.sampler(args.sampler_arg));
+    if let Some(endpoint) = &args.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+    global::set_tracer_provider(provider.clone());
+
+    let filter = EnvFilter::try_new(&args.log_filter)?;
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(binary));
+    let logs = match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines { service: binary })
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(logs)
+        .try_init()?;
+    Ok(Telemetry { provider })
+}
+
+impl Telemetry {
+    /// Flushes and stops the exporter; spans ended after this are dropped.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown: {error}");
+        }
+    }
+}
+
+/// One JSON object per line: time, level, target, message and fields, the
+/// fields of the enclosing spans (request id, user id, ...) and the
+/// OpenTelemetry ids of the innermost span.
+struct JsonLines {
+    service: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), metadata.level().as_str().into());
+        line.insert("service".into(), self.service.into());
+        line.insert("target".into(), metadata.target().into());
+
+        let mut span_fields = Map::new();
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                    && let Ok(Value::Object(object)) = serde_json::from_str::<Value>(fields)
+                {
+                    span_fields.extend(object);
+                }
+            }
+            if let Some(span) = ctx.lookup_current() {
+                line.insert("span".into(), span.name().into());
+            }
+        }
+        // Entering a span activates its OpenTelemetry context, so the current
+        // context is the innermost entered span's.
+        let context = opentelemetry::Context::current();
+        let span_context = context.span().span_context().clone();
+        if span_context.is_valid() {
+            line.insert(
+                "trace_id".into(),
+                span_context.trace_id().to_string().into(),
+            );
+            line.insert("span_id".into(), span_context.span_id().to_string().into());
+        }
+        line.extend(span_fields);
+        event.record(&mut JsonVisitor(&mut line));
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.insert(field.name().into(), value.to_string().into());
+    }
+}

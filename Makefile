@@ -1,0 +1,44 @@
+# Ferrishop developer tasks. `make` (or `make help`) lists them.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# buf is run through npx, pinned, so every machine lints the protos with the same rules.
+BUF_VERSION ?= 1.75.0
+BUF := npx --yes @bufbuild/buf@$(BUF_VERSION)
+SERVICES := gateway user order payment inventory
+
+.PHONY: help infra-up dev test lint fmt bench ensure-nextest
+
+help: ## List the targets
+	@echo "Ferrishop — make <target>"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+infra-up: ## Start Postgres, RabbitMQ, NATS (JetStream) and Kafka (tansu) locally, if not running
+	scripts/infra-up.sh
+
+dev: ## Start the infra, build and run all five services (Ctrl-C stops them)
+	scripts/dev.sh
+
+test: ensure-nextest ## Run every test of the workspace with cargo-nextest (needs `make infra-up`)
+	$(CARGO) nextest run --workspace --all-targets
+
+lint: ## rustfmt check, clippy with warnings denied, buf lint of proto/
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd proto && $(BUF) lint
+
+fmt: ## Format the Rust code
+	$(CARGO) fmt --all
+
+bench: ## Run the benchmarks
+	$(CARGO) bench --workspace
+
+ensure-nextest:
+	@command -v cargo-nextest >/dev/null 2>&1 || { \
+		echo "cargo-nextest not found, installing it (cargo install cargo-nextest --locked)"; \
+		$(CARGO) install cargo-nextest --locked; }

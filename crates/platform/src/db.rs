@@ -21,14 +21,22 @@ use tokio_util::sync::CancellationToken;
 /// Why the database could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("DATABASE_URL: {0}")]
-    Url(sqlx::Error),
-    #[error("DATABASE_URL names no database")]
+    #[error("the URL names no database")]
     NoDatabaseName,
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Parses a `DATABASE_URL` that must name a database; a clap `value_parser`,
+/// so a bad URL stops the binary at start like any other bad setting.
+pub fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
+    let options = PgConnectOptions::from_str(url).map_err(|error| error.to_string())?;
+    if options.get_database().is_none() {
+        return Err(DbError::NoDatabaseName.to_string());
+    }
+    Ok(options)
 }
 
 /// A lazily connected pool plus the state of its bootstrap.
@@ -47,29 +55,24 @@ enum BootstrapState {
 }
 
 impl Database {
-    /// Parses the URL and creates the pool without connecting.
+    /// Creates the pool without connecting.
     pub fn new(
-        url: &str,
+        options: PgConnectOptions,
         migrator: &'static Migrator,
         max_connections: u32,
-    ) -> Result<Self, DbError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(DbError::Url)?
-            .log_statements(tracing::log::LevelFilter::Trace);
-        if options.get_database().is_none() {
-            return Err(DbError::NoDatabaseName);
-        }
+    ) -> Self {
+        let options = options.log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options.clone());
         let (state, _) = watch::channel(BootstrapState::Pending("not connected yet".into()));
-        Ok(Self {
+        Self {
             pool,
             options,
             migrator,
             state: Arc::new(state),
-        })
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -111,3 +111,122 @@ pub(crate) async fn set_health(reporter: &HealthReporter, names: &[&'static str]
         reporter.set_service_status(*name, status).await;
     }
 }
+
+/// Tower layer for the gRPC server: a server span per call (parented to the
+/// caller's `traceparent`) and `rpc_server_duration_seconds`.
+///
+/// The status label is the `grpc-status` of a trailers-only response (how
+/// tonic answers a handler's `Err(Status)`), otherwise `0`: a unary call that
+/// produced a message succeeded, and a stream's later failure is recorded on
+/// its span rather than here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObserveGrpcLayer;
+
+impl<S> tower::Layer<S> for ObserveGrpcLayer {
+    type Service = ObserveGrpc<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveGrpc { inner }
+    }
+}
+
+/// The service made by [`ObserveGrpcLayer`].
+#[derive(Debug, Clone)]
+pub struct ObserveGrpc<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for ObserveGrpc<S>
+where
+    S: Service<Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+        // The clone that was driven to readiness is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (service, method) = split_path(request.uri().path());
+        let infrastructure = service.starts_with("grpc.");
+        let span = if infrastructure {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "grpc.server",
+                otel.name = format!("{service}/{method}"),
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        };
+        if !infrastructure {
+            let _ = span.set_parent(crate::propagation::extract(request.headers()));
+        }
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let response = inner.call(request).instrument(span.clone()).await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("0")
+                .to_owned();
+            span.record("rpc.grpc.status_code", code.as_str());
+            if code != "0" {
+                span.record("otel.status_code", "ERROR");
+            }
+            metrics::histogram!(
+                "rpc_server_duration_seconds",
+                "rpc_service" => service,
+                "rpc_method" => method,
+                "rpc_grpc_status_code" => code,
+            )
+            .record(started.elapsed().as_secs_f64());
+            Ok(response)
+        })
+    }
+}
+
+/// `/ferrishop.order.v1.OrderService/PlaceOrder` → (service, method).
+fn split_path(path: &str) -> (String, String) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default().to_owned();
+    let method = parts.next().unwrap_or_default().to_owned();
+    (service, method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/ferrishop.order.v1.OrderService/PlaceOrder"),
+            (
+                "ferrishop.order.v1.OrderService".into(),
+                "PlaceOrder".into()
+            )
+        );
+        assert_eq!(split_path("/"), (String::new(), String::new()));
+    }
+}

@@ -41,3 +41,9 @@ pub mod service;
 pub mod telemetry;
 
 pub use service::Service;
+
+/// Reports a start-up failure on stderr and exits with status 1.
+pub fn fail(error: impl std::fmt::Display) -> ! {
+    eprintln!("error: {error}");
+    std::process::exit(1)
+}

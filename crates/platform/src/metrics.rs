@@ -63,6 +63,14 @@ pub async fn render() -> Response {
 /// which keeps the label's cardinality bounded.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
+    if let Err(fault) = crate::faults::inject("http.server.request").await {
+        return crate::problem::Problem::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "FAULT_INJECTED",
+            fault.to_string(),
+        )
+        .into_response();
+    }
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()

@@ -23,10 +23,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonArgs;
-use crate::grpc::{GrpcServices, REQUEST_TIMEOUT, set_health};
+use crate::grpc::{GrpcServices, ObserveGrpcLayer, REQUEST_TIMEOUT, set_health};
 use crate::health::Readiness;
-use crate::telemetry::Telemetry;
-use crate::{faults, http_layers, metrics};
+use crate::telemetry::{Telemetry, TelemetryError};
+use crate::{faults, http_layers, metrics, telemetry};
 
 type Task = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
@@ -55,15 +55,16 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Starts describing a binary; arms the fault points of `FAULTS`.
+    /// Starts describing a binary: installs telemetry and arms the fault
+    /// points of `FAULTS`.
     pub fn new(
         name: &'static str,
         version: &'static str,
         common: &CommonArgs,
-        telemetry: Telemetry,
-    ) -> Self {
+    ) -> Result<Self, TelemetryError> {
+        let telemetry = telemetry::init(name, &common.telemetry)?;
         faults::arm(&common.faults);
-        Self {
+        Ok(Self {
             name,
             version,
             shutdown_timeout: common.shutdown_timeout,
@@ -73,7 +74,7 @@ impl Service {
             readiness: Readiness::new(),
             tasks: Vec::new(),
             shutdown: CancellationToken::new(),
-        }
+        })
     }
 
     /// The token cancelled when shutdown begins, for wiring that needs it
@@ -214,6 +215,7 @@ impl Running {
                 let incoming = TcpListenerStream::new(listener);
                 if let Err(error) = tonic::transport::Server::builder()
                     .timeout(REQUEST_TIMEOUT)
+                    .layer(ObserveGrpcLayer)
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await

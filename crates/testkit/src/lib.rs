@@ -20,6 +20,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod brokers;
+pub mod grpc;
 pub mod net;
 pub mod postgres;
 pub mod process;

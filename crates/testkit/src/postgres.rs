@@ -65,10 +65,53 @@ impl TestDatabase {
     }
 }
 
+/// A database name reserved for one test but not created: for tests of a
+/// service that creates its own database. Dropped (if it exists) at the end.
+#[derive(Debug)]
+pub struct ReservedDatabase {
+    /// Connection URL of the database-to-be.
+    pub url: String,
+    pub name: String,
+    admin: PgConnectOptions,
+}
+
+/// Reserves a unique database name on the test server.
+pub fn reserved_database() -> ReservedDatabase {
+    let admin: PgConnectOptions = server_url()
+        .parse::<PgConnectOptions>()
+        .expect("TEST_DATABASE_URL/DATABASE_URL is not a valid Postgres URL")
+        .database("postgres");
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let url = admin.clone().database(&name).to_url_lossy().to_string();
+    ReservedDatabase { url, name, admin }
+}
+
+impl ReservedDatabase {
+    /// The same database reached through another port (e.g. a proxy).
+    pub fn url_via_port(&self, port: u16) -> String {
+        self.admin
+            .clone()
+            .port(port)
+            .database(&self.name)
+            .to_url_lossy()
+            .to_string()
+    }
+}
+
+impl Drop for ReservedDatabase {
+    fn drop(&mut self) {
+        drop_database(self.admin.clone(), self.name.clone());
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let name = self.name.clone();
+        drop_database(self.admin.clone(), self.name.clone());
+    }
+}
+
+fn drop_database(admin: PgConnectOptions, name: String) {
+    {
         // Drop cannot await; a short-lived thread with its own runtime can.
         let dropping = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()

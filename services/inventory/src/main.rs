@@ -1,0 +1,44 @@
+//! `inventory`: wiring only. Ferrishop inventory service: catalogue, pricing and stock reservations.
+
+use std::process::ExitCode;
+
+use platform::Service;
+use platform::db::Database;
+use platform::grpc::GrpcServices;
+use proto::ferrishop::inventory::v1::inventory_service_server::InventoryServiceServer;
+
+mod config;
+mod grpc;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inventory");
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: config::Config = platform::config::parse();
+    let service = Service::new("inventory", env!("CARGO_PKG_VERSION"), &config.common)
+        .unwrap_or_else(|error| platform::fail(error));
+    let database = Database::new(
+        config.database_url,
+        &MIGRATOR,
+        config.database_max_connections,
+    );
+
+    let grpc = GrpcServices::new()
+        .add(InventoryServiceServer::new(grpc::InventoryServiceApi))
+        .describe(proto::FILE_DESCRIPTOR_SET);
+
+    let bootstrap = database.clone();
+    let check = database.clone();
+    service
+        .http(config.http_addr, axum::Router::new())
+        .grpc(config.grpc_addr, grpc)
+        .check("database", move || {
+            let database = check.clone();
+            async move { database.check().await }
+        })
+        .task("database-bootstrap", move |cancel| {
+            bootstrap.bootstrap(cancel)
+        })
+        .run()
+        .await
+}

@@ -1,0 +1,520 @@
+//! Transactional outbox: integration messages leave the service at least
+//! once, in order per key, exactly when the state change they announce
+//! commits.
+//!
+//! Publishing to a broker inside a database transaction cannot be atomic
+//! (the broker may accept a message whose transaction then rolls back, or
+//! the process may die between commit and publish). So a state change
+//! writes its messages into the `outbox` table **in its own transaction**
+//! ([`enqueue`] takes the caller's connection), and an [`OutboxRelay`]
+//! publishes committed rows afterwards through a [`Publisher`], stamping each
+//! row `published_at` only after the broker accepted it. A relay that dies
+//! in between publishes the row again: delivery is at least once, and
+//! consumers deduplicate by message id (see [`crate::inbox`]).
+//!
+//! # Several relays, one order per key
+//!
+//! Every replica runs a relay. `FOR UPDATE SKIP LOCKED` on rows would keep
+//! two relays off the same row but would still reorder a key: relay A locks
+//! message 1 of key K, relay B skips it and publishes message 2 of key K
+//! first. Instead each key hashes (FNV-1a, computed here so it never changes
+//! with the database version) to one of [`OUTBOX_PARTITIONS`] partitions, and
+//! a relay works on a partition only while holding the transaction-scoped
+//! advisory lock `pg_try_advisory_xact_lock(class, partition)`. Within the
+//! lock it publishes the partition's oldest pending rows in `sequence` order
+//! and marks them in the same transaction, so:
+//!
+//! - no row is published by two relays at once, and a key's messages go out
+//!   in the order they were written;
+//! - relays share the partitions (each pass starts at a random partition and
+//!   skips locked ones), so more replicas publish more partitions in
+//!   parallel;
+//! - the lock is the lease and its own fence: if the relay dies or its
+//!   connection drops, Postgres releases the lock and rolls back the marks
+//!   together, and another relay republishes the batch.
+//!
+//! "In the order they were written" means commit order for writers that are
+//! serialised per key — which the event store's optimistic concurrency does
+//! for an aggregate's messages. Two transactions writing the same key
+//! concurrently, without any lock between them, have no order to keep.
+//!
+//! A broker that is down ([`PublishError::Unavailable`]) stops the
+//! partition's batch at that message (later messages of the key must not
+//! overtake it) and the relay backs off exponentially. A message the broker
+//! refuses for good ([`PublishError::Rejected`], e.g. too large) is parked
+//! with its error for an operator instead of blocking its partition forever;
+//! that is the one case where a key's later messages overtake an earlier one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::metric_names as names;
+
+/// Number of partitions keys are spread over; fixed for the table's life
+/// (rows store their partition, so changing it only affects new rows).
+pub const OUTBOX_PARTITIONS: i16 = 16;
+
+/// Advisory-lock class (first key) of the partition locks: `"ob"` in ASCII.
+const PARTITION_LOCK_CLASS: i32 = 0x6f62;
+
+/// An integration message: what is written to the outbox and what a
+/// [`Publisher`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Unique message id (UUID v7): consumers deduplicate by it.
+    pub id: Uuid,
+    /// Topic, exchange or subject, e.g. `"ferrishop.order.events"`.
+    pub destination: String,
+    /// Ordering and partitioning key, normally the aggregate id.
+    pub key: String,
+    /// Broker headers: CloudEvents attributes, `traceparent`, content type…
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl OutboxMessage {
+    /// A message with a fresh v7 id and no headers.
+    pub fn new(destination: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            destination: destination.into(),
+            key: key.into(),
+            headers: BTreeMap::new(),
+            payload,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// A message whose payload is `body` as JSON, with
+    /// `content-type: application/json`.
+    pub fn json<T: Serialize>(
+        destination: impl Into<String>,
+        key: impl Into<String>,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(destination, key, serde_json::to_vec(body)?)
+            .with_header("content-type", "application/json"))
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// The partition this message's key belongs to.
+    pub fn partition(&self) -> i16 {
+        partition_of(&self.key)
+    }
+}
+
+/// FNV-1a of the key, reduced to a partition. Stable across processes,
+/// platforms and releases, unlike `std`'s hasher or Postgres' `hashtext`.
+pub fn partition_of(key: &str) -> i16 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // OUTBOX_PARTITIONS is small and positive, so the remainder fits.
+    i16::try_from(hash % OUTBOX_PARTITIONS.unsigned_abs() as u64).unwrap_or(0)
+}
+
+/// Why an outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot encode message headers: {0}")]
+    Headers(#[source] serde_json::Error),
+    #[error("corrupt outbox row {sequence}: {reason}")]
+    Corrupt { sequence: i64, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Writes `message` on the caller's connection: run it in the transaction
+/// of the state change it announces.
+pub async fn enqueue(
+    connection: &mut PgConnection,
+    message: &OutboxMessage,
+) -> Result<(), OutboxError> {
+    let headers = serde_json::to_value(&message.headers).map_err(OutboxError::Headers)?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, partition, destination, message_key, headers, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(message.id)
+    .bind(message.partition())
+    .bind(&message.destination)
+    .bind(&message.key)
+    .bind(&headers)
+    .bind(&message.payload)
+    .bind(message.created_at)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Rows not yet published (parked rows excluded).
+pub async fn pending_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND parked_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// A broker's failure to take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The broker could not be reached or did not confirm: retry later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused this message for good: retrying cannot help.
+    #[error("message rejected: {0}")]
+    Rejected(String),
+}
+
+/// Sends an outbox message to its broker. Implemented by the messaging
+/// layer; `Ok` must mean the broker has durably accepted the message
+/// (publisher confirm, `acks=all`, JetStream ack).
+#[async_trait::async_trait]
+pub trait Publisher: Send + Sync {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError>;
+}
+
+/// How a relay paces itself.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows taken from one partition per transaction.
+    pub batch_size: usize,
+    /// Pause between passes when nothing was pending.
+    pub idle_interval: Duration,
+    /// First pause after a broker error; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A publish that takes longer counts as [`PublishError::Unavailable`].
+    pub publish_timeout: Duration,
+    /// How often `ferrishop_outbox_pending` is refreshed.
+    pub gauge_interval: Duration,
+    /// Published rows older than this are deleted; `None` keeps them.
+    pub retention: Option<Duration>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            idle_interval: Duration::from_millis(200),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(30),
+            gauge_interval: Duration::from_secs(5),
+            retention: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// Why a relay pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("publishing outbox row {sequence} failed: {source}")]
+    Publish {
+        sequence: i64,
+        #[source]
+        source: PublishError,
+    },
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What one relay pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayPass {
+    pub published: usize,
+    pub parked: usize,
+    /// Partitions with pending rows that another relay held.
+    pub busy_partitions: usize,
+}
+
+/// Publishes committed outbox rows through a [`Publisher`].
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pool: PgPool,
+    publisher: Arc<dyn Publisher>,
+    config: RelayConfig,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, publisher: Arc<dyn Publisher>, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            publisher,
+            config,
+        }
+    }
+
+    /// Relays until `cancel` fires: passes back to back while there is
+    /// work, `idle_interval` apart when there is none, with exponential
+    /// backoff after failures.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut backoff = self.config.initial_backoff;
+        let mut last_gauge: Option<Instant> = None;
+        let mut last_purge: Option<Instant> = None;
+        while !cancel.is_cancelled() {
+            if last_gauge.is_none_or(|at| at.elapsed() >= self.config.gauge_interval) {
+                match pending_count(&self.pool).await {
+                    Ok(pending) => metrics::gauge!(names::OUTBOX_PENDING).set(pending as f64),
+                    Err(error) => tracing::warn!(%error, "cannot count pending outbox rows"),
+                }
+                last_gauge = Some(Instant::now());
+            }
+            if let Some(retention) = self.config.retention
+                && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+            {
+                if let Err(error) = purge_published(&self.pool, retention).await {
+                    tracing::warn!(%error, "cannot purge published outbox rows");
+                }
+                last_purge = Some(Instant::now());
+            }
+            let pause = match self.relay_once().await {
+                Ok(pass) => {
+                    backoff = self.config.initial_backoff;
+                    if pass.published + pass.parked > 0 {
+                        continue;
+                    }
+                    self.config.idle_interval
+                }
+                Err(error) => {
+                    let pause = jittered(backoff);
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "outbox relay backing off");
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    pause
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: one batch from every partition that has pending rows and
+    /// that no other relay holds. Stops at the first broker failure.
+    pub async fn relay_once(&self) -> Result<RelayPass, RelayError> {
+        let mut partitions: Vec<i16> = sqlx::query_scalar(
+            "SELECT p::int2 FROM generate_series(0, $1 - 1) AS p \
+              WHERE EXISTS (SELECT 1 FROM outbox \
+                             WHERE partition = p AND published_at IS NULL AND parked_at IS NULL)",
+        )
+        .bind(i32::from(OUTBOX_PARTITIONS))
+        .fetch_all(&self.pool)
+        .await?;
+        if !partitions.is_empty() {
+            let start = rand::random_range(0..partitions.len());
+            partitions.rotate_left(start);
+        }
+        let mut pass = RelayPass::default();
+        for partition in partitions {
+            match self.relay_partition(partition).await? {
+                None => pass.busy_partitions += 1,
+                Some((published, parked)) => {
+                    pass.published += published;
+                    pass.parked += parked;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Publishes one batch of `partition` under its lock. `None` when
+    /// another relay holds the partition.
+    async fn relay_partition(&self, partition: i16) -> Result<Option<(usize, usize)>, RelayError> {
+        let mut transaction = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(PARTITION_LOCK_CLASS)
+            .bind(i32::from(partition))
+            .fetch_one(&mut *transaction)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT sequence, message_id, destination, message_key, headers, payload, created_at \
+               FROM outbox \
+              WHERE partition = $1 AND published_at IS NULL AND parked_at IS NULL \
+              ORDER BY sequence \
+              LIMIT $2",
+        )
+        .bind(partition)
+        .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+        .fetch_all(&mut *transaction)
+        .await?;
+
+        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut parked: Vec<(i64, String)> = Vec::new();
+        let mut failure: Option<(i64, PublishError)> = None;
+        for row in &rows {
+            let (sequence, message) = decode_row(row)?;
+            let started = Instant::now();
+            let outcome = match tokio::time::timeout(
+                self.config.publish_timeout,
+                self.publisher.publish(&message),
+            )
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(PublishError::Unavailable(format!(
+                    "no confirmation within {:?}",
+                    self.config.publish_timeout
+                ))),
+            };
+            let label = match &outcome {
+                Ok(()) => "ok",
+                Err(PublishError::Rejected(_)) => "rejected",
+                Err(PublishError::Unavailable(_)) => "unavailable",
+            };
+            metrics::histogram!(names::OUTBOX_PUBLISH_DURATION, "outcome" => label)
+                .record(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(()) => {
+                    let delay = (Utc::now() - message.created_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!(names::OUTBOX_DELIVERY_DELAY).record(delay.as_secs_f64());
+                    published.push(sequence);
+                }
+                Err(PublishError::Rejected(reason)) => {
+                    tracing::error!(
+                        message_id = %message.id,
+                        destination = %message.destination,
+                        key = %message.key,
+                        %reason,
+                        "broker rejected outbox message; parked"
+                    );
+                    parked.push((sequence, reason));
+                }
+                Err(error @ PublishError::Unavailable(_)) => {
+                    failure = Some((sequence, error));
+                    break;
+                }
+            }
+        }
+
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL \
+              WHERE sequence = ANY($1)",
+        )
+        .bind(&published)
+        .execute(&mut *transaction)
+        .await?;
+        for (sequence, reason) in &parked {
+            sqlx::query(
+                "UPDATE outbox SET parked_at = now(), attempts = attempts + 1, last_error = $2 \
+                  WHERE sequence = $1",
+            )
+            .bind(sequence)
+            .bind(reason)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        if let Some((sequence, error)) = &failure {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE sequence = $1",
+            )
+            .bind(sequence)
+            .bind(error.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        match failure {
+            Some((sequence, source)) => Err(RelayError::Publish { sequence, source }),
+            None => Ok(Some((published.len(), parked.len()))),
+        }
+    }
+}
+
+fn decode_row(row: &sqlx::postgres::PgRow) -> Result<(i64, OutboxMessage), OutboxError> {
+    let sequence: i64 = row.try_get("sequence")?;
+    let headers: serde_json::Value = row.try_get("headers")?;
+    let headers = serde_json::from_value(headers).map_err(|error| OutboxError::Corrupt {
+        sequence,
+        reason: format!("headers: {error}"),
+    })?;
+    Ok((
+        sequence,
+        OutboxMessage {
+            id: row.try_get("message_id")?,
+            destination: row.try_get("destination")?,
+            key: row.try_get("message_key")?,
+            headers,
+            payload: row.try_get("payload")?,
+            created_at: row.try_get("created_at")?,
+        },
+    ))
+}
+
+/// Deletes rows published more than `retention` ago; returns how many.
+pub async fn purge_published(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM outbox WHERE published_at < now() - $1 * interval '1 millisecond'",
+    )
+    .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// ±15 % jitter, so relays that failed together do not retry in lockstep.
+fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(rand::random_range(0.85..1.15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        // Pinned values: changing the hash would reorder keys with pending rows.
+        assert_eq!(partition_of(""), (0xcbf2_9ce4_8422_2325_u64 % 16) as i16);
+        assert_eq!(partition_of("order-1"), partition_of("order-1"));
+        let mut seen = std::collections::HashSet::new();
+        for index in 0..1000 {
+            let partition = partition_of(&format!("key-{index}"));
+            assert!((0..OUTBOX_PARTITIONS).contains(&partition));
+            seen.insert(partition);
+        }
+        assert_eq!(
+            seen.len(),
+            OUTBOX_PARTITIONS as usize,
+            "keys spread over every partition"
+        );
+    }
+
+    #[test]
+    fn json_messages_carry_their_content_type() -> Result<(), serde_json::Error> {
+        let message = OutboxMessage::json("topic", "k", &serde_json::json!({"a": 1}))?;
+        assert_eq!(message.payload, br#"{"a":1}"#);
+        assert_eq!(
+            message.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        Ok(())
+    }
+}

@@ -45,7 +45,7 @@ impl GrpcServices {
     }
 
     /// Registers a generated tonic server (e.g. `UserServiceServer::new(..)`).
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn add_service<S>(mut self, service: S) -> Self
     where
         S: Service<Request<Body>, Error = Infallible>
             + NamedService

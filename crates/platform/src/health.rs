@@ -161,7 +161,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_check_times_out() {
-        let readiness = Readiness::new().with_check("slow", || std::future::pending());
+        let readiness = Readiness::new().with_check("slow", std::future::pending);
         let report = readiness.report().await;
         assert_eq!(report.checks["slow"].status, "error");
     }

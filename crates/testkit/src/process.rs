@@ -18,6 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+/// The HTTP and gRPC addresses a binary reported in its `started` line.
+type BoundAddrs = (Option<SocketAddr>, Option<SocketAddr>);
+
 /// Path of a workspace binary, next to the running test executable
 /// (`target/<profile>/deps/test-…` → `target/<profile>/<name>`).
 pub fn binary_path(name: &str) -> PathBuf {
@@ -107,8 +110,7 @@ impl Spawn {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (started_tx, mut started_rx) =
-            watch::channel(None::<(Option<SocketAddr>, Option<SocketAddr>)>);
+        let (started_tx, mut started_rx) = watch::channel(None::<BoundAddrs>);
         if let Some(out) = child.stdout.take() {
             collect(self.name.clone(), out, stdout.clone(), Some(started_tx));
         }
@@ -131,7 +133,7 @@ impl Spawn {
             .await;
             match started {
                 Ok(Ok(addrs)) => {
-                    let (http, grpc) = addrs.clone().unwrap_or_default();
+                    let (http, grpc) = (*addrs).unwrap_or_default();
                     process.http_addr = http;
                     process.grpc_addr = grpc;
                 }
@@ -151,7 +153,7 @@ fn collect(
     name: String,
     stream: impl AsyncRead + Unpin + Send + 'static,
     sink: Arc<Mutex<Vec<String>>>,
-    started: Option<watch::Sender<Option<(Option<SocketAddr>, Option<SocketAddr>)>>>,
+    started: Option<watch::Sender<Option<BoundAddrs>>>,
 ) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();

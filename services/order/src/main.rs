@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     );
 
     let grpc = GrpcServices::new()
-        .add(OrderServiceServer::new(grpc::OrderServiceApi))
+        .add_service(OrderServiceServer::new(grpc::OrderServiceApi))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
     let bootstrap = database.clone();

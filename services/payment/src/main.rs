@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     );
 
     let grpc = GrpcServices::new()
-        .add(PaymentServiceServer::new(grpc::PaymentServiceApi))
+        .add_service(PaymentServiceServer::new(grpc::PaymentServiceApi))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
     let bootstrap = database.clone();

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     );
 
     let grpc = GrpcServices::new()
-        .add(InventoryServiceServer::new(grpc::InventoryServiceApi))
+        .add_service(InventoryServiceServer::new(grpc::InventoryServiceApi))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
     let bootstrap = database.clone();

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     );
 
     let grpc = GrpcServices::new()
-        .add(UserServiceServer::new(grpc::UserServiceApi))
+        .add_service(UserServiceServer::new(grpc::UserServiceApi))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
     let bootstrap = database.clone();

@@ -44,7 +44,7 @@ pub fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
 pub struct Database {
     pool: PgPool,
     options: PgConnectOptions,
-    migrator: &'static Migrator,
+    migrators: Vec<&'static Migrator>,
     state: Arc<watch::Sender<BootstrapState>>,
 }
 
@@ -70,9 +70,17 @@ impl Database {
         Self {
             pool,
             options,
-            migrator,
+            migrators: vec![migrator],
             state: Arc::new(state),
         }
+    }
+
+    /// Runs a library's own migration set (e.g. the event store's tables,
+    /// kept in its own history table) before the service's migrations.
+    pub fn with_library_schema(mut self, migrator: &'static Migrator) -> Self {
+        let service_migrator_index = self.migrators.len() - 1;
+        self.migrators.insert(service_migrator_index, migrator);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -132,7 +140,9 @@ impl Database {
 
     async fn try_bootstrap(&self) -> Result<(), DbError> {
         ensure_database_exists(&self.options).await?;
-        self.migrator.run(&self.pool).await?;
+        for migrator in &self.migrators {
+            migrator.run(&self.pool).await?;
+        }
         Ok(())
     }
 }

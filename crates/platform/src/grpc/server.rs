@@ -162,7 +162,7 @@ where
         // The clone that was driven to readiness is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (service, method) = split_path(request.uri().path());
+        let (service, method) = super::split_path(request.uri().path());
         let infrastructure = service.starts_with("grpc.");
         let span = if infrastructure {
             tracing::Span::none()
@@ -184,12 +184,7 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let response = inner.call(request).instrument(span.clone()).await?;
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("0")
-                .to_owned();
+            let code = super::header_status(&response);
             span.record("rpc.grpc.status_code", code.as_str());
             if code != "0" {
                 span.record("otel.status_code", "ERROR");
@@ -203,30 +198,5 @@ where
             .record(started.elapsed().as_secs_f64());
             Ok(response)
         })
-    }
-}
-
-/// `/ferrishop.order.v1.OrderService/PlaceOrder` → (service, method).
-fn split_path(path: &str) -> (String, String) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default().to_owned();
-    let method = parts.next().unwrap_or_default().to_owned();
-    (service, method)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_split_into_service_and_method() {
-        assert_eq!(
-            split_path("/ferrishop.order.v1.OrderService/PlaceOrder"),
-            (
-                "ferrishop.order.v1.OrderService".into(),
-                "PlaceOrder".into()
-            )
-        );
-        assert_eq!(split_path("/"), (String::new(), String::new()));
     }
 }

@@ -49,7 +49,8 @@ pub const APPEND_FAULT_POINT: &str = "eventstore.append";
 const STREAM_LOCK_CLASS: i32 = 0x6573;
 
 /// How often an [`ExpectedVersion::Any`] append through the pool retries
-/// after losing a race to a concurrent writer of the same stream.
+/// under the stream lock after losing a race to a concurrent writer (only a
+/// writer in a REPEATABLE READ transaction can make the locked path lose).
 const ANY_VERSION_RETRIES: u32 = 5;
 
 /// What the writer believes the stream's current version is.
@@ -388,20 +389,47 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &EventMetadata,
     ) -> Result<Appended, EventStoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let first = self
+            .append_on(&mut connection, stream_id, expected, events, metadata, true)
+            .await;
+        match first {
+            Err(EventStoreError::ConcurrencyConflict { .. })
+                if expected == ExpectedVersion::Any => {}
+            other => return other,
+        }
+        // Lost a race to a concurrent writer of the stream: the single
+        // statement's snapshot predates that writer's commit. Retry as a
+        // transaction that takes the stream lock in a statement of its own,
+        // so its append reads the head after every earlier writer committed.
         let mut attempt = 0;
         loop {
-            let mut connection = self.pool.acquire().await?;
+            attempt += 1;
+            tracing::debug!(
+                stream_id,
+                attempt,
+                "lost an append race, retrying under the stream lock"
+            );
+            let mut transaction = self.pool.begin().await?;
+            lock_stream(&mut transaction, stream_id).await?;
             let result = self
-                .append_on(&mut connection, stream_id, expected, events, metadata, true)
+                .append_on(
+                    &mut transaction,
+                    stream_id,
+                    expected,
+                    events,
+                    metadata,
+                    false,
+                )
                 .await;
             match result {
-                Err(EventStoreError::ConcurrencyConflict { .. })
-                    if expected == ExpectedVersion::Any && attempt < ANY_VERSION_RETRIES =>
-                {
-                    attempt += 1;
-                    tracing::debug!(stream_id, attempt, "lost an append race, retrying");
+                Ok(appended) => {
+                    transaction.commit().await?;
+                    return Ok(appended);
                 }
-                other => return other,
+                Err(EventStoreError::ConcurrencyConflict { .. })
+                    if attempt < ANY_VERSION_RETRIES => {}
+                Err(error) => return Err(error),
             }
         }
     }
@@ -428,11 +456,7 @@ impl EventStore {
                 // COMMITTED the append statement's snapshot is then taken
                 // after a concurrent writer of this stream has committed, so
                 // it sees that writer's events instead of colliding with them.
-                sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-                    .bind(STREAM_LOCK_CLASS)
-                    .bind(stream_id)
-                    .execute(&mut *connection)
-                    .await?;
+                lock_stream(connection, stream_id).await?;
                 self.append_on(connection, stream_id, expected, events, metadata, false)
                     .await
             }
@@ -565,6 +589,16 @@ impl EventStore {
         let mut connection = self.pool.acquire().await?;
         read_all_on(&mut connection, after, batch).await
     }
+}
+
+/// Takes the stream's append lock until the end of the transaction.
+async fn lock_stream(connection: &mut PgConnection, stream_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(STREAM_LOCK_CLASS)
+        .bind(stream_id)
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
 fn append_span(stream_id: &str, expected: ExpectedVersion, event_count: usize) -> tracing::Span {

@@ -398,15 +398,15 @@ impl OutboxRelay {
                     metrics::histogram!(names::OUTBOX_DELIVERY_DELAY).record(delay.as_secs_f64());
                     published.push(sequence);
                 }
-                Err(PublishError::Rejected(reason)) => {
+                Err(error @ PublishError::Rejected(_)) => {
                     tracing::error!(
                         message_id = %message.id,
                         destination = %message.destination,
                         key = %message.key,
-                        %reason,
+                        %error,
                         "broker rejected outbox message; parked"
                     );
-                    parked.push((sequence, reason));
+                    parked.push((sequence, error.to_string()));
                 }
                 Err(error @ PublishError::Unavailable(_)) => {
                     failure = Some((sequence, error));

@@ -315,14 +315,6 @@ pub(crate) struct DeliverySink {
 }
 
 impl DeliverySink {
-    pub fn system(&self) -> MessagingSystem {
-        self.system
-    }
-
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy
-    }
-
     /// Cancelled when the stream is drained or dropped: stop consuming.
     pub fn stop(&self) -> &CancellationToken {
         &self.stop
@@ -369,15 +361,6 @@ impl DeliverySink {
             biased;
             _ = self.stop.cancelled() => false,
             sent = self.sender.send(Ok(delivery)) => sent.is_ok(),
-        }
-    }
-
-    /// Reports a problem the adapter could not handle by itself.
-    pub async fn fail(&self, error: MessagingError) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => false,
-            sent = self.sender.send(Err(error)) => sent.is_ok(),
         }
     }
 

@@ -1,0 +1,721 @@
+//! NATS through async-nats: core pub/sub and queue groups for transient
+//! notifications, JetStream for everything that must not be lost.
+//!
+//! Which of the two a message takes is its [`Persistence`]: `Transient`
+//! messages and subscriptions use core NATS (no storage, no acks — a browser
+//! that misses an order-status push refreshes), `Durable` ones use JetStream:
+//! publishes wait for the stream's ack and carry `Nats-Msg-Id` = `ce_id`, so a
+//! publisher retry inside the stream's duplicate window (120 s) is stored
+//! once; subscriptions are durable pull consumers (the group is the durable
+//! name, so competing consumers share one) with explicit acks, `ack_wait`
+//! redelivery and `max_deliver`.
+//!
+//! Streams are found by subject: a destination already captured by a stream
+//! (say the domain stream `orders.>`) uses it; otherwise `ensure_destination`
+//! or the first subscription creates one capturing `<subject>` and
+//! `<subject>.>`. Dead letters go to `dlq.<subject>.<group>`, in a separate
+//! stream per destination, so they never reach the subscription they failed in.
+//!
+//! Request/reply is core NATS (`request` with a timeout; responders subscribe
+//! transiently). A subject captured by a stream cannot also be a request
+//! subject: the stream would answer every request with its publish ack.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, AckKind, stream};
+use async_nats::{Client, ConnectOptions, HeaderMap, RequestErrorKind, connection::State};
+use async_trait::async_trait;
+use futures::StreamExt;
+use opentelemetry::Context;
+use tokio::sync::OnceCell;
+
+use crate::broker::{Broker, Target, Transport};
+use crate::delivery::{
+    DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, NoopSettler,
+    ReceivedMessage, Replier, RetryPolicy, Settler,
+};
+use crate::envelope;
+use crate::error::{MessagingError, MessagingSystem, Result};
+use crate::message::{Headers, OutgoingMessage, Persistence, Reply};
+use crate::propagation::{self, NatsHeaderExtractor, NatsHeaderInjector};
+use crate::subscription::{DestinationSpec, Subscription};
+
+const SYSTEM: MessagingSystem = MessagingSystem::Nats;
+const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(4);
+
+/// How to reach NATS.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Shown in the server's connection list (`connz`).
+    pub client_name: String,
+    /// How long a JetStream publish waits for the stream's ack.
+    pub ack_timeout: Duration,
+    /// How long a retried publish with the same `ce_id` is recognised as a duplicate.
+    pub duplicate_window: Duration,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>, client_name: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client_name: client_name.into(),
+            ack_timeout: Duration::from_secs(5),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A NATS client: connects on first use, then reconnects by itself (250 ms
+/// doubling to 4 s, forever). Cheap to clone.
+#[derive(Clone)]
+pub struct Nats {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Nats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nats")
+            .field("url", &self.shared.config.url)
+            .finish()
+    }
+}
+
+struct Shared {
+    config: NatsConfig,
+    connection: OnceCell<(Client, jetstream::Context)>,
+    /// Subject → the stream that captures it.
+    streams: StdMutex<HashMap<String, String>>,
+}
+
+impl Nats {
+    /// No I/O happens until first use.
+    pub fn new(config: NatsConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                connection: OnceCell::new(),
+                streams: StdMutex::default(),
+            }),
+        }
+    }
+
+    /// The broker-neutral handle; `source` is the default `ce_source`.
+    pub fn into_broker(self, source: &str) -> Broker {
+        Broker::new(Arc::new(self), source)
+    }
+
+    /// The underlying client, connecting if needed.
+    pub async fn client(&self) -> Result<Client> {
+        self.shared.connect().await.map(|(client, _)| client.clone())
+    }
+
+    /// The JetStream context, connecting if needed.
+    pub async fn jetstream(&self) -> Result<jetstream::Context> {
+        self.shared.connect().await.map(|(_, js)| js.clone())
+    }
+}
+
+/// Stream and consumer names may not contain `.`, `*`, `>` or spaces.
+pub(crate) fn sanitize_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn dead_letter_subject(subscription: &Subscription) -> String {
+    format!(
+        "dlq.{}.{}",
+        subscription.destination,
+        sanitize_name(&subscription.group)
+    )
+}
+
+impl Shared {
+    fn unreachable(&self, reason: impl std::fmt::Display) -> MessagingError {
+        MessagingError::Unreachable {
+            system: SYSTEM,
+            endpoint: self.config.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn connect(&self) -> Result<&(Client, jetstream::Context)> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| async {
+                let client = ConnectOptions::new()
+                    .name(&self.config.client_name)
+                    .connection_timeout(Duration::from_secs(5))
+                    .max_reconnects(None)
+                    .reconnect_delay_callback(|attempts| {
+                        let exponent = u32::try_from(attempts.min(8)).unwrap_or(8);
+                        (RECONNECT_INITIAL * 2u32.pow(exponent)).min(RECONNECT_MAX)
+                    })
+                    .connect(&self.config.url)
+                    .await
+                    .map_err(|error| self.unreachable(error))?;
+                let mut js = jetstream::new(client.clone());
+                js.set_timeout(self.config.ack_timeout);
+                Ok::<_, MessagingError>((client, js))
+            })
+            .await?;
+        if connection.0.connection_state() == State::Disconnected {
+            return Err(self.unreachable("the connection is down; reconnecting"));
+        }
+        Ok(connection)
+    }
+
+    /// The stream capturing `subject`, created (capturing `create_as` and
+    /// `create_as.>`) if none does.
+    async fn stream_for(&self, subject: &str, create_as: &str) -> Result<String> {
+        if let Some(name) = self.streams.lock().ok().and_then(|s| s.get(subject).cloned()) {
+            return Ok(name);
+        }
+        let (_, js) = self.connect().await?;
+        let name = match js.stream_by_subject(subject).await {
+            Ok(name) => name,
+            Err(_) => {
+                let name = sanitize_name(create_as);
+                js.get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![create_as.to_owned(), format!("{create_as}.>")],
+                    duplicate_window: self.config.duplicate_window,
+                    storage: stream::StorageType::File,
+                    ..stream::Config::default()
+                })
+                .await
+                .map_err(|e| MessagingError::broker(SYSTEM, subject, "create stream", e))?;
+                name
+            }
+        };
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(subject.to_owned(), name.clone());
+        }
+        Ok(name)
+    }
+
+    fn header_map(&self, headers: &Headers, trace: Option<&Context>) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        // Names and values were validated by `Broker::publish`.
+        for (name, value) in headers.iter() {
+            map.insert(name, value);
+        }
+        if let Some(trace) = trace {
+            propagation::inject(trace, &mut NatsHeaderInjector(&mut map));
+        }
+        map
+    }
+
+    async fn publish_durable(
+        &self,
+        subject: &str,
+        headers: &Headers,
+        payload: bytes::Bytes,
+        trace: Option<&Context>,
+    ) -> Result<()> {
+        let (_, js) = self.connect().await?;
+        let mut map = self.header_map(headers, trace);
+        if let Some(id) = headers.get(envelope::ID) {
+            map.insert("Nats-Msg-Id", id);
+        }
+        let not_confirmed = |reason: String| MessagingError::NotConfirmed {
+            system: SYSTEM,
+            destination: subject.to_owned(),
+            reason,
+        };
+        let ack = js
+            .publish_with_headers(subject.to_owned(), map, payload)
+            .await
+            .map_err(|error| not_confirmed(error.to_string()))?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(match error.kind() {
+                PublishErrorKind::StreamNotFound => MessagingError::NotFound {
+                    system: SYSTEM,
+                    destination: subject.to_owned(),
+                    detail: " (no JetStream stream captures this subject; create one with ensure_destination)".into(),
+                },
+                PublishErrorKind::BrokenPipe => self.unreachable(error),
+                _ => not_confirmed(error.to_string()),
+            }),
+        }
+    }
+}
+
+/// Headers NATS adds for its own bookkeeping; not part of the message.
+fn is_broker_header(name: &str) -> bool {
+    name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")
+}
+
+fn headers_from_nats(map: Option<&HeaderMap>) -> Headers {
+    map.map(|map| {
+        map.iter()
+            .filter(|(name, _)| !is_broker_header(name.as_ref()))
+            .filter_map(|(name, values)| {
+                values
+                    .last()
+                    .map(|value| (name.to_string(), value.as_str().to_owned()))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[async_trait]
+impl Transport for Nats {
+    fn system(&self) -> MessagingSystem {
+        SYSTEM
+    }
+
+    async fn ensure_destination(&self, spec: &DestinationSpec) -> Result<()> {
+        self.shared.stream_for(&spec.name, &spec.name).await.map(|_| ())
+    }
+
+    async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()> {
+        match message.persistence {
+            Persistence::Durable => {
+                self.shared
+                    .publish_durable(
+                        &message.destination,
+                        &message.headers,
+                        message.payload.clone(),
+                        trace,
+                    )
+                    .await
+            }
+            Persistence::Transient => {
+                let (client, _) = self.shared.connect().await?;
+                let map = self.shared.header_map(&message.headers, trace);
+                client
+                    .publish_with_headers(message.destination.clone(), map, message.payload.clone())
+                    .await
+                    .map_err(|error| self.shared.unreachable(error))
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        subscription: &Subscription,
+        target: Target,
+    ) -> Result<DeliveryStream> {
+        let policy = RetryPolicy {
+            max_attempts: subscription.max_attempts,
+            retry_delay: subscription.retry_delay,
+        };
+        let (mut stream, sink) = DeliveryStream::channel(SYSTEM, policy, subscription.prefetch);
+        let (client, js) = self.shared.connect().await?;
+        if target == Target::Main && subscription.persistence == Persistence::Transient {
+            let filter = subscription
+                .filter
+                .clone()
+                .unwrap_or_else(|| subscription.destination.clone());
+            let subscriber = client
+                .queue_subscribe(filter, sanitize_name(&subscription.group))
+                .await
+                .map_err(|e| MessagingError::broker(SYSTEM, &subscription.destination, "subscribe", e))?;
+            let worker = CoreWorker {
+                client: client.clone(),
+                group: subscription.group.clone(),
+                sink,
+            };
+            stream.attach_worker(tokio::spawn(worker.run(subscriber)));
+            return Ok(stream);
+        }
+
+        let dead_letters = dead_letter_subject(subscription);
+        let dead_letter_stream_root = format!("dlq.{}", subscription.destination);
+        let (stream_name, filter, durable, dead_letter_subject) = match target {
+            Target::Main => {
+                self.shared
+                    .stream_for(&dead_letters, &dead_letter_stream_root)
+                    .await?;
+                let name = self
+                    .shared
+                    .stream_for(&subscription.destination, &subscription.destination)
+                    .await?;
+                let filter = subscription
+                    .filter
+                    .clone()
+                    .unwrap_or_else(|| subscription.destination.clone());
+                (name, filter, sanitize_name(&subscription.group), Some(dead_letters))
+            }
+            Target::DeadLetters => {
+                let name = self
+                    .shared
+                    .stream_for(&dead_letters, &dead_letter_stream_root)
+                    .await?;
+                let durable = format!("{}-dlq-reader", sanitize_name(&subscription.group));
+                (name, dead_letters, durable, None)
+            }
+        };
+        let fail = |operation, error: &dyn std::fmt::Display| {
+            MessagingError::broker(SYSTEM, &subscription.destination, operation, error)
+        };
+        let js_stream = js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| fail("get stream", &e))?;
+        let consumer = js_stream
+            .get_or_create_consumer(
+                &durable,
+                pull::Config {
+                    durable_name: Some(durable.clone()),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: subscription.ack_wait,
+                    // One more than the attempts, so a message whose consumer
+                    // died on the last attempt still comes back to be
+                    // dead-lettered instead of silently stopping.
+                    max_deliver: i64::from(subscription.max_attempts) + 1,
+                    filter_subject: filter,
+                    ..pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| fail("create consumer", &e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(usize::from(subscription.prefetch))
+            .messages()
+            .await
+            .map_err(|e| fail("pull", &e))?;
+        let worker = JetStreamWorker {
+            shared: self.shared.clone(),
+            consumer,
+            group: subscription.group.clone(),
+            prefetch: subscription.prefetch,
+            dead_letter_subject,
+            sink,
+        };
+        stream.attach_worker(tokio::spawn(worker.run(messages)));
+        Ok(stream)
+    }
+
+    async fn request(
+        &self,
+        message: &OutgoingMessage,
+        trace: Option<&Context>,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let (client, _) = self.shared.connect().await?;
+        let map = self.shared.header_map(&message.headers, trace);
+        let request = async_nats::Request::new()
+            .payload(message.payload.clone())
+            .headers(map)
+            .timeout(Some(timeout));
+        let timed_out = |detail: &str| MessagingError::Timeout {
+            system: SYSTEM,
+            destination: message.destination.clone(),
+            timeout,
+            detail: detail.to_owned(),
+        };
+        match client
+            .send_request(message.destination.clone(), request)
+            .await
+        {
+            Ok(reply) => Ok(Reply {
+                headers: headers_from_nats(reply.headers.as_ref()),
+                payload: reply.payload,
+            }),
+            Err(error) => Err(match error.kind() {
+                RequestErrorKind::TimedOut => timed_out(""),
+                RequestErrorKind::NoResponders => timed_out(" (no responder is subscribed)"),
+                _ => MessagingError::broker(SYSTEM, &message.destination, "request", error),
+            }),
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        let (client, _) = self.shared.connect().await?;
+        tokio::time::timeout(Duration::from_secs(5), client.flush())
+            .await
+            .map_err(|_| self.shared.unreachable("no answer within 5s"))?
+            .map_err(|error| self.shared.unreachable(error))
+    }
+
+    fn dead_letter_destination(&self, subscription: &Subscription) -> String {
+        dead_letter_subject(subscription)
+    }
+}
+
+/// Feeds a core (transient) queue-group subscription; async-nats
+/// re-subscribes by itself after a reconnect.
+struct CoreWorker {
+    client: Client,
+    group: String,
+    sink: DeliverySink,
+}
+
+impl CoreWorker {
+    async fn run(self, mut subscriber: async_nats::Subscriber) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.sink.stop().cancelled() => break,
+                next = subscriber.next() => next,
+            };
+            let Some(message) = next else { break };
+            let parent = message
+                .headers
+                .as_ref()
+                .map(|map| propagation::extract(&NatsHeaderExtractor(map)))
+                .unwrap_or_default();
+            let headers = headers_from_nats(message.headers.as_ref());
+            let delivery = self.sink.delivery(DeliveryParts {
+                message: ReceivedMessage {
+                    destination: message.subject.to_string(),
+                    key: headers.get(envelope::PARTITION_KEY).map(str::to_owned),
+                    headers,
+                    payload: message.payload,
+                    attempt: 1,
+                    redelivered: false,
+                },
+                group: self.group.clone(),
+                parent,
+                settler: Box::new(NoopSettler {
+                    replier: CoreReplier {
+                        client: self.client.clone(),
+                        reply_to: message.reply.map(|subject| subject.to_string()),
+                    },
+                }),
+            });
+            if !self.sink.send(delivery).await {
+                break;
+            }
+        }
+        let _ = subscriber.unsubscribe().await;
+        self.sink.wait_settled(DRAIN_TIMEOUT).await;
+    }
+}
+
+struct CoreReplier {
+    client: Client,
+    reply_to: Option<String>,
+}
+
+#[async_trait]
+impl Replier for CoreReplier {
+    async fn reply(&self, reply: OutgoingMessage, trace: Option<Context>) -> Result<()> {
+        let Some(reply_to) = &self.reply_to else {
+            return Err(MessagingError::Invalid {
+                system: SYSTEM,
+                what: "reply",
+                reason: "the message is not a request (no reply subject)".into(),
+            });
+        };
+        crate::broker::check_headers(SYSTEM, &reply.headers)?;
+        let mut map = HeaderMap::new();
+        for (name, value) in reply.headers.iter() {
+            map.insert(name, value);
+        }
+        if let Some(trace) = &trace {
+            propagation::inject(trace, &mut NatsHeaderInjector(&mut map));
+        }
+        let fail = |error: &dyn std::fmt::Display| {
+            MessagingError::broker(SYSTEM, reply_to, "reply", error)
+        };
+        self.client
+            .publish_with_headers(reply_to.clone(), map, reply.payload)
+            .await
+            .map_err(|e| fail(&e))?;
+        self.client.flush().await.map_err(|e| fail(&e))
+    }
+}
+
+/// Feeds a JetStream durable pull consumer; re-opens the pull after errors.
+struct JetStreamWorker {
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    group: String,
+    prefetch: u16,
+    dead_letter_subject: Option<String>,
+    sink: DeliverySink,
+}
+
+impl JetStreamWorker {
+    async fn run(self, mut messages: pull::Stream) {
+        let mut delay = RECONNECT_INITIAL;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.sink.stop().cancelled() => break,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    delay = RECONNECT_INITIAL;
+                    let delivery = self.to_delivery(message);
+                    if !self.sink.send(delivery).await {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, group = %self.group, "JetStream pull error");
+                }
+                None => {
+                    tracing::warn!(group = %self.group, "JetStream pull ended; re-opening");
+                    loop {
+                        tokio::select! {
+                            _ = self.sink.stop().cancelled() => return self.finish().await,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(RECONNECT_MAX);
+                        match self
+                            .consumer
+                            .stream()
+                            .max_messages_per_batch(usize::from(self.prefetch))
+                            .messages()
+                            .await
+                        {
+                            Ok(reopened) => {
+                                messages = reopened;
+                                break;
+                            }
+                            Err(error) => tracing::warn!(%error, "re-opening the JetStream pull failed"),
+                        }
+                    }
+                }
+            }
+        }
+        drop(messages);
+        self.finish().await;
+    }
+
+    async fn finish(&self) {
+        self.sink.wait_settled(DRAIN_TIMEOUT).await;
+    }
+
+    fn to_delivery(&self, message: jetstream::Message) -> crate::delivery::Delivery {
+        let attempt = message
+            .info()
+            .map(|info| u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let parent = message
+            .message
+            .headers
+            .as_ref()
+            .map(|map| propagation::extract(&NatsHeaderExtractor(map)))
+            .unwrap_or_default();
+        let headers = headers_from_nats(message.message.headers.as_ref());
+        let received = ReceivedMessage {
+            destination: message.message.subject.to_string(),
+            key: headers.get(envelope::PARTITION_KEY).map(str::to_owned),
+            headers,
+            payload: message.message.payload.clone(),
+            attempt,
+            redelivered: attempt > 1,
+        };
+        self.sink.delivery(DeliveryParts {
+            message: received,
+            group: self.group.clone(),
+            parent,
+            settler: Box::new(JetStreamSettler {
+                shared: self.shared.clone(),
+                dead_letter_subject: self.dead_letter_subject.clone(),
+                message,
+            }),
+        })
+    }
+}
+
+struct JetStreamSettler {
+    shared: Arc<Shared>,
+    dead_letter_subject: Option<String>,
+    message: jetstream::Message,
+}
+
+impl JetStreamSettler {
+    fn failed(&self, operation: &'static str, error: impl std::fmt::Display) -> MessagingError {
+        MessagingError::broker(SYSTEM, self.message.message.subject.as_str(), operation, error)
+    }
+}
+
+#[async_trait]
+impl Settler for JetStreamSettler {
+    async fn ack(self: Box<Self>) -> Result<()> {
+        // Waits for the server's confirmation: an ack lost on the way would
+        // mean a redelivery after ack_wait.
+        self.message
+            .double_ack()
+            .await
+            .map_err(|error| self.failed("ack", error))
+    }
+
+    async fn retry(self: Box<Self>, delay: Duration) -> Result<()> {
+        self.message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|error| self.failed("nak", error))
+    }
+
+    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
+        if let Some(subject) = &self.dead_letter_subject {
+            let mut headers = letter.headers;
+            // A dead letter is a new message: it must not be taken for a
+            // duplicate of the original in the dead-letter stream.
+            if let Some(id) = headers.get(envelope::ID).map(str::to_owned) {
+                headers.insert("x-original-id", id);
+            }
+            let mut map = self.shared.header_map(&headers, None);
+            map.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string());
+            let (_, js) = self.shared.connect().await?;
+            js.publish_with_headers(subject.clone(), map, letter.payload)
+                .await
+                .map_err(|error| self.failed("dead-letter", error))?
+                .await
+                .map_err(|error| self.failed("dead-letter", error))?;
+        }
+        self.message
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(|error| self.failed("term", error))
+    }
+
+    async fn release(self: Box<Self>) -> Result<()> {
+        self.message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(|error| self.failed("nak", error))
+    }
+
+    async fn reply(&self, _reply: OutgoingMessage, _trace: Option<Context>) -> Result<()> {
+        Err(MessagingError::Unsupported {
+            system: SYSTEM,
+            operation: "replies to JetStream deliveries (subscribe transiently to serve requests)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_valid_for_streams_and_consumers() {
+        assert_eq!(sanitize_name("ferrishop.orders"), "ferrishop_orders");
+        assert_eq!(sanitize_name("dlq.a-b.c*"), "dlq_a-b_c_");
+    }
+
+    #[test]
+    fn nats_bookkeeping_headers_are_dropped() {
+        let mut map = HeaderMap::new();
+        map.insert("Nats-Msg-Id", "1");
+        map.insert("ce_id", "1");
+        let headers = headers_from_nats(Some(&map));
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.get("ce_id"), Some("1"));
+    }
+}

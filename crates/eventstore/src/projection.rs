@@ -119,6 +119,9 @@ pub struct ProjectionConfig {
     pub batch_size: usize,
     /// Pause between polls once caught up.
     pub idle_interval: Duration,
+    /// Pause between polls while committed events wait for an older
+    /// transaction to finish before they may be read.
+    pub held_back_interval: Duration,
     /// How long a lease lasts without renewal; renewed at half of it.
     pub lease_ttl: Duration,
     /// How often a standby runner tries to take the lease.
@@ -137,6 +140,7 @@ impl Default for ProjectionConfig {
         Self {
             batch_size: 500,
             idle_interval: Duration::from_millis(100),
+            held_back_interval: Duration::from_millis(10),
             lease_ttl: Duration::from_secs(30),
             standby_interval: Duration::from_secs(1),
             lag_interval: Duration::from_secs(1),
@@ -180,6 +184,17 @@ pub async fn checkpoint(
            FROM projection_checkpoints WHERE projection = $1",
     )
     .bind(projection)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| decode_position(&row)).transpose()
+}
+
+/// The last committed event in the global order, readable or not yet.
+async fn head(pool: &PgPool) -> Result<Option<GlobalPosition>, ProjectionError> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text AS transaction_id, position FROM es_events \
+          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
     .fetch_optional(pool)
     .await?;
     row.map(|row| decode_position(&row)).transpose()
@@ -294,7 +309,7 @@ impl ProjectionRunner {
                 last_lag = Some(Instant::now());
             }
             let pause = match self.step().await {
-                Ok(0) => {
+                Ok((0, checkpoint)) => {
                     backoff = self.config.initial_backoff;
                     if last_renewal.elapsed() >= self.config.lease_ttl / 2 {
                         match self.renew().await {
@@ -304,7 +319,21 @@ impl ProjectionRunner {
                             }
                         }
                     }
-                    self.config.idle_interval
+                    // Committed events that an older, still running
+                    // transaction keeps from being read: no notification
+                    // will announce that transaction's end, so look again
+                    // soon rather than after a whole idle interval.
+                    match self.held_back(checkpoint).await {
+                        Ok(true) => self
+                            .config
+                            .held_back_interval
+                            .min(self.config.idle_interval),
+                        Ok(false) => self.config.idle_interval,
+                        Err(error) => {
+                            tracing::warn!(projection = self.name(), %error, "cannot check for held-back events");
+                            self.config.idle_interval
+                        }
+                    }
                 }
                 Ok(_) => {
                     backoff = self.config.initial_backoff;
@@ -360,18 +389,23 @@ impl ProjectionRunner {
         }
     }
 
-    /// Applies every event available now, under the lease (taken if free).
-    /// Returns how many were applied.
+    /// Applies every event committed before the call, under the lease
+    /// (taken if free), then returns how many were applied. Events held
+    /// back by an older transaction that is still running are waited for.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
         self.ensure_lease().await?;
+        let target = head(&self.pool).await?;
         let mut applied = 0;
         loop {
-            let batch = self.step().await?;
-            if batch == 0 {
-                self.refresh_lag().await;
-                return Ok(applied);
-            }
+            let (batch, from) = self.step().await?;
             applied += batch;
+            if batch == 0 {
+                if target.is_none_or(|target| from >= target) {
+                    self.refresh_lag().await;
+                    return Ok(applied);
+                }
+                tokio::time::sleep(self.config.held_back_interval).await;
+            }
         }
     }
 
@@ -526,8 +560,9 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    /// Applies one batch; returns its size (0 when caught up).
-    async fn step(&self) -> Result<u64, ProjectionError> {
+    /// Applies one batch; returns its size (0 when caught up) and the
+    /// checkpoint it started from.
+    async fn step(&self) -> Result<(u64, GlobalPosition), ProjectionError> {
         let token = self
             .fencing_token()
             .ok_or_else(|| ProjectionError::LeaseHeld {
@@ -543,7 +578,7 @@ impl ProjectionRunner {
             read_all_on(&mut connection, from, self.config.batch_size).await?
         };
         let Some(last) = events.last().map(|event| event.position) else {
-            return Ok(0);
+            return Ok((0, from));
         };
         let mut transaction = self.pool.begin().await?;
         self.lock_checkpoint(&mut transaction, token, Some(from))
@@ -577,7 +612,21 @@ impl ProjectionRunner {
         let applied = events.len() as u64;
         metrics::counter!(names::PROJECTION_EVENTS_APPLIED, "projection" => self.name().to_owned())
             .increment(applied);
-        Ok(applied)
+        Ok((applied, from))
+    }
+
+    /// Whether events after `checkpoint` exist that [`read_all_on`] does not
+    /// return yet because an older transaction is still running.
+    async fn held_back(&self, checkpoint: GlobalPosition) -> Result<bool, ProjectionError> {
+        let held_back = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM es_events \
+              WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+        )
+        .bind(checkpoint.transaction_id.to_string())
+        .bind(checkpoint.position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(held_back)
     }
 
     /// Refreshes `ferrishop_projection_lag_events` (counted up to a cap).

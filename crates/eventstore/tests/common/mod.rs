@@ -270,3 +270,171 @@ pub async fn read_all_eventually(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A read model of account balances that *accumulates* (balance += amount),
+/// so applying an event twice would show, and that refuses events of a
+/// stream out of version order. Every applied event is also recorded by its
+/// global position, so a double application fails on the primary key.
+pub struct BalanceProjection {
+    pub name: String,
+}
+
+impl BalanceProjection {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    pub async fn create_tables(pool: &PgPool) {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS balances (
+                 projection text NOT NULL, stream_id text NOT NULL, balance bigint NOT NULL,
+                 events bigint NOT NULL, last_version bigint NOT NULL,
+                 PRIMARY KEY (projection, stream_id));
+             CREATE TABLE IF NOT EXISTS applied_events (
+                 projection text NOT NULL, transaction_id text NOT NULL, position bigint NOT NULL,
+                 PRIMARY KEY (projection, transaction_id, position));",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    /// `(stream_id, balance, events, last_version)` rows, sorted.
+    pub async fn rows(&self, pool: &PgPool) -> Vec<(String, i64, i64, i64)> {
+        sqlx::query_as(
+            "SELECT stream_id, balance, events, last_version FROM balances \
+              WHERE projection = $1 ORDER BY stream_id",
+        )
+        .bind(&self.name)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn applied_count(&self, pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM applied_events WHERE projection = $1")
+            .bind(&self.name)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// What the read model must contain: the fold of the whole log.
+pub fn replay_balances(events: &[eventstore::RecordedEvent]) -> Vec<(String, i64, i64, i64)> {
+    let mut rows: std::collections::BTreeMap<String, (i64, i64, i64)> = Default::default();
+    for event in events {
+        let row = rows.entry(event.stream_id.clone()).or_default();
+        row.0 += balance_change(event).unwrap_or(0);
+        row.1 += 1;
+        row.2 = event.version;
+    }
+    rows.into_iter()
+        .map(|(stream, (balance, events, version))| (stream, balance, events, version))
+        .collect()
+}
+
+fn balance_change(event: &eventstore::RecordedEvent) -> Result<i64, String> {
+    let amount = || {
+        event.payload["amount"]
+            .as_i64()
+            .ok_or_else(|| format!("{} without amount", event.event_type))
+    };
+    match event.event_type.as_str() {
+        "Deposited" => {
+            if event.payload.get("currency").is_none() {
+                return Err("Deposited without currency (schema version 1?)".to_owned());
+            }
+            amount()
+        }
+        "Withdrawn" => Ok(-amount()?),
+        _ => Ok(0),
+    }
+}
+
+#[async_trait::async_trait]
+impl eventstore::Projection for BalanceProjection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        event: &eventstore::RecordedEvent,
+    ) -> Result<(), eventstore::ApplyError> {
+        let change =
+            balance_change(event).map_err(|reason| eventstore::ApplyError::Other(reason.into()))?;
+        sqlx::query("INSERT INTO applied_events VALUES ($1, $2, $3)")
+            .bind(&self.name)
+            .bind(event.position.transaction_id.to_string())
+            .bind(event.position.position)
+            .execute(&mut *connection)
+            .await?;
+        let updated = sqlx::query(
+            "UPDATE balances SET balance = balance + $3, events = events + 1, last_version = $4 \
+              WHERE projection = $1 AND stream_id = $2 AND last_version = $4 - 1",
+        )
+        .bind(&self.name)
+        .bind(&event.stream_id)
+        .bind(change)
+        .bind(event.version)
+        .execute(&mut *connection)
+        .await?;
+        if updated.rows_affected() == 0 {
+            if event.version != 1 {
+                return Err(eventstore::ApplyError::Other(
+                    format!("{} version {} out of order", event.stream_id, event.version).into(),
+                ));
+            }
+            sqlx::query("INSERT INTO balances VALUES ($1, $2, $3, 1, 1)")
+                .bind(&self.name)
+                .bind(&event.stream_id)
+                .bind(change)
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn reset(
+        &self,
+        connection: &mut sqlx::PgConnection,
+    ) -> Result<(), eventstore::ApplyError> {
+        sqlx::query("DELETE FROM balances WHERE projection = $1")
+            .bind(&self.name)
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query("DELETE FROM applied_events WHERE projection = $1")
+            .bind(&self.name)
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Every event in the log, in global order (waits for visibility).
+pub async fn full_log(store: &eventstore::EventStore) -> Vec<eventstore::RecordedEvent> {
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM es_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let total = usize::try_from(total).unwrap();
+    let mut events: Vec<eventstore::RecordedEvent> = Vec::with_capacity(total);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while events.len() < total {
+        let after = events.last().map(|e| e.position).unwrap_or_default();
+        let batch = store.read_all(after, 5000).await.unwrap();
+        if batch.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "log not visible in time"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        events.extend(batch);
+    }
+    events
+}

@@ -9,7 +9,7 @@
 //! message relayed from one broker to another, or a consumer moved between
 //! them, sees the same headers, and the DESIGN contract names exactly these.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::message::Headers;
 
@@ -59,7 +59,9 @@ impl CloudEvent {
             event_type: event_type.into(),
             source: source.into(),
             subject: None,
-            time: Some(Utc::now()),
+            // What survives the RFC 3339 text on the wire, so an event
+            // compares equal to itself after a round trip.
+            time: Some(Utc::now().trunc_subsecs(6)),
             content_type: Some("application/json".to_owned()),
         }
     }
@@ -145,16 +147,7 @@ mod tests {
         let mut headers = Headers::new();
         event.write_to(&mut headers);
         assert_eq!(headers.get(SPEC_VERSION), Some("1.0"));
-        let back = CloudEvent::from_headers(&headers);
-        // Microsecond precision on the wire.
-        let expected = CloudEvent {
-            time: event
-                .time
-                .and_then(|t| DateTime::parse_from_rfc3339(&format_time(t)).ok())
-                .map(|t| t.with_timezone(&Utc)),
-            ..event
-        };
-        assert_eq!(back, Some(expected));
+        assert_eq!(CloudEvent::from_headers(&headers), Some(event));
     }
 
     #[test]

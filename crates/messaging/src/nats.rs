@@ -280,7 +280,11 @@ impl Transport for Nats {
     }
 
     async fn ensure_destination(&self, spec: &DestinationSpec) -> Result<()> {
-        self.shared.stream_for(&spec.name, &spec.name).await.map(|_| ())
+        match spec.persistence {
+            Persistence::Durable => self.shared.stream_for(&spec.name, &spec.name).await.map(|_| ()),
+            // Core subjects exist by being used.
+            Persistence::Transient => self.shared.connect().await.map(|_| ()),
+        }
     }
 
     async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()> {

@@ -999,13 +999,15 @@ impl ConsumerWorker {
             reply_to: delivery.properties.reply_to().clone(),
             correlation_id: delivery.properties.correlation_id().clone(),
         };
+        let attempt = self.topology.attempt(table);
         self.sink.delivery(DeliveryParts {
             message: ReceivedMessage {
                 destination: self.topology.destination.clone(),
                 key,
                 headers,
-                attempt: self.topology.attempt(table),
-                redelivered: delivery.redelivered,
+                attempt,
+                // A trip through the retry queue is a new AMQP delivery.
+                redelivered: delivery.redelivered || attempt > 1,
                 payload: Bytes::from(delivery.data),
             },
             group: self.topology.group.clone(),

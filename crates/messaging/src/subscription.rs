@@ -101,6 +101,10 @@ pub struct DestinationSpec {
     pub name: String,
     /// Kafka partitions; the unit of parallelism per consumer group.
     pub partitions: u32,
+    /// `Transient` destinations (requests, notifications) need no storage:
+    /// NATS then creates no JetStream stream — which would also answer
+    /// requests sent to the subject with its publish acks.
+    pub persistence: Persistence,
 }
 
 impl DestinationSpec {
@@ -110,7 +114,14 @@ impl DestinationSpec {
         Self {
             name: name.into(),
             partitions: Self::DEFAULT_PARTITIONS,
+            persistence: Persistence::Durable,
         }
+    }
+
+    /// For request/reply and notifications; see [`Self::persistence`].
+    pub fn transient(mut self) -> Self {
+        self.persistence = Persistence::Transient;
+        self
     }
 
     pub fn with_partitions(mut self, partitions: u32) -> Self {

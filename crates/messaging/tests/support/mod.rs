@@ -1,0 +1,119 @@
+//! Per-broker harnesses for the integration tests: a broker handle on the
+//! real broker with its own connection names, unique destination names, and
+//! subscription timings short enough for CI.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use messaging::{
+    Broker, Delivery, DeliveryStream, DestinationSpec, Kafka, KafkaConfig, MessagingSystem, Nats,
+    NatsConfig, RabbitMq, RabbitMqConfig, Subscription,
+};
+
+pub const SOURCE: &str = "/ferrishop/messaging-tests";
+
+/// How long a test waits for one expected delivery.
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Harness {
+    pub broker: Broker,
+    /// Identifies this harness's connections on the broker.
+    pub connection_name: String,
+}
+
+impl Harness {
+    pub fn system(&self) -> MessagingSystem {
+        self.broker.system()
+    }
+
+    /// A destination no other test uses, created with `partitions`.
+    pub async fn destination(&self, prefix: &str, partitions: u32) -> String {
+        let name = testkit::brokers::unique_name(prefix);
+        self.create(&DestinationSpec::new(&name).with_partitions(partitions))
+            .await;
+        name
+    }
+
+    /// A destination for requests or notifications, no other test uses.
+    pub async fn transient_destination(&self, prefix: &str) -> String {
+        let name = testkit::brokers::unique_name(prefix);
+        self.create(&DestinationSpec::new(&name).transient()).await;
+        name
+    }
+
+    async fn create(&self, spec: &DestinationSpec) {
+        self.broker
+            .ensure_destination(spec)
+            .await
+            .unwrap_or_else(|error| panic!("creating {}: {error}", spec.name));
+    }
+
+    /// A subscription with CI-friendly timings.
+    pub fn subscription(&self, destination: &str, group: &str) -> Subscription {
+        Subscription::new(destination, group)
+            .with_retry_delay(Duration::from_millis(200))
+            .with_ack_wait(Duration::from_secs(2))
+            .with_max_attempts(3)
+    }
+
+    pub async fn subscribe(&self, subscription: &Subscription) -> DeliveryStream {
+        self.broker
+            .subscribe(subscription)
+            .await
+            .unwrap_or_else(|error| panic!("subscribing: {error}"))
+    }
+}
+
+pub async fn rabbitmq() -> Harness {
+    let url = testkit::brokers::rabbitmq().await;
+    let connection_name = testkit::brokers::unique_name("messaging-test");
+    let broker = RabbitMq::new(RabbitMqConfig::new(url, &connection_name)).into_broker(SOURCE);
+    Harness {
+        broker,
+        connection_name,
+    }
+}
+
+pub async fn kafka() -> Harness {
+    let brokers = testkit::brokers::kafka().await;
+    let connection_name = testkit::brokers::unique_name("messaging-test");
+    let mut config = KafkaConfig::new(brokers, &connection_name);
+    config.session_timeout = Duration::from_secs(6);
+    let broker = Kafka::new(config)
+        .unwrap_or_else(|error| panic!("Kafka client: {error}"))
+        .into_broker(SOURCE);
+    Harness {
+        broker,
+        connection_name,
+    }
+}
+
+pub async fn nats() -> Harness {
+    let url = testkit::brokers::nats().await;
+    let connection_name = testkit::brokers::unique_name("messaging-test");
+    let broker = Nats::new(NatsConfig::new(url, &connection_name)).into_broker(SOURCE);
+    Harness {
+        broker,
+        connection_name,
+    }
+}
+
+/// The next delivery, failing the test after [`RECEIVE_TIMEOUT`].
+pub async fn next(stream: &mut DeliveryStream) -> Delivery {
+    match tokio::time::timeout(RECEIVE_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(delivery))) => delivery,
+        Ok(Some(Err(error))) => panic!("delivery failed: {error}"),
+        Ok(None) => panic!("the delivery stream ended"),
+        Err(_) => panic!("no delivery within {RECEIVE_TIMEOUT:?}"),
+    }
+}
+
+/// The next delivery within `wait`, if any.
+pub async fn maybe_next(stream: &mut DeliveryStream, wait: Duration) -> Option<Delivery> {
+    match tokio::time::timeout(wait, stream.next()).await {
+        Ok(Some(Ok(delivery))) => Some(delivery),
+        Ok(Some(Err(error))) => panic!("delivery failed: {error}"),
+        Ok(None) | Err(_) => None,
+    }
+}

@@ -39,6 +39,15 @@ struct Rendered {
     docs: Vec<Value>,
 }
 
+impl Drop for Rendered {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        if let Some(dir) = self.file.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 impl Rendered {
     fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
         let kind = kind.to_owned();

@@ -1,85 +1,565 @@
 //! gRPC adapter: `ferrishop.inventory.v1.InventoryService`.
 //!
-//! Methods answer `UNIMPLEMENTED` until their use cases are built; the service
-//! is registered now so health and reflection describe the binary's contract.
+//! Handlers are thin: parse the request into domain values (collecting every
+//! bad field, not just the first), call one use case, convert the result. The
+//! conversions live at the bottom of this file, and [`InventoryError`] becomes
+//! a [`Status`] in exactly one place, [`status`], which sets the gRPC code,
+//! the stable `x-error-code` metadata and the rich error details.
 
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::num::NonZeroU32;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
+use proto::ferrishop::common::v1 as common;
+use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_server::InventoryService;
-use proto::ferrishop::inventory::v1::*;
-use tonic::{Request, Response, Status};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::app::Inventory;
+use crate::domain::money::{Currency, Money, Rate};
+use crate::domain::pricing::Quote;
+use crate::domain::product::{
+    CatalogEntry, CatalogFilter, Category, Description, NewProduct, Price, PriceError, ProductId,
+    ProductName, Sku,
+};
+use crate::domain::reservation::{Reservation, ReservationId, ReservationLines, ReservationStatus};
+use crate::domain::stock::{Quantity, ReorderPolicy, StockLevel};
+use crate::error::{FieldViolation, InventoryError};
+
+/// `google.rpc.ErrorInfo.domain` of this service's errors.
+pub const ERROR_DOMAIN: &str = "inventory.ferrishop.dev";
+
+/// The role CreateProduct and Restock require.
+const ADMIN_ROLE: &str = "admin";
 
 /// The `InventoryService` implementation.
-#[derive(Debug, Clone, Default)]
-pub struct InventoryServiceApi;
-
-fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "inventory.v1.InventoryService/{method} is not implemented yet"
-    ))
+#[derive(Debug, Clone)]
+pub struct InventoryServiceApi {
+    inventory: Inventory,
+    shop_currency: Currency,
+    /// Ends open WatchStock streams when the server shuts down, which would
+    /// otherwise hold the graceful shutdown until its deadline.
+    shutdown: CancellationToken,
 }
+
+impl InventoryServiceApi {
+    pub fn new(inventory: Inventory, shop_currency: Currency, shutdown: CancellationToken) -> Self {
+        Self {
+            inventory,
+            shop_currency,
+            shutdown,
+        }
+    }
+}
+
+type ApiResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl InventoryService for InventoryServiceApi {
     async fn get_product(
         &self,
-        _: Request<GetProductRequest>,
-    ) -> Result<Response<GetProductResponse>, Status> {
-        Err(unimplemented("GetProduct"))
+        request: Request<pb::GetProductRequest>,
+    ) -> ApiResult<pb::GetProductResponse> {
+        let id = field(
+            "product_id",
+            ProductId::parse(&request.get_ref().product_id),
+        )?;
+        let entry = self.inventory.product(id).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(product(&entry)),
+        }))
     }
 
-    type ListProductsStream = futures::stream::Empty<Result<ListProductsResponse, Status>>;
+    type ListProductsStream = BoxStream<'static, Result<pb::ListProductsResponse, Status>>;
 
     async fn list_products(
         &self,
-        _: Request<ListProductsRequest>,
-    ) -> Result<Response<Self::ListProductsStream>, Status> {
-        Err(unimplemented("ListProducts"))
+        request: Request<pb::ListProductsRequest>,
+    ) -> ApiResult<Self::ListProductsStream> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let category = violations.check("category", category_filter(request.category));
+        let page = request.page.unwrap_or_default();
+        let after = violations.check("page.cursor", cursor(&page.cursor));
+        let (Some(category), Some(after)) = (category, after) else {
+            return Err(violations.into_error().into());
+        };
+        let filter = CatalogFilter {
+            category,
+            in_stock: request.in_stock,
+        };
+        let products = self
+            .inventory
+            .list_products(filter, after, NonZeroU32::new(page.limit))
+            .map(|entry| {
+                entry.map_err(status).map(|entry| pb::ListProductsResponse {
+                    cursor: entry.product.id.to_string(),
+                    product: Some(product(&entry)),
+                })
+            });
+        Ok(Response::new(products.boxed()))
     }
 
     async fn create_product(
         &self,
-        _: Request<CreateProductRequest>,
-    ) -> Result<Response<CreateProductResponse>, Status> {
-        Err(unimplemented("CreateProduct"))
+        request: Request<pb::CreateProductRequest>,
+    ) -> ApiResult<pb::CreateProductResponse> {
+        require_admin(request.metadata())?;
+        let new = self.new_product(request.into_inner())?;
+        let entry = self.inventory.create_product(new).await?;
+        Ok(Response::new(pb::CreateProductResponse {
+            product: Some(product(&entry)),
+        }))
     }
 
     async fn restock(
         &self,
-        _: Request<RestockRequest>,
-    ) -> Result<Response<RestockResponse>, Status> {
-        Err(unimplemented("Restock"))
+        request: Request<pb::RestockRequest>,
+    ) -> ApiResult<pb::RestockResponse> {
+        require_admin(request.metadata())?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.check("product_id", ProductId::parse(&request.product_id));
+        let quantity = violations.check("quantity", Quantity::new(request.quantity));
+        let (Some(id), Some(quantity)) = (id, quantity) else {
+            return Err(violations.into_error().into());
+        };
+        let entry = self.inventory.restock(id, quantity).await?;
+        Ok(Response::new(pb::RestockResponse {
+            product: Some(product(&entry)),
+        }))
     }
 
-    async fn quote(&self, _: Request<QuoteRequest>) -> Result<Response<QuoteResponse>, Status> {
-        Err(unimplemented("Quote"))
+    async fn quote(&self, request: Request<pb::QuoteRequest>) -> ApiResult<pb::QuoteResponse> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.check("product_id", ProductId::parse(&request.product_id));
+        let quantity = violations.check("quantity", Quantity::new(request.quantity));
+        let tax_rate = violations.check(
+            "tax_rate_bps",
+            Rate::from_basis_points(request.tax_rate_bps),
+        );
+        let (Some(id), Some(quantity), Some(tax_rate)) = (id, quantity, tax_rate) else {
+            return Err(violations.into_error().into());
+        };
+        let quote = self.inventory.quote(id, quantity, tax_rate).await?;
+        Ok(Response::new(quote_response(id, &quote)))
     }
 
     async fn reserve_stock(
         &self,
-        _: Request<ReserveStockRequest>,
-    ) -> Result<Response<ReserveStockResponse>, Status> {
-        Err(unimplemented("ReserveStock"))
+        request: Request<pb::ReserveStockRequest>,
+    ) -> ApiResult<pb::ReserveStockResponse> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.check(
+            "reservation_id",
+            ReservationId::parse(&request.reservation_id),
+        );
+        let mut lines = Vec::with_capacity(request.lines.len());
+        for (index, line) in request.lines.iter().enumerate() {
+            let product_id = violations.check(
+                format!("lines[{index}].product_id"),
+                ProductId::parse(&line.product_id),
+            );
+            let quantity = violations.check(
+                format!("lines[{index}].quantity"),
+                Quantity::new(line.quantity),
+            );
+            if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+                lines.push((product_id, quantity));
+            }
+        }
+        let lines = if violations.is_empty() {
+            violations.check("lines", ReservationLines::new(lines))
+        } else {
+            None
+        };
+        let (Some(id), Some(lines)) = (id, lines) else {
+            return Err(violations.into_error().into());
+        };
+        let reservation = self.inventory.reserve(id, lines).await?;
+        Ok(Response::new(reserve_response(&reservation)))
     }
 
     async fn commit_reservation(
         &self,
-        _: Request<CommitReservationRequest>,
-    ) -> Result<Response<CommitReservationResponse>, Status> {
-        Err(unimplemented("CommitReservation"))
+        request: Request<pb::CommitReservationRequest>,
+    ) -> ApiResult<pb::CommitReservationResponse> {
+        let id = field(
+            "reservation_id",
+            ReservationId::parse(&request.get_ref().reservation_id),
+        )?;
+        let status = self.inventory.commit(id).await?;
+        Ok(Response::new(pb::CommitReservationResponse {
+            reservation_id: id.to_string(),
+            status: reservation_status(status).into(),
+        }))
     }
 
     async fn release_reservation(
         &self,
-        _: Request<ReleaseReservationRequest>,
-    ) -> Result<Response<ReleaseReservationResponse>, Status> {
-        Err(unimplemented("ReleaseReservation"))
+        request: Request<pb::ReleaseReservationRequest>,
+    ) -> ApiResult<pb::ReleaseReservationResponse> {
+        let id = field(
+            "reservation_id",
+            ReservationId::parse(&request.get_ref().reservation_id),
+        )?;
+        let status = self.inventory.release(id).await?;
+        Ok(Response::new(pb::ReleaseReservationResponse {
+            reservation_id: id.to_string(),
+            status: reservation_status(status).into(),
+        }))
     }
 
-    type WatchStockStream = futures::stream::Empty<Result<WatchStockResponse, Status>>;
+    type WatchStockStream = BoxStream<'static, Result<pb::WatchStockResponse, Status>>;
 
     async fn watch_stock(
         &self,
-        _: Request<WatchStockRequest>,
-    ) -> Result<Response<Self::WatchStockStream>, Status> {
-        Err(unimplemented("WatchStock"))
+        request: Request<pb::WatchStockRequest>,
+    ) -> ApiResult<Self::WatchStockStream> {
+        let id = field(
+            "product_id",
+            ProductId::parse(&request.get_ref().product_id),
+        )?;
+        let levels = self.inventory.watch_stock(id).await?;
+        let responses = levels
+            .map(|level| {
+                level.map_err(status).map(|level| pb::WatchStockResponse {
+                    stock: Some(stock_level(&level)),
+                })
+            })
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(responses.boxed()))
+    }
+}
+
+impl InventoryServiceApi {
+    fn new_product(&self, request: pb::CreateProductRequest) -> Result<NewProduct, InventoryError> {
+        let mut violations = Violations::default();
+        let sku = violations.check("sku", Sku::parse(&request.sku));
+        let name = violations.check("name", ProductName::parse(&request.name));
+        let description = violations.check("description", Description::parse(&request.description));
+        let price = match request.price {
+            None => violations.reject("price", "is required"),
+            Some(money) => match Currency::parse(&money.currency) {
+                Err(error) => violations.reject("price.currency", error),
+                Ok(currency) => {
+                    match Price::parse(Money::new(money.amount, currency), self.shop_currency) {
+                        Ok(price) => Some(price),
+                        Err(error @ PriceError::NotPositive(_)) => {
+                            violations.reject("price.amount", error)
+                        }
+                        Err(error @ PriceError::WrongCurrency { .. }) => {
+                            violations.reject("price.currency", error)
+                        }
+                    }
+                }
+            },
+        };
+        let category = match violations.check("category", category_filter(request.category)) {
+            Some(None) => violations.reject("category", "is required"),
+            category => category.flatten(),
+        };
+        let (Some(sku), Some(name), Some(description), Some(price), Some(category)) =
+            (sku, name, description, price, category)
+        else {
+            return Err(violations.into_error());
+        };
+        let policy = request.reorder_policy.unwrap_or_default();
+        Ok(NewProduct {
+            sku,
+            name,
+            description,
+            price,
+            category,
+            initial_stock: request.initial_stock,
+            reorder_policy: ReorderPolicy {
+                avg_daily_demand: policy.avg_daily_demand,
+                lead_time_days: policy.lead_time_days,
+                safety_stock: policy.safety_stock,
+            },
+        })
+    }
+}
+
+/// Checks the caller metadata the gateway sets: a UUID `x-user-id` and the
+/// `admin` role among the comma-separated `x-user-roles`.
+fn require_admin(metadata: &MetadataMap) -> Result<(), InventoryError> {
+    let authenticated = metadata
+        .get(proto::metadata::USER_ID)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|user_id| uuid::Uuid::try_parse(user_id.trim()).is_ok());
+    if !authenticated {
+        return Err(InventoryError::Unauthenticated);
+    }
+    let is_admin = metadata
+        .get_all(proto::metadata::USER_ROLES)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|roles| roles.split(','))
+        .any(|role| role.trim() == ADMIN_ROLE);
+    if is_admin {
+        Ok(())
+    } else {
+        Err(InventoryError::Forbidden(ADMIN_ROLE))
+    }
+}
+
+/// Collects every invalid field of a request.
+#[derive(Debug, Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// The value, or `None` after recording why `field` is invalid.
+    fn check<T, E: Display>(
+        &mut self,
+        field: impl Into<String>,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => self.reject(field, error),
+        }
+    }
+
+    fn reject<T>(&mut self, field: impl Into<String>, description: impl Display) -> Option<T> {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.to_string(),
+        });
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_error(self) -> InventoryError {
+        InventoryError::InvalidArgument(self.0)
+    }
+}
+
+/// A single field's value, or `INVALID_ARGUMENT` naming it.
+fn field<T, E: Display>(name: &str, result: Result<T, E>) -> Result<T, InventoryError> {
+    result.map_err(|error| InventoryError::invalid(name, error))
+}
+
+/// `CATEGORY_UNSPECIFIED` is `None`; values the proto does not define are
+/// refused.
+fn category_filter(value: i32) -> Result<Option<Category>, String> {
+    match pb::Category::try_from(value) {
+        Ok(pb::Category::Unspecified) => Ok(None),
+        Ok(pb::Category::Electronics) => Ok(Some(Category::Electronics)),
+        Ok(pb::Category::Clothing) => Ok(Some(Category::Clothing)),
+        Ok(pb::Category::Books) => Ok(Some(Category::Books)),
+        Ok(pb::Category::HomeGarden) => Ok(Some(Category::HomeGarden)),
+        Ok(pb::Category::Sports) => Ok(Some(Category::Sports)),
+        Err(_) => Err(format!("unknown category value {value}")),
+    }
+}
+
+/// The ListProducts cursor is the id of the last product sent. Clients
+/// treat it as opaque, so its form may change.
+fn cursor(text: &str) -> Result<Option<ProductId>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ProductId::parse(text)
+        .map(Some)
+        .map_err(|_| "is not a cursor this service issued".to_owned())
+}
+
+/// The one translation of an [`InventoryError`] into a gRPC status.
+pub fn status(error: InventoryError) -> Status {
+    let code = match &error {
+        InventoryError::InvalidArgument(_) => Code::InvalidArgument,
+        InventoryError::Unauthenticated => Code::Unauthenticated,
+        InventoryError::Forbidden(_) => Code::PermissionDenied,
+        InventoryError::ProductNotFound(_) | InventoryError::ReservationNotFound(_) => {
+            Code::NotFound
+        }
+        InventoryError::SkuTaken(_) | InventoryError::ReservationMismatch(_) => Code::AlreadyExists,
+        InventoryError::InsufficientStock(_) | InventoryError::Reservation { .. } => {
+            Code::FailedPrecondition
+        }
+        InventoryError::Unavailable(_) => Code::Unavailable,
+        InventoryError::Internal(_) => Code::Internal,
+    };
+
+    let mut details = ErrorDetails::new();
+    let mut info = HashMap::new();
+    match &error {
+        InventoryError::InvalidArgument(violations) => {
+            for violation in violations {
+                details.add_bad_request_violation(&violation.field, &violation.description);
+            }
+        }
+        InventoryError::InsufficientStock(shortages) => {
+            for shortage in shortages {
+                details.add_precondition_failure_violation(
+                    error.code(),
+                    shortage.product_id.to_string(),
+                    format!(
+                        "requested {}, available {}",
+                        shortage.requested, shortage.available
+                    ),
+                );
+            }
+            if let Some(first) = shortages.first() {
+                info.insert("product_id".to_owned(), first.product_id.to_string());
+                info.insert("requested".to_owned(), first.requested.to_string());
+                info.insert("available".to_owned(), first.available.to_string());
+            }
+        }
+        InventoryError::ProductNotFound(id) => {
+            info.insert("product_id".to_owned(), id.to_string());
+        }
+        InventoryError::ReservationNotFound(id)
+        | InventoryError::ReservationMismatch(id)
+        | InventoryError::Reservation { id, .. } => {
+            info.insert("reservation_id".to_owned(), id.to_string());
+        }
+        InventoryError::SkuTaken(sku) => {
+            info.insert("sku".to_owned(), sku.to_string());
+        }
+        InventoryError::Unauthenticated
+        | InventoryError::Forbidden(_)
+        | InventoryError::Unavailable(_)
+        | InventoryError::Internal(_) => {}
+    }
+    details.set_error_info(error.code(), ERROR_DOMAIN, info);
+
+    let message = match &error {
+        InventoryError::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            "internal error".to_owned()
+        }
+        InventoryError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "unavailable");
+            error.to_string()
+        }
+        _ => error.to_string(),
+    };
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        proto::metadata::ERROR_CODE,
+        MetadataValue::from_static(error.code()),
+    );
+    Status::with_error_details_and_metadata(code, message, details, metadata)
+}
+
+impl From<InventoryError> for Status {
+    fn from(error: InventoryError) -> Self {
+        status(error)
+    }
+}
+
+// Domain → proto.
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        // Always below 2·10⁹ (leap seconds included), so it fits.
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
+    }
+}
+
+fn money(money: Money) -> common::Money {
+    common::Money {
+        amount: money.amount(),
+        currency: money.currency().to_string(),
+    }
+}
+
+fn category(category: Category) -> pb::Category {
+    match category {
+        Category::Electronics => pb::Category::Electronics,
+        Category::Clothing => pb::Category::Clothing,
+        Category::Books => pb::Category::Books,
+        Category::HomeGarden => pb::Category::HomeGarden,
+        Category::Sports => pb::Category::Sports,
+    }
+}
+
+fn reservation_status(status: ReservationStatus) -> pb::ReservationStatus {
+    match status {
+        ReservationStatus::Held => pb::ReservationStatus::Held,
+        ReservationStatus::Committed => pb::ReservationStatus::Committed,
+        ReservationStatus::Released => pb::ReservationStatus::Released,
+        ReservationStatus::Expired => pb::ReservationStatus::Expired,
+    }
+}
+
+fn product(entry: &CatalogEntry) -> pb::Product {
+    let product = &entry.product;
+    let stock = entry.level.stock;
+    let policy = product.reorder_policy;
+    pb::Product {
+        id: product.id.to_string(),
+        sku: product.sku.to_string(),
+        name: product.name.as_str().to_owned(),
+        description: product.description.as_str().to_owned(),
+        price: Some(money(product.price.money())),
+        category: category(product.category).into(),
+        active: product.active,
+        on_hand: stock.on_hand(),
+        reserved: stock.reserved(),
+        available: stock.available(),
+        created_at: Some(timestamp(product.created_at)),
+        updated_at: Some(timestamp(entry.updated_at())),
+        reorder_policy: Some(pb::ReorderPolicy {
+            avg_daily_demand: policy.avg_daily_demand,
+            lead_time_days: policy.lead_time_days,
+            safety_stock: policy.safety_stock,
+            reorder_point: policy.reorder_point(),
+        }),
+    }
+}
+
+fn stock_level(level: &StockLevel) -> pb::StockLevel {
+    pb::StockLevel {
+        product_id: level.product_id.to_string(),
+        on_hand: level.stock.on_hand(),
+        reserved: level.stock.reserved(),
+        available: level.stock.available(),
+        updated_at: Some(timestamp(level.updated_at)),
+        version: level.version,
+    }
+}
+
+fn quote_response(id: ProductId, quote: &Quote) -> pb::QuoteResponse {
+    pb::QuoteResponse {
+        product_id: id.to_string(),
+        quantity: quote.quantity.get(),
+        unit_price: Some(money(quote.unit_price)),
+        subtotal: Some(money(quote.subtotal)),
+        discount_rate_bps: u32::from(quote.discount_rate.basis_points()),
+        discount: Some(money(quote.discount)),
+        tax: Some(money(quote.tax)),
+        total: Some(money(quote.total)),
+    }
+}
+
+fn reserve_response(reservation: &Reservation) -> pb::ReserveStockResponse {
+    pb::ReserveStockResponse {
+        reservation_id: reservation.id.to_string(),
+        status: reservation_status(reservation.status).into(),
+        lines: reservation
+            .lines
+            .iter()
+            .map(|line| pb::ReservedLine {
+                product_id: line.product_id.to_string(),
+                product_name: line.product_name.as_str().to_owned(),
+                quantity: line.quantity.get(),
+                unit_price: Some(money(line.unit_price.money())),
+            })
+            .collect(),
+        expires_at: Some(timestamp(reservation.expires_at)),
     }
 }

@@ -1,4 +1,7 @@
-//! `inventory`: wiring only. Ferrishop inventory service: catalogue, pricing and stock reservations.
+//! `inventory`: the Ferrishop inventory service — catalogue, pricing and
+//! oversell-proof stock reservations over gRPC. This file is wiring only; the
+//! service reads top-down from [`config`] through [`domain`] and [`app`] to
+//! the adapters ([`grpc`], [`store`], [`feed`], [`messaging`]).
 
 use std::process::ExitCode;
 
@@ -7,8 +10,16 @@ use platform::db::Database;
 use platform::grpc::GrpcServices;
 use proto::ferrishop::inventory::v1::inventory_service_server::InventoryServiceServer;
 
+mod app;
 mod config;
+mod domain;
+mod error;
+mod feed;
 mod grpc;
+mod messaging;
+mod seed;
+mod store;
+mod tasks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/inventory");
 
@@ -21,24 +32,53 @@ async fn main() -> ExitCode {
         config.database_url,
         &MIGRATOR,
         config.database_max_connections,
-    );
+    )
+    .with_library_schema(&eventstore::MIGRATOR);
 
+    let feed = feed::StockFeed::new();
+    let inventory = app::Inventory::new(
+        store::Store::new(database.pool().clone()),
+        feed.clone(),
+        config.reservation_ttl,
+    );
+    let api = grpc::InventoryServiceApi::new(
+        inventory.clone(),
+        config.shop_currency,
+        service.shutdown_token(),
+    );
     let grpc = GrpcServices::new()
-        .add_service(InventoryServiceServer::new(grpc::InventoryServiceApi))
+        .add_service(InventoryServiceServer::new(api))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
-    let bootstrap = database.clone();
-    let check = database.clone();
-    service
+    let mut service = service
         .http(config.http_addr, axum::Router::new())
         .grpc(config.grpc_addr, grpc)
-        .check("database", move || {
-            let database = check.clone();
-            async move { database.check().await }
+        .check("database", {
+            let database = database.clone();
+            move || {
+                let database = database.clone();
+                async move { database.check().await }
+            }
         })
-        .task("database-bootstrap", move |cancel| {
-            bootstrap.bootstrap(cancel)
+        .task("database-bootstrap", {
+            let database = database.clone();
+            move |cancel| database.bootstrap(cancel)
         })
-        .run()
-        .await
+        .task("stock-feed", {
+            let pool = database.pool().clone();
+            move |cancel| feed.run(pool, cancel)
+        })
+        .task("reservation-sweeper", {
+            let (inventory, database) = (inventory.clone(), database.clone());
+            let interval = config.reservation_sweep_interval;
+            move |cancel| tasks::sweep_reservations(inventory, database, interval, cancel)
+        });
+    if config.seed_catalog {
+        let catalog =
+            seed::catalog(config.shop_currency).unwrap_or_else(|error| platform::fail(error));
+        service = service.task("seed-catalog", move |cancel| {
+            tasks::seed_catalog(inventory, database, catalog, cancel)
+        });
+    }
+    service.run().await
 }

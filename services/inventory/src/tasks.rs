@@ -1,0 +1,88 @@
+//! Background work, run by the platform's `Service` next to the servers and
+//! stopped at shutdown: the reservation sweeper and catalogue seeding. Each
+//! waits until the database is migrated before it starts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use platform::db::Database;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Inventory;
+use crate::domain::product::NewProduct;
+
+/// Reservations expired per sweep round; a backlog takes several rounds
+/// back to back.
+const SWEEP_BATCH: u32 = 100;
+
+/// Expires overdue reservations every `interval` until `cancel` fires.
+pub async fn sweep_reservations(
+    inventory: Inventory,
+    database: Database,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    if !migrated(&database, &cancel).await {
+        return;
+    }
+    loop {
+        match inventory.expire_overdue(SWEEP_BATCH).await {
+            // A full batch: there may be more waiting.
+            Ok(expired) if expired == SWEEP_BATCH as usize => continue,
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired overdue reservations"),
+            Err(error) => tracing::warn!(%error, "reservation sweep failed"),
+        }
+        if !sleep(interval, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// Adds the demo catalogue, retrying with backoff until it succeeds once.
+pub async fn seed_catalog(
+    inventory: Inventory,
+    database: Database,
+    catalog: Vec<NewProduct>,
+    cancel: CancellationToken,
+) {
+    if !migrated(&database, &cancel).await {
+        return;
+    }
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match inventory.seed(catalog.clone()).await {
+            Ok(added) => {
+                tracing::info!(added, total = catalog.len(), "demo catalogue seeded");
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "seeding the catalogue failed"),
+        }
+        if !sleep(delay, &cancel).await {
+            return;
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Waits for migrations; `false` if shutdown came first.
+async fn migrated(database: &Database, cancel: &CancellationToken) -> bool {
+    until_cancelled(database.migrated(), cancel).await.is_some()
+}
+
+/// Sleeps; `false` if shutdown came first.
+async fn sleep(duration: Duration, cancel: &CancellationToken) -> bool {
+    until_cancelled(tokio::time::sleep(duration), cancel)
+        .await
+        .is_some()
+}
+
+async fn until_cancelled<T>(
+    work: impl Future<Output = T>,
+    cancel: &CancellationToken,
+) -> Option<T> {
+    tokio::select! {
+        () = cancel.cancelled() => None,
+        output = work => Some(output),
+    }
+}

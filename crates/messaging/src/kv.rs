@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::StreamExt;
 use platform::faults::{self, FaultAction};
@@ -43,18 +44,34 @@ impl std::fmt::Debug for KeyValue {
 
 impl Nats {
     /// Opens `bucket`, creating it (history 5) if it does not exist.
+    ///
+    /// The bucket's stream is created directly, with the settings async-nats'
+    /// `create_key_value` would use, because that call first reads the
+    /// account info, whose shape async-nats 0.51 cannot parse from NATS 2.9
+    /// servers (Debian's), failing the whole creation.
     pub async fn key_value(&self, bucket: &str) -> Result<KeyValue> {
         let js = self.jetstream().await?;
+        let open = |error: &dyn std::fmt::Display| {
+            MessagingError::broker(SYSTEM, bucket, "open KV bucket", error)
+        };
         let store = match js.get_key_value(bucket).await {
             Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    history: 5,
-                    ..kv::Config::default()
+            Err(_) => {
+                js.get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 5,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: stream::DiscardPolicy::New,
+                    num_replicas: 1,
+                    ..stream::Config::default()
                 })
                 .await
-                .map_err(|e| MessagingError::broker(SYSTEM, bucket, "create KV bucket", e))?,
+                .map_err(|e| open(&e))?;
+                js.get_key_value(bucket).await.map_err(|e| open(&e))?
+            }
         };
         Ok(KeyValue {
             store,

@@ -1,0 +1,121 @@
+//! NATS-only behaviour: JetStream de-duplication by `Nats-Msg-Id`, transient
+//! notifications over core queue groups, and fault flags driven by a KV bucket.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use messaging::{CloudEvent, Nats, NatsConfig, OutgoingMessage, watch_faults};
+use platform::faults;
+use support::{maybe_next, next};
+use tokio_util::sync::CancellationToken;
+
+/// A publisher retry with the same `ce_id` is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_message_id_is_stored_once() {
+    let harness = support::nats().await;
+    let destination = harness.destination("dedup", 1).await;
+    let mut stream = harness
+        .subscribe(&harness.subscription(&destination, "once"))
+        .await;
+    let event = CloudEvent::new("ferrishop.test.retried", "/ferrishop/tests");
+    for _ in 0..3 {
+        harness
+            .broker
+            .publish(OutgoingMessage::new(&destination, "same").with_event(&event))
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+    }
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.message_id(), Some(event.id.as_str()));
+    delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    assert!(maybe_next(&mut stream, Duration::from_secs(1)).await.is_none());
+    stream.drain().await;
+}
+
+/// Transient notifications: each queue group gets every message once,
+/// shared among its members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_fan_out_to_groups_and_share_within_one() {
+    let harness = support::nats().await;
+    let subject = format!("{}.status", testkit::brokers::unique_name("orders"));
+    let subscription = |group: &str| harness.subscription(&subject, group).transient();
+    let mut gateway_a = harness.subscribe(&subscription("gateway")).await;
+    let mut gateway_b = harness.subscribe(&subscription("gateway")).await;
+    let mut audit = harness.subscribe(&subscription("audit")).await;
+
+    for n in 0..20 {
+        harness
+            .broker
+            .publish(OutgoingMessage::new(&subject, format!("{n}")).transient())
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+    }
+    let mut audited = 0;
+    while maybe_next(&mut audit, Duration::from_millis(500)).await.is_some() {
+        audited += 1;
+    }
+    let mut shared = 0;
+    for stream in [&mut gateway_a, &mut gateway_b] {
+        while maybe_next(stream, Duration::from_millis(300)).await.is_some() {
+            shared += 1;
+        }
+    }
+    assert_eq!(audited, 20);
+    assert_eq!(shared, 20);
+}
+
+/// A KV entry arms a fault point within moments; deleting it disarms it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_flags_follow_the_kv_bucket() {
+    let url = testkit::brokers::nats().await;
+    let nats = Nats::new(NatsConfig::new(url, testkit::brokers::unique_name("faults")));
+    // A bucket of its own: the shared `ferrishop-faults` may be in use.
+    let bucket = nats
+        .key_value(&testkit::brokers::unique_name("faults"))
+        .await
+        .unwrap_or_else(|e| panic!("bucket: {e}"));
+    let armed_before = format!("tests.{}", testkit::brokers::unique_name("early"));
+    bucket
+        .put(&armed_before, "error(1)")
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let bucket = bucket.clone();
+        let cancel = cancel.clone();
+        async move { watch_faults(&bucket, cancel).await }
+    });
+
+    // A point armed before the watcher started is picked up too.
+    wait_until(&armed_before, true).await;
+
+    let point = format!("tests.{}", testkit::brokers::unique_name("point"));
+    assert!(faults::inject(&point).await.is_ok());
+    bucket
+        .put(&point, "error(1.0)")
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+    wait_until(&point, true).await;
+    bucket
+        .delete(&point)
+        .await
+        .unwrap_or_else(|e| panic!("delete: {e}"));
+    wait_until(&point, false).await;
+
+    cancel.cancel();
+    watcher.await.unwrap_or_else(|e| panic!("watcher: {e}"));
+}
+
+async fn wait_until(point: &str, failing: bool) {
+    let started = Instant::now();
+    while faults::inject(point).await.is_err() != failing {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{point} did not become {}",
+            if failing { "armed" } else { "disarmed" }
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

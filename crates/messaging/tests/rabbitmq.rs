@@ -1,0 +1,112 @@
+//! RabbitMQ-only behaviour: publisher confirms surface routing failures, and
+//! a connection closed by the server is replaced without a restart.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use messaging::{MessagingError, OutgoingMessage};
+use support::next;
+
+/// Publishing to an exchange that does not exist is an error, not silence,
+/// and does not break publishing to exchanges that do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_missing_exchange_fails() {
+    let harness = support::rabbitmq().await;
+    let missing = testkit::brokers::unique_name("never-declared");
+    let result = harness
+        .broker
+        .publish(OutgoingMessage::new(&missing, "lost?"))
+        .await;
+    match result {
+        Err(error @ MessagingError::NotFound { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains("RabbitMQ") && text.contains(&missing), "{text}");
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    let existing = harness.destination("exists", 1).await;
+    let mut stream = harness
+        .subscribe(&harness.subscription(&existing, "after-failure"))
+        .await;
+    harness
+        .broker
+        .publish(OutgoingMessage::new(&existing, "still works"))
+        .await
+        .unwrap_or_else(|e| panic!("publish after a failed one: {e}"));
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.payload.as_ref(), b"still works");
+    delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    stream.drain().await;
+}
+
+/// `rabbitmqctl close_connection` on this client's connections: publishing
+/// works again within 10 s and the subscription resumes, same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_server_closes_the_connection() {
+    let harness = support::rabbitmq().await;
+    let destination = harness.destination("reconnect", 1).await;
+    let mut stream = harness
+        .subscribe(&harness.subscription(&destination, "survivors"))
+        .await;
+    harness
+        .broker
+        .publish(OutgoingMessage::new(&destination, "before"))
+        .await
+        .unwrap_or_else(|e| panic!("publish before: {e}"));
+    next(&mut stream).await.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+
+    let closed = close_connections_named(&harness.connection_name);
+    assert_eq!(closed, 2, "expected a publish and a consume connection");
+
+    let started = Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        match harness
+            .broker
+            .publish(OutgoingMessage::new(&destination, "after"))
+            .await
+        {
+            Ok(_) => {
+                last_error = None;
+                break;
+            }
+            Err(error) => {
+                last_error = Some(error);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(last_error.is_none(), "still failing after 10s: {last_error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.payload.as_ref(), b"after");
+    delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    stream.drain().await;
+}
+
+/// Closes every connection whose `connection_name` starts with `name`;
+/// returns how many. Only this test's connections: others share the broker.
+fn close_connections_named(name: &str) -> usize {
+    let output = Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "--no-table-headers", "-q"])
+        .output()
+        .unwrap_or_else(|e| panic!("rabbitmqctl: {e}"));
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let pids: Vec<&str> = listing
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    for pid in &pids {
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by the reconnect test"])
+            .output()
+            .unwrap_or_else(|e| panic!("rabbitmqctl close_connection: {e}"));
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    }
+    pids.len()
+}

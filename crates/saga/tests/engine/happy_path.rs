@@ -1,0 +1,105 @@
+use std::time::Duration;
+
+use saga::query;
+use saga::{NewSaga, SagaError, SagaStatus, StepOutcome};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn every_step_runs_once_in_order_and_the_saga_completes() {
+    let database = migrated_database().await;
+    let pool = &database.pool;
+    let fakes = Fakes::new();
+    let engine = engine(
+        pool,
+        sample_saga(
+            &unique_saga_type("happy"),
+            &["reserve", "charge", "commit"],
+            &fakes,
+        ),
+    );
+    let running = RunningEngine::spawn(&engine);
+
+    let id = engine.start(NewSaga::new(Order::number(7))).await.unwrap();
+    let details = wait_for_status(pool, id, SagaStatus::Completed, Duration::from_secs(10)).await;
+    running.stop().await;
+
+    assert_eq!(
+        fakes.calls_of(id),
+        [
+            action("reserve", 1),
+            action("charge", 1),
+            action("commit", 1)
+        ]
+    );
+    assert_eq!(
+        log_summary(&details),
+        ["reserve", "charge", "commit"].map(|step| (
+            step.to_owned(),
+            saga::Phase::Action,
+            1,
+            StepOutcome::Succeeded
+        ))
+    );
+    let order: Order = serde_json::from_value(details.instance.data.clone()).unwrap();
+    assert_eq!(
+        order.visited,
+        ["reserve", "charge", "commit"],
+        "step outputs merge into the data"
+    );
+    assert_eq!(details.instance.current_step, None);
+    assert!(details.instance.finished_at.is_some());
+    assert_eq!(details.instance.lease_owner, None, "the lease is released");
+    assert_eq!(
+        finish_records(pool, id).await,
+        [("completed".to_owned(), None, None)],
+        "the hook ran once, in the final transaction"
+    );
+}
+
+#[tokio::test]
+async fn a_saga_started_in_the_callers_transaction_exists_only_if_it_commits() {
+    let database = migrated_database().await;
+    let pool = &database.pool;
+    let fakes = Fakes::new();
+    let engine = engine(
+        pool,
+        sample_saga(&unique_saga_type("atomic"), &["only"], &fakes),
+    );
+
+    let mut rolled_back = pool.begin().await.unwrap();
+    let ghost = engine
+        .start_in(&mut rolled_back, NewSaga::new(Order::number(1)))
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    assert!(query::get(pool, ghost).await.unwrap().is_none());
+
+    let order_id = uuid::Uuid::now_v7();
+    let mut transaction = pool.begin().await.unwrap();
+    let id = engine
+        .start_in(
+            &mut transaction,
+            NewSaga::new(Order::number(2)).with_id(order_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id, order_id, "the caller chooses the id");
+    transaction.commit().await.unwrap();
+
+    let again = engine
+        .start(NewSaga::new(Order::number(2)).with_id(order_id))
+        .await;
+    assert!(
+        matches!(again, Err(SagaError::AlreadyStarted { id }) if id == order_id),
+        "{again:?}"
+    );
+
+    let created = query::get(pool, id).await.unwrap().unwrap();
+    assert_eq!(created.instance.status, SagaStatus::Created);
+    assert_eq!(created.instance.current_step.as_deref(), Some("only"));
+
+    assert_eq!(engine.process_due().await.unwrap(), 1);
+    wait_for_status(pool, id, SagaStatus::Completed, Duration::from_secs(5)).await;
+    assert_eq!(fakes.calls_of(ghost), []);
+}

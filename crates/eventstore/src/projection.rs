@@ -65,6 +65,25 @@ pub enum ApplyError {
     Payload(#[from] serde_json::Error),
     #[error("{0}")]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+    /// Which event of a batch failed.
+    #[error("event {position} ({event_type}): {source}")]
+    AtEvent {
+        position: GlobalPosition,
+        event_type: String,
+        #[source]
+        source: Box<ApplyError>,
+    },
+}
+
+impl ApplyError {
+    /// Attributes this error to `event`.
+    pub fn at(self, event: &RecordedEvent) -> Self {
+        Self::AtEvent {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            source: Box::new(self),
+        }
+    }
 }
 
 /// A read model fed by events.
@@ -82,6 +101,23 @@ pub trait Projection: Send + Sync {
         event: &RecordedEvent,
     ) -> Result<(), ApplyError>;
 
+    /// Applies a batch of consecutive events on one transaction. The
+    /// default applies them one by one; a projection that can write a
+    /// whole batch in a few statements (multi-row upserts) overrides it,
+    /// which is what makes catching up on a long log fast.
+    async fn apply_batch(
+        &self,
+        connection: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ApplyError> {
+        for event in events {
+            self.apply(connection, event)
+                .await
+                .map_err(|error| error.at(event))?;
+        }
+        Ok(())
+    }
+
     /// Empties the read model; runs in the transaction that resets the
     /// checkpoint, at the start of a [rebuild](ProjectionRunner::rebuild).
     async fn reset(&self, connection: &mut PgConnection) -> Result<(), ApplyError>;
@@ -94,11 +130,9 @@ pub enum ProjectionError {
     LeaseHeld { projection: String },
     #[error("projection {projection} lost its lease: fencing token {token} was superseded")]
     LeaseLost { projection: String, token: i64 },
-    #[error("projection {projection} failed on event {position} ({event_type}): {source}")]
+    #[error("projection {projection} failed: {source}")]
     Apply {
         projection: String,
-        position: GlobalPosition,
-        event_type: String,
         #[source]
         source: ApplyError,
     },
@@ -422,8 +456,6 @@ impl ProjectionRunner {
             .await
             .map_err(|source| ProjectionError::Apply {
                 projection: self.name().to_owned(),
-                position: GlobalPosition::START,
-                event_type: "reset".to_owned(),
                 source,
             })?;
         sqlx::query(
@@ -583,18 +615,17 @@ impl ProjectionRunner {
         let mut transaction = self.pool.begin().await?;
         self.lock_checkpoint(&mut transaction, token, Some(from))
             .await?;
-        for event in events.iter().cloned() {
-            let event = self.upcasters.upcast_event(event)?;
-            self.projection
-                .apply(&mut transaction, &event)
-                .await
-                .map_err(|source| ProjectionError::Apply {
-                    projection: self.name().to_owned(),
-                    position: event.position,
-                    event_type: event.event_type.clone(),
-                    source,
-                })?;
-        }
+        let events = events
+            .into_iter()
+            .map(|event| self.upcasters.upcast_event(event))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.projection
+            .apply_batch(&mut transaction, &events)
+            .await
+            .map_err(|source| ProjectionError::Apply {
+                projection: self.name().to_owned(),
+                source,
+            })?;
         platform::faults::inject(BEFORE_CHECKPOINT_FAULT_POINT).await?;
         sqlx::query(
             "UPDATE projection_checkpoints \

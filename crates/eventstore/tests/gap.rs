@@ -19,6 +19,10 @@ use rand::Rng;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// A transaction holding back the snapshot horizon: database, xid, age in
+/// seconds, query.
+type HorizonHolder = (Option<String>, Option<String>, Option<f64>, Option<String>);
+
 const WRITERS: usize = 8;
 const EVENTS_PER_WRITER: usize = 1_000;
 const STREAMS_PER_WRITER: usize = 10;
@@ -157,7 +161,7 @@ async fn no_event_is_skipped_when_commits_overtake_each_other() {
 
     // The projection reaches the last write (read-your-writes token).
     if let Err(error) = wait_for(&pool, "gap", last, Duration::from_secs(30)).await {
-        let running: Vec<(Option<String>, Option<String>, Option<f64>, Option<String>)> = sqlx::query_as(
+        let running: Vec<HorizonHolder> = sqlx::query_as(
             "SELECT datname::text, backend_xid::text, extract(epoch FROM now() - xact_start)::float8, \
                     left(query, 120) \
                FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start LIMIT 5",

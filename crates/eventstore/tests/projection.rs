@@ -414,7 +414,13 @@ async fn projections_see_upcast_events_and_stop_on_unreadable_ones() {
     let plain = ProjectionRunner::new(pool.clone(), projection.clone(), fast_config());
     let error = plain.catch_up().await.unwrap_err();
     assert!(
-        matches!(&error, ProjectionError::Apply { event_type, .. } if event_type == "Deposited"),
+        matches!(
+            &error,
+            ProjectionError::Apply {
+                source: ApplyError::AtEvent { event_type, .. },
+                ..
+            } if event_type == "Deposited"
+        ),
         "{error:?}"
     );
     assert_eq!(projection.applied_count(&pool).await, 0);

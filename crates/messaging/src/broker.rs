@@ -53,8 +53,11 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// broker's own header carrier.
     async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()>;
 
-    async fn subscribe(&self, subscription: &Subscription, target: Target)
-    -> Result<DeliveryStream>;
+    async fn subscribe(
+        &self,
+        subscription: &Subscription,
+        target: Target,
+    ) -> Result<DeliveryStream>;
 
     async fn request(
         &self,
@@ -111,7 +114,9 @@ impl Broker {
     /// (publisher confirm, `acks=all`, JetStream ack; NATS core transient
     /// messages once written to the connection).
     pub async fn publish(&self, message: OutgoingMessage) -> Result<PublishReceipt> {
-        self.send(message, "publish", None).await.map(|(receipt, _)| receipt)
+        self.send(message, "publish", None)
+            .await
+            .map(|(receipt, _)| receipt)
     }
 
     /// The outbox relay's shape: destination, key, headers, payload.
@@ -190,13 +195,8 @@ impl Broker {
             .headers
             .contains(envelope::TRACEPARENT)
             .then(|| propagation::extract(&HeadersExtractor(&message.headers)));
-        let span = telemetry::producer_span(
-            system,
-            &message.destination,
-            &message_id,
-            operation,
-            parent,
-        );
+        let span =
+            telemetry::producer_span(system, &message.destination, &message_id, operation, parent);
         let trace = telemetry::context_of(&span);
         if trace.is_some() {
             // Replaced by the producer span's context on the wire.

@@ -217,6 +217,9 @@ mod tests {
         use crate::error::MessagingSystem;
         assert_eq!(messaging.events().system(), MessagingSystem::Kafka);
         assert_eq!(messaging.commands().system(), MessagingSystem::RabbitMq);
-        assert_eq!(messaging.notifications().system(), MessagingSystem::RabbitMq);
+        assert_eq!(
+            messaging.notifications().system(),
+            MessagingSystem::RabbitMq
+        );
     }
 }

@@ -223,7 +223,10 @@ impl Delivery {
     /// Answer a request (RabbitMQ `reply_to` + correlation id, NATS reply
     /// subject). Settle the delivery separately.
     pub async fn reply(&self, headers: Headers, payload: impl Into<Bytes>) -> Result<()> {
-        let settler = self.settler.as_ref().ok_or_else(|| self.already_settled())?;
+        let settler = self
+            .settler
+            .as_ref()
+            .ok_or_else(|| self.already_settled())?;
         let mut reply = OutgoingMessage::new(String::new(), payload);
         reply.headers = headers;
         settler
@@ -527,7 +530,10 @@ impl<R: Replier> Settler for NoopSettler<R> {
     }
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
         tracing::warn!(
-            reason = letter.headers.get(envelope::FAILURE_REASON).unwrap_or_default(),
+            reason = letter
+                .headers
+                .get(envelope::FAILURE_REASON)
+                .unwrap_or_default(),
             "a transient message failed and was dropped (transient subscriptions have no dead-letter destination)"
         );
         Ok(())

@@ -142,8 +142,8 @@ mod tests {
 
     #[test]
     fn attributes_round_trip_through_headers() {
-        let event = CloudEvent::new("ferrishop.order.placed", "/ferrishop/order")
-            .with_subject("order-42");
+        let event =
+            CloudEvent::new("ferrishop.order.placed", "/ferrishop/order").with_subject("order-42");
         let mut headers = Headers::new();
         event.write_to(&mut headers);
         assert_eq!(headers.get(SPEC_VERSION), Some("1.0"));
@@ -158,7 +158,11 @@ mod tests {
         assert_eq!(headers.get(SOURCE), Some("/ferrishop/test"));
         assert_eq!(headers.get(PARTITION_KEY), Some("k1"));
         assert_eq!(headers.get(SPEC_VERSION), Some("1.0"));
-        assert!(headers.get(ID).is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()));
+        assert!(
+            headers
+                .get(ID)
+                .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+        );
         assert!(headers.get(TIME).is_some());
         let id = headers.get(ID).map(str::to_owned);
         complete(&mut headers, "/other", "other", None);

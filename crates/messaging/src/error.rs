@@ -60,9 +60,7 @@ pub enum MessagingError {
     },
 
     /// Payload plus headers exceed the platform's message size limit.
-    #[error(
-        "message for {destination:?} on {system} is {size} bytes, over the {limit}-byte limit"
-    )]
+    #[error("message for {destination:?} on {system} is {size} bytes, over the {limit}-byte limit")]
     TooLarge {
         system: MessagingSystem,
         destination: String,

@@ -124,7 +124,10 @@ impl Kafka {
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
             )
-            .set("message.max.bytes", (MAX_MESSAGE_BYTES + 64 * 1024).to_string())
+            .set(
+                "message.max.bytes",
+                (MAX_MESSAGE_BYTES + 64 * 1024).to_string(),
+            )
             .create()
             .map_err(invalid)?;
         let admin: AdminClient<DefaultClientContext> =
@@ -643,7 +646,8 @@ impl ConsumerWorker {
                         Some((header.key.to_owned(), value.to_owned()))
                     })
                     .collect();
-                let parent = propagation::extract(&KafkaHeaderExtractor(kafka_headers.as_borrowed()));
+                let parent =
+                    propagation::extract(&KafkaHeaderExtractor(kafka_headers.as_borrowed()));
                 (headers, parent)
             }
             None => (Headers::new(), Context::new()),
@@ -699,7 +703,12 @@ impl KafkaSettler {
                 );
             })
             .map_err(|_| {
-                MessagingError::broker(SYSTEM, self.message.topic(), "ack", "offset tracker poisoned")
+                MessagingError::broker(
+                    SYSTEM,
+                    self.message.topic(),
+                    "ack",
+                    "offset tracker poisoned",
+                )
             })
     }
 }

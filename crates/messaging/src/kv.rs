@@ -112,7 +112,12 @@ impl KeyValue {
             .map_err(|e| self.failed(key, "delete", e))
     }
 
-    fn failed(&self, key: &str, operation: &'static str, error: impl std::fmt::Display) -> MessagingError {
+    fn failed(
+        &self,
+        key: &str,
+        operation: &'static str,
+        error: impl std::fmt::Display,
+    ) -> MessagingError {
         MessagingError::broker(SYSTEM, &format!("{}/{key}", self.bucket), operation, error)
     }
 }

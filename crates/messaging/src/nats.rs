@@ -112,7 +112,10 @@ impl Nats {
 
     /// The underlying client, connecting if needed.
     pub async fn client(&self) -> Result<Client> {
-        self.shared.connect().await.map(|(client, _)| client.clone())
+        self.shared
+            .connect()
+            .await
+            .map(|(client, _)| client.clone())
     }
 
     /// The JetStream context, connecting if needed.
@@ -121,8 +124,9 @@ impl Nats {
     }
 }
 
-/// Stream and consumer names may not contain `.`, `*`, `>` or spaces.
-pub(crate) fn sanitize_name(name: &str) -> String {
+/// The JetStream stream name for a subject: stream and consumer names may
+/// not contain `.`, `*`, `>` or spaces.
+pub fn sanitize_name(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -180,7 +184,12 @@ impl Shared {
     /// The stream capturing `subject`, created (capturing `create_as` and
     /// `create_as.>`) if none does.
     async fn stream_for(&self, subject: &str, create_as: &str) -> Result<String> {
-        if let Some(name) = self.streams.lock().ok().and_then(|s| s.get(subject).cloned()) {
+        if let Some(name) = self
+            .streams
+            .lock()
+            .ok()
+            .and_then(|s| s.get(subject).cloned())
+        {
             return Ok(name);
         }
         let (_, js) = self.connect().await?;
@@ -281,7 +290,11 @@ impl Transport for Nats {
 
     async fn ensure_destination(&self, spec: &DestinationSpec) -> Result<()> {
         match spec.persistence {
-            Persistence::Durable => self.shared.stream_for(&spec.name, &spec.name).await.map(|_| ()),
+            Persistence::Durable => self
+                .shared
+                .stream_for(&spec.name, &spec.name)
+                .await
+                .map(|_| ()),
             // Core subjects exist by being used.
             Persistence::Transient => self.shared.connect().await.map(|_| ()),
         }
@@ -329,7 +342,9 @@ impl Transport for Nats {
             let subscriber = client
                 .queue_subscribe(filter, sanitize_name(&subscription.group))
                 .await
-                .map_err(|e| MessagingError::broker(SYSTEM, &subscription.destination, "subscribe", e))?;
+                .map_err(|e| {
+                    MessagingError::broker(SYSTEM, &subscription.destination, "subscribe", e)
+                })?;
             let worker = CoreWorker {
                 client: client.clone(),
                 group: subscription.group.clone(),
@@ -354,7 +369,12 @@ impl Transport for Nats {
                     .filter
                     .clone()
                     .unwrap_or_else(|| subscription.destination.clone());
-                (name, filter, sanitize_name(&subscription.group), Some(dead_letters))
+                (
+                    name,
+                    filter,
+                    sanitize_name(&subscription.group),
+                    Some(dead_letters),
+                )
             }
             Target::DeadLetters => {
                 let name = self
@@ -588,7 +608,9 @@ impl JetStreamWorker {
                                 messages = reopened;
                                 break;
                             }
-                            Err(error) => tracing::warn!(%error, "re-opening the JetStream pull failed"),
+                            Err(error) => {
+                                tracing::warn!(%error, "re-opening the JetStream pull failed")
+                            }
                         }
                     }
                 }
@@ -643,7 +665,12 @@ struct JetStreamSettler {
 
 impl JetStreamSettler {
     fn failed(&self, operation: &'static str, error: impl std::fmt::Display) -> MessagingError {
-        MessagingError::broker(SYSTEM, self.message.message.subject.as_str(), operation, error)
+        MessagingError::broker(
+            SYSTEM,
+            self.message.message.subject.as_str(),
+            operation,
+            error,
+        )
     }
 }
 

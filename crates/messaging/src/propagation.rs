@@ -140,9 +140,7 @@ impl Injector for NatsHeaderInjector<'_> {
 
 /// Header names every broker can carry: printable ASCII, no `:` or spaces.
 pub(crate) fn is_valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// Header values every broker can carry: no line breaks.
@@ -179,7 +177,10 @@ mod tests {
             AmqpHeaderExtractor(&amqp).get("traceparent"),
             Some(TRACEPARENT)
         );
-        assert_eq!(trace_id(&extract(&AmqpHeaderExtractor(&amqp))), trace_id(&context));
+        assert_eq!(
+            trace_id(&extract(&AmqpHeaderExtractor(&amqp))),
+            trace_id(&context)
+        );
 
         let mut kafka = OwnedHeaders::new();
         inject(&context, &mut KafkaHeaderInjector(&mut kafka));
@@ -190,7 +191,10 @@ mod tests {
 
         let mut nats = async_nats::HeaderMap::new();
         inject(&context, &mut NatsHeaderInjector(&mut nats));
-        assert_eq!(NatsHeaderExtractor(&nats).get("traceparent"), Some(TRACEPARENT));
+        assert_eq!(
+            NatsHeaderExtractor(&nats).get("traceparent"),
+            Some(TRACEPARENT)
+        );
 
         let mut neutral = Headers::new();
         inject(&context, &mut HeadersInjector(&mut neutral));

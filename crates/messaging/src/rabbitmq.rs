@@ -302,7 +302,14 @@ impl Shared {
                     .with_correlation_id(correlation_id.into());
             }
             match self
-                .publish_once(&session, exchange, routing_key, payload, properties, request.is_some())
+                .publish_once(
+                    &session,
+                    exchange,
+                    routing_key,
+                    payload,
+                    properties,
+                    request.is_some(),
+                )
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -598,10 +605,7 @@ impl Topology {
             let ttl_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             retry_arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
             retry_arguments.insert("x-dead-letter-exchange".into(), long_string(""));
-            retry_arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                long_string(&self.queue),
-            );
+            retry_arguments.insert("x-dead-letter-routing-key".into(), long_string(&self.queue));
             channel
                 .queue_declare(retry_queue.as_str().into(), durable_queue, retry_arguments)
                 .await?;
@@ -619,7 +623,10 @@ impl Topology {
                 long_string(dead_letter_exchange),
             );
             if quorum {
-                main_arguments.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+                main_arguments.insert(
+                    "x-dead-letter-strategy".into(),
+                    long_string("at-least-once"),
+                );
                 main_arguments.insert("x-overflow".into(), long_string("reject-publish"));
             }
         }
@@ -754,7 +761,11 @@ fn properties(
         propagation::inject(trace, &mut AmqpHeaderInjector(&mut table));
     }
     let mut properties = BasicProperties::default()
-        .with_delivery_mode(if persistence == Persistence::Durable { 2 } else { 1 })
+        .with_delivery_mode(if persistence == Persistence::Durable {
+            2
+        } else {
+            1
+        })
         .with_headers(table);
     if let Some(id) = headers.get(envelope::ID) {
         properties = properties.with_message_id(id.into());
@@ -965,7 +976,11 @@ impl ConsumerWorker {
                 _ = self.sink.stop().cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }
-            match self.shared.open_consumer(&self.topology, self.prefetch).await {
+            match self
+                .shared
+                .open_consumer(&self.topology, self.prefetch)
+                .await
+            {
                 Ok(opened) => {
                     tracing::info!(queue = %self.topology.queue, "RabbitMQ consumer re-opened");
                     return Some(opened);
@@ -988,13 +1003,14 @@ impl ConsumerWorker {
             .get(envelope::PARTITION_KEY)
             .map(str::to_owned)
             .or_else(|| {
-                (!delivery.exchange.as_str().is_empty() && !delivery.routing_key.as_str().is_empty())
-                    .then(|| delivery.routing_key.to_string())
+                (!delivery.exchange.as_str().is_empty()
+                    && !delivery.routing_key.as_str().is_empty())
+                .then(|| delivery.routing_key.to_string())
             });
         let settler = RabbitSettler {
             acker: delivery.acker,
             shared: self.shared.clone(),
-            durable: self.topology.durable,
+            has_retry_path: self.topology.retry.is_some(),
             dead_letter_queue: self.topology.dead_letter_queue.clone(),
             reply_to: delivery.properties.reply_to().clone(),
             correlation_id: delivery.properties.correlation_id().clone(),
@@ -1020,7 +1036,7 @@ impl ConsumerWorker {
 struct RabbitSettler {
     acker: lapin::Acker,
     shared: Arc<Shared>,
-    durable: bool,
+    has_retry_path: bool,
     dead_letter_queue: Option<String>,
     reply_to: Option<ShortString>,
     correlation_id: Option<ShortString>,
@@ -1049,9 +1065,10 @@ impl Settler for RabbitSettler {
     }
 
     async fn retry(self: Box<Self>, _delay: Duration) -> Result<()> {
-        // Durable queues: dead-lettered into the TTL retry queue, whose TTL is
-        // the subscription's retry delay. Transient ones have no retry path.
-        let result = if self.durable {
+        // Durable group queues: dead-lettered into the TTL retry queue, whose
+        // TTL is the subscription's retry delay. Transient queues and
+        // dead-letter queues have no retry path: requeue at once.
+        let result = if self.has_retry_path {
             self.acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await
@@ -1069,7 +1086,10 @@ impl Settler for RabbitSettler {
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
         let Some(queue) = &self.dead_letter_queue else {
             tracing::warn!(
-                reason = letter.headers.get(envelope::FAILURE_REASON).unwrap_or_default(),
+                reason = letter
+                    .headers
+                    .get(envelope::FAILURE_REASON)
+                    .unwrap_or_default(),
                 "a message of a transient RabbitMQ subscription failed and was dropped"
             );
             return self.ack().await;

@@ -85,11 +85,7 @@ pub(crate) fn consumer_span(
 /// The current trace context of `span`, if it belongs to a real trace.
 pub(crate) fn context_of(span: &Span) -> Option<Context> {
     let context = span.context();
-    context
-        .span()
-        .span_context()
-        .is_valid()
-        .then_some(context)
+    context.span().span_context().is_valid().then_some(context)
 }
 
 pub(crate) fn mark_error(span: &Span, kind: &str) {

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use messaging::envelope::{self, FAILURE_ATTEMPTS, FAILURE_REASON};
 use messaging::{
-    CloudEvent, Headers, MAX_MESSAGE_BYTES, MessagingError, MessagingSystem, Nack,
-    OutgoingMessage,
+    CloudEvent, Headers, MAX_MESSAGE_BYTES, MessagingError, MessagingSystem, Nack, OutgoingMessage,
 };
 use support::{Harness, maybe_next, next};
 use tokio_util::sync::CancellationToken;
@@ -38,8 +37,11 @@ async fn round_trip(harness: Harness) {
         .subscribe(&harness.subscription(&destination, "readers"))
         .await;
 
-    let payload: Vec<u8> = (0..=255u8).chain(b"{\"json\":true}".iter().copied()).collect();
-    let event = CloudEvent::new("ferrishop.test.happened", "/ferrishop/tests").with_subject("thing-1");
+    let payload: Vec<u8> = (0..=255u8)
+        .chain(b"{\"json\":true}".iter().copied())
+        .collect();
+    let event =
+        CloudEvent::new("ferrishop.test.happened", "/ferrishop/tests").with_subject("thing-1");
     let message = OutgoingMessage::new(&destination, payload.clone())
         .with_key("key-1")
         .with_event(&event)
@@ -69,8 +71,14 @@ async fn round_trip(harness: Harness) {
     let event = delivery.headers.cloud_event();
     assert!(event.is_some(), "{:?}", delivery.headers);
     assert_eq!(delivery.headers.get(envelope::SPEC_VERSION), Some("1.0"));
-    assert_eq!(delivery.headers.get(envelope::SOURCE), Some(support::SOURCE));
-    assert_eq!(delivery.headers.get(envelope::TYPE), Some(destination.as_str()));
+    assert_eq!(
+        delivery.headers.get(envelope::SOURCE),
+        Some(support::SOURCE)
+    );
+    assert_eq!(
+        delivery.headers.get(envelope::TYPE),
+        Some(destination.as_str())
+    );
     delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     stream.drain().await;
 }
@@ -81,7 +89,11 @@ async fn per_key_ordering(harness: Harness) {
     const PER_KEY: usize = 100;
     let destination = harness.destination("ordering", 3).await;
     let mut stream = harness
-        .subscribe(&harness.subscription(&destination, "ordered").with_prefetch(50))
+        .subscribe(
+            &harness
+                .subscription(&destination, "ordered")
+                .with_prefetch(50),
+        )
         .await;
 
     let harness = Arc::new(harness);
@@ -127,7 +139,13 @@ async fn unacked_messages_go_to_the_next_consumer(harness: Harness) {
     let mut first = harness.subscribe(&subscription).await;
     let mut sent = HashSet::new();
     for n in 0..5 {
-        sent.insert(publish(&harness, OutgoingMessage::new(&destination, format!("m{n}")).with_key(format!("k{n}"))).await);
+        sent.insert(
+            publish(
+                &harness,
+                OutgoingMessage::new(&destination, format!("m{n}")).with_key(format!("k{n}")),
+            )
+            .await,
+        );
     }
     let mut held = Vec::new();
     for _ in 0..5 {
@@ -170,7 +188,11 @@ async fn nack_requeue_redelivers(harness: Harness) {
     assert!(second.redelivered);
     assert_eq!(second.payload, Bytes::from_static(b"again"));
     second.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
-    assert!(maybe_next(&mut stream, Duration::from_millis(800)).await.is_none());
+    assert!(
+        maybe_next(&mut stream, Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     stream.drain().await;
 }
 
@@ -180,7 +202,11 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
     let destination = harness.destination("poison", 1).await;
     let subscription = harness.subscription(&destination, "strict");
     let mut stream = harness.subscribe(&subscription).await;
-    let poison = publish(&harness, OutgoingMessage::new(&destination, "poison").with_header("x-tenant", "acme")).await;
+    let poison = publish(
+        &harness,
+        OutgoingMessage::new(&destination, "poison").with_header("x-tenant", "acme"),
+    )
+    .await;
     for attempt in 1..=3 {
         let delivery = next(&mut stream).await;
         assert_eq!(delivery.message_id(), Some(poison.as_str()));
@@ -197,7 +223,11 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
         .nack(Nack::reject("malformed payload"))
         .await
         .unwrap_or_else(|e| panic!("reject: {e}"));
-    assert!(maybe_next(&mut stream, Duration::from_millis(800)).await.is_none());
+    assert!(
+        maybe_next(&mut stream, Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     stream.drain().await;
 
     let mut dead = harness
@@ -208,7 +238,10 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
     let mut letters = BTreeMap::new();
     for _ in 0..2 {
         let letter = next(&mut dead).await;
-        letters.insert(letter.message_id().unwrap_or_default().to_owned(), letter.message().clone());
+        letters.insert(
+            letter.message_id().unwrap_or_default().to_owned(),
+            letter.message().clone(),
+        );
         letter.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     }
     let poisoned = &letters[&poison];
@@ -224,7 +257,10 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
         Some(destination.as_str())
     );
     let rejected = &letters[&malformed];
-    assert_eq!(rejected.headers.get(FAILURE_REASON), Some("malformed payload"));
+    assert_eq!(
+        rejected.headers.get(FAILURE_REASON),
+        Some("malformed payload")
+    );
     assert_eq!(rejected.headers.get(FAILURE_ATTEMPTS), Some("1"));
     dead.drain().await;
 }
@@ -253,7 +289,9 @@ async fn competing_consumers_share_the_work(harness: Harness) {
                 let per_consumer = per_consumer.clone();
                 async move {
                     if let (Ok(mut seen), Ok(mut counts)) = (seen.lock(), per_consumer.lock()) {
-                        *seen.entry(message.message_id().unwrap_or_default().to_owned()).or_default() += 1;
+                        *seen
+                            .entry(message.message_id().unwrap_or_default().to_owned())
+                            .or_default() += 1;
                         counts[index] += 1;
                     }
                     Ok(())
@@ -295,7 +333,10 @@ async fn competing_consumers_share_the_work(harness: Harness) {
     assert_eq!(seen.len(), MESSAGES, "distinct messages handled");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "handled more than once: {twice:?}");
-    assert!(counts[0] > 0 && counts[1] > 0, "both consumers worked: {counts:?}");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "both consumers worked: {counts:?}"
+    );
 }
 
 /// Request/reply with a 2 s timeout: answered; a timeout when nobody answers.
@@ -312,7 +353,10 @@ async fn request_reply(harness: Harness) {
             "{result:?}"
         );
         if let Err(error) = result {
-            assert!(error.to_string().contains("does not support request/reply"), "{error}");
+            assert!(
+                error.to_string().contains("does not support request/reply"),
+                "{error}"
+            );
         }
         return;
     }
@@ -344,7 +388,11 @@ async fn request_reply(harness: Harness) {
     // Someone receives the request but never answers.
     let silent_destination = harness.transient_destination("rpc-silent").await;
     let mut silent = harness
-        .subscribe(&harness.subscription(&silent_destination, "silent").transient())
+        .subscribe(
+            &harness
+                .subscription(&silent_destination, "silent")
+                .transient(),
+        )
         .await;
     let ignoring = tokio::spawn(async move {
         while let Some(Ok(request)) = futures::StreamExt::next(&mut silent).await {
@@ -354,11 +402,20 @@ async fn request_reply(harness: Harness) {
     let started = Instant::now();
     let result = harness
         .broker
-        .request(OutgoingMessage::new(&silent_destination, "anyone?"), timeout)
+        .request(
+            OutgoingMessage::new(&silent_destination, "anyone?"),
+            timeout,
+        )
         .await;
     let waited = started.elapsed();
-    assert!(matches!(&result, Err(error) if error.is_timeout()), "{result:?}");
-    assert!(waited >= timeout && waited < timeout * 2, "waited {waited:?}");
+    assert!(
+        matches!(&result, Err(error) if error.is_timeout()),
+        "{result:?}"
+    );
+    assert!(
+        waited >= timeout && waited < timeout * 2,
+        "waited {waited:?}"
+    );
     ignoring.abort();
 
     // Nobody is there at all: also a timeout error (possibly sooner).
@@ -367,7 +424,10 @@ async fn request_reply(harness: Harness) {
         .broker
         .request(OutgoingMessage::new(&empty, "hello?"), timeout)
         .await;
-    assert!(matches!(&result, Err(error) if error.is_timeout()), "{result:?}");
+    assert!(
+        matches!(&result, Err(error) if error.is_timeout()),
+        "{result:?}"
+    );
 }
 
 /// Over the size limit: a typed error naming broker and destination.
@@ -375,7 +435,10 @@ async fn oversized_messages_are_refused(harness: Harness) {
     let destination = harness.destination("large", 1).await;
     let result = harness
         .broker
-        .publish(OutgoingMessage::new(&destination, vec![0u8; MAX_MESSAGE_BYTES]))
+        .publish(OutgoingMessage::new(
+            &destination,
+            vec![0u8; MAX_MESSAGE_BYTES],
+        ))
         .await;
     match result {
         Err(error @ MessagingError::TooLarge { .. }) => {
@@ -387,7 +450,11 @@ async fn oversized_messages_are_refused(harness: Harness) {
     }
     // Just under the limit is fine.
     let fits = MAX_MESSAGE_BYTES - 4096;
-    publish(&harness, OutgoingMessage::new(&destination, vec![1u8; fits])).await;
+    publish(
+        &harness,
+        OutgoingMessage::new(&destination, vec![1u8; fits]),
+    )
+    .await;
 }
 
 /// Graceful drain: stop taking deliveries, finish and ack the ones in
@@ -427,19 +494,32 @@ async fn drain_finishes_in_flight_and_hands_back_the_rest(harness: Harness) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     cancel.cancel();
     consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
-    let first: HashSet<String> = handled.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default();
-    assert!(!first.is_empty() && first.len() <= 2, "in-flight finished: {first:?}");
+    let first: HashSet<String> = handled
+        .lock()
+        .map(|h| h.iter().cloned().collect())
+        .unwrap_or_default();
+    assert!(
+        !first.is_empty() && first.len() <= 2,
+        "in-flight finished: {first:?}"
+    );
 
     let mut second = harness.subscribe(&subscription).await;
     let mut rest = HashSet::new();
     while first.len() + rest.len() < MESSAGES {
         let delivery = next(&mut second).await;
         let id = delivery.message_id().unwrap_or_default().to_owned();
-        assert!(!first.contains(&id), "{id} was acked during drain but came back");
+        assert!(
+            !first.contains(&id),
+            "{id} was acked during drain but came back"
+        );
         rest.insert(id);
         delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     }
-    assert!(maybe_next(&mut second, Duration::from_secs(1)).await.is_none());
+    assert!(
+        maybe_next(&mut second, Duration::from_secs(1))
+            .await
+            .is_none()
+    );
     let all: HashSet<String> = first.union(&rest).cloned().collect();
     assert_eq!(all, sent);
     second.drain().await;

@@ -29,7 +29,11 @@ async fn a_republished_message_id_is_stored_once() {
     let delivery = next(&mut stream).await;
     assert_eq!(delivery.message_id(), Some(event.id.as_str()));
     delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
-    assert!(maybe_next(&mut stream, Duration::from_secs(1)).await.is_none());
+    assert!(
+        maybe_next(&mut stream, Duration::from_secs(1))
+            .await
+            .is_none()
+    );
     stream.drain().await;
 }
 
@@ -52,12 +56,18 @@ async fn notifications_fan_out_to_groups_and_share_within_one() {
             .unwrap_or_else(|e| panic!("publish: {e}"));
     }
     let mut audited = 0;
-    while maybe_next(&mut audit, Duration::from_millis(500)).await.is_some() {
+    while maybe_next(&mut audit, Duration::from_millis(500))
+        .await
+        .is_some()
+    {
         audited += 1;
     }
     let mut shared = 0;
     for stream in [&mut gateway_a, &mut gateway_b] {
-        while maybe_next(stream, Duration::from_millis(300)).await.is_some() {
+        while maybe_next(stream, Duration::from_millis(300))
+            .await
+            .is_some()
+        {
             shared += 1;
         }
     }
@@ -69,7 +79,10 @@ async fn notifications_fan_out_to_groups_and_share_within_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_flags_follow_the_kv_bucket() {
     let url = testkit::brokers::nats().await;
-    let nats = Nats::new(NatsConfig::new(url, testkit::brokers::unique_name("faults")));
+    let nats = Nats::new(NatsConfig::new(
+        url,
+        testkit::brokers::unique_name("faults"),
+    ));
     // A bucket of its own: the shared `ferrishop-faults` may be in use.
     let bucket = nats
         .key_value(&testkit::brokers::unique_name("faults"))

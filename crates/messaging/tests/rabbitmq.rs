@@ -22,7 +22,10 @@ async fn publishing_to_a_missing_exchange_fails() {
     match result {
         Err(error @ MessagingError::NotFound { .. }) => {
             let text = error.to_string();
-            assert!(text.contains("RabbitMQ") && text.contains(&missing), "{text}");
+            assert!(
+                text.contains("RabbitMQ") && text.contains(&missing),
+                "{text}"
+            );
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -56,7 +59,11 @@ async fn reconnects_after_the_server_closes_the_connection() {
         .publish(OutgoingMessage::new(&destination, "before"))
         .await
         .unwrap_or_else(|e| panic!("publish before: {e}"));
-    next(&mut stream).await.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    next(&mut stream)
+        .await
+        .ack()
+        .await
+        .unwrap_or_else(|e| panic!("ack: {e}"));
 
     let closed = close_connections_named(&harness.connection_name);
     assert_eq!(closed, 2, "expected a publish and a consume connection");
@@ -79,7 +86,10 @@ async fn reconnects_after_the_server_closes_the_connection() {
             }
         }
     }
-    assert!(last_error.is_none(), "still failing after 10s: {last_error:?}");
+    assert!(
+        last_error.is_none(),
+        "still failing after 10s: {last_error:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     let delivery = next(&mut stream).await;
@@ -92,7 +102,13 @@ async fn reconnects_after_the_server_closes_the_connection() {
 /// returns how many. Only this test's connections: others share the broker.
 fn close_connections_named(name: &str) -> usize {
     let output = Command::new("rabbitmqctl")
-        .args(["list_connections", "pid", "client_properties", "--no-table-headers", "-q"])
+        .args([
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+            "-q",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("rabbitmqctl: {e}"));
     let listing = String::from_utf8_lossy(&output.stdout);
@@ -106,7 +122,11 @@ fn close_connections_named(name: &str) -> usize {
             .args(["close_connection", pid, "closed by the reconnect test"])
             .output()
             .unwrap_or_else(|e| panic!("rabbitmqctl close_connection: {e}"));
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
     }
     pids.len()
 }

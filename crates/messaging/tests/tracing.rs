@@ -70,18 +70,29 @@ async fn consumer_span_is_a_child_of_the_producer_span(harness: Harness) {
         spans
             .iter()
             .find(|span| span.name == name)
-            .unwrap_or_else(|| panic!("no span {name:?} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no span {name:?} among {:?}",
+                    spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
     };
     let producer = named(format!("publish {destination}"));
     let consumer = named(format!("process {destination}"));
     let root = spans
         .iter()
-        .find(|span| span.name == "handle_request" && span.span_context.trace_id() == producer.span_context.trace_id())
+        .find(|span| {
+            span.name == "handle_request"
+                && span.span_context.trace_id() == producer.span_context.trace_id()
+        })
         .unwrap_or_else(|| panic!("no request span in the producer's trace"));
 
     assert_eq!(producer.parent_span_id, root.span_context.span_id());
     assert_eq!(consumer.parent_span_id, producer.span_context.span_id());
-    assert_eq!(consumer.span_context.trace_id(), root.span_context.trace_id());
+    assert_eq!(
+        consumer.span_context.trace_id(),
+        root.span_context.trace_id()
+    );
     assert_eq!(producer.span_kind, SpanKind::Producer);
     assert_eq!(consumer.span_kind, SpanKind::Consumer);
 

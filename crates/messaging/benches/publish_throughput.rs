@@ -1,0 +1,310 @@
+//! Publish throughput with broker confirmation on, this crate's API next to a
+//! minimal raw client loop, per broker, in the same run.
+//!
+//! Both sides publish the same 1 KiB payloads with the same key, the same
+//! number of publishes in flight (each waits for its own confirm: RabbitMQ
+//! publisher confirm on a persistent message routed to a durable queue,
+//! Kafka `acks=all` idempotent delivery report, JetStream publish ack), to
+//! the same kind of destination. Raw and API rounds alternate and the best
+//! round of each counts, which keeps the comparison fair on a shared machine.
+//!
+//! ```text
+//! cargo bench -p messaging --bench publish_throughput
+//! BENCH_MESSAGES=20000 BENCH_IN_FLIGHT=128 BENCH_ROUNDS=3 BENCH_BROKERS=rabbitmq,kafka,nats \
+//!     cargo bench -p messaging --bench publish_throughput
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use messaging::{
+    Broker, DestinationSpec, Kafka, KafkaConfig, Nats, NatsConfig, OutgoingMessage, RabbitMq,
+    RabbitMqConfig,
+};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Settings {
+    messages: usize,
+    in_flight: usize,
+    rounds: usize,
+    payload: Bytes,
+}
+
+/// Runs `publish(i)` for `messages` indices with `in_flight` tasks; msgs/s.
+async fn measure<F, Fut>(settings: &Settings, publish: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let publish = Arc::new(publish);
+    let per_task = settings.messages / settings.in_flight;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..settings.in_flight)
+        .map(|task| {
+            let publish = publish.clone();
+            tokio::spawn(async move {
+                for n in 0..per_task {
+                    publish(task * per_task + n).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (per_task * settings.in_flight) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn key(i: usize) -> String {
+    format!("key-{}", i % 64)
+}
+
+async fn api_round(settings: &Settings, broker: &Broker, destination: &str) -> f64 {
+    let broker = broker.clone();
+    let destination = destination.to_owned();
+    let payload = settings.payload.clone();
+    measure(settings, move |i| {
+        let broker = broker.clone();
+        let message = OutgoingMessage::new(destination.clone(), payload.clone()).with_key(key(i));
+        async move {
+            broker.publish(message).await.unwrap();
+        }
+    })
+    .await
+}
+
+async fn rabbitmq(settings: &Settings) -> (f64, f64) {
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let exchange = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let queue = format!("{exchange}.sink");
+
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let setup = connection.create_channel().await.unwrap();
+    setup
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    setup
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    setup
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let channel = Arc::new(channel);
+
+    let broker = RabbitMq::new(RabbitMqConfig::new(&url, "messaging-bench")).into_broker("/bench");
+    broker
+        .ensure_destination(&DestinationSpec::new(&exchange))
+        .await
+        .unwrap();
+
+    let mut raw_best: f64 = 0.0;
+    let mut api_best: f64 = 0.0;
+    for _ in 0..settings.rounds {
+        let raw = {
+            let channel = channel.clone();
+            let exchange = exchange.clone();
+            let payload = settings.payload.clone();
+            measure(settings, move |i| {
+                let channel = channel.clone();
+                let exchange = exchange.clone();
+                let payload = payload.clone();
+                async move {
+                    let confirm = channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key(i).into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                    assert!(confirm.is_ack());
+                }
+            })
+            .await
+        };
+        raw_best = raw_best.max(raw);
+        api_best = api_best.max(api_round(settings, &broker, &exchange).await);
+    }
+    let _ = setup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = setup
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    (raw_best, api_best)
+}
+
+async fn kafka(settings: &Settings) -> (f64, f64) {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let topic = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let broker = Kafka::new(KafkaConfig::new(&brokers, "messaging-bench"))
+        .unwrap()
+        .into_broker("/bench");
+    broker
+        .ensure_destination(&DestinationSpec::new(&topic).with_partitions(3))
+        .await
+        .unwrap();
+    // The same producer settings the crate uses, minus nothing.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let producer = Arc::new(producer);
+
+    let mut raw_best: f64 = 0.0;
+    let mut api_best: f64 = 0.0;
+    for _ in 0..settings.rounds {
+        let raw = {
+            let producer = producer.clone();
+            let topic = topic.clone();
+            let payload = settings.payload.clone();
+            measure(settings, move |i| {
+                let producer = producer.clone();
+                let topic = topic.clone();
+                let payload = payload.clone();
+                async move {
+                    let key = key(i);
+                    producer
+                        .send(
+                            FutureRecord::to(&topic).payload(payload.as_ref()).key(&key),
+                            Timeout::After(Duration::from_secs(30)),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+            .await
+        };
+        raw_best = raw_best.max(raw);
+        api_best = api_best.max(api_round(settings, &broker, &topic).await);
+    }
+    (raw_best, api_best)
+}
+
+async fn nats(settings: &Settings) -> (f64, f64) {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let subject = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let broker = Nats::new(NatsConfig::new(&url, "messaging-bench")).into_broker("/bench");
+    // Creates the stream both sides publish to.
+    broker
+        .ensure_destination(&DestinationSpec::new(&subject))
+        .await
+        .unwrap();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = Arc::new(jetstream::new(client));
+
+    let mut raw_best: f64 = 0.0;
+    let mut api_best: f64 = 0.0;
+    for _ in 0..settings.rounds {
+        let raw = {
+            let js = js.clone();
+            let subject = subject.clone();
+            let payload = settings.payload.clone();
+            measure(settings, move |_| {
+                let js = js.clone();
+                let subject = subject.clone();
+                let payload = payload.clone();
+                async move {
+                    js.publish(subject, payload).await.unwrap().await.unwrap();
+                }
+            })
+            .await
+        };
+        raw_best = raw_best.max(raw);
+        api_best = api_best.max(api_round(settings, &broker, &subject).await);
+    }
+    let _ = js
+        .delete_stream(messaging::nats::sanitize_name(&subject))
+        .await;
+    (raw_best, api_best)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let settings = Settings {
+        messages: setting("BENCH_MESSAGES", 20_000),
+        in_flight: setting("BENCH_IN_FLIGHT", 128).max(1),
+        rounds: setting("BENCH_ROUNDS", 3).max(1),
+        payload: Bytes::from(vec![b'x'; 1024]),
+    };
+    let brokers = std::env::var("BENCH_BROKERS").unwrap_or_else(|_| "rabbitmq,kafka,nats".into());
+    println!(
+        "publish throughput, 1 KiB payload, {} messages per round, {} in flight, best of {} rounds",
+        settings.messages, settings.in_flight, settings.rounds
+    );
+    println!(
+        "{:<10} {:>14} {:>14} {:>7}",
+        "broker", "raw msg/s", "API msg/s", "ratio"
+    );
+    for broker in brokers.split(',').map(str::trim) {
+        let (raw, api) = match broker {
+            "rabbitmq" => rabbitmq(&settings).await,
+            "kafka" => kafka(&settings).await,
+            "nats" => nats(&settings).await,
+            other => {
+                eprintln!("unknown broker {other:?} (rabbitmq, kafka, nats)");
+                continue;
+            }
+        };
+        println!("{broker:<10} {raw:>14.0} {api:>14.0} {:>7.2}", api / raw);
+    }
+}

@@ -88,6 +88,17 @@ mod tests {
     }
 
     #[test]
+    fn merge_keys_take_a_list_of_anchors() {
+        let value = parse(
+            "a: &a {x: 1}\nb: &b {y: 2}\nc: {<<: [*a, *b], z: 3}\n",
+            "test",
+        );
+        assert_eq!(value["c"]["x"], 1);
+        assert_eq!(value["c"]["y"], 2);
+        assert_eq!(value["c"]["z"], 3);
+    }
+
+    #[test]
     fn streams_split_into_documents() {
         let documents = parse_all("a: 1\n---\n---\nb: 2\n", "test");
         assert_eq!(documents.len(), 2);

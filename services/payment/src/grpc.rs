@@ -1,42 +1,263 @@
 //! gRPC adapter: `ferrishop.payment.v1.PaymentService`.
 //!
-//! Methods answer `UNIMPLEMENTED` until their use cases are built; the service
-//! is registered now so health and reflection describe the binary's contract.
+//! Every method acts on the caller's own wallet, named by the `x-user-id`
+//! metadata the gateway sets (see `common.proto`). Handlers are thin: parse
+//! the request into domain values, call one use case, convert the result.
+//! [`PaymentError`] becomes a [`Status`] in exactly one place, [`status`],
+//! which sets the gRPC code and the stable `x-error-code` metadata.
 
+use chrono::{DateTime, Utc};
+use proto::ferrishop::common::v1 as common;
+use proto::ferrishop::payment::v1 as pb;
 use proto::ferrishop::payment::v1::payment_service_server::PaymentService;
-use proto::ferrishop::payment::v1::*;
-use tonic::{Request, Response, Status};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+use crate::app::Payments;
+use crate::app::queries::{Cursor, Limit, TransactionKind, TransactionView};
+use crate::domain::ids::{IdempotencyKey, UserId};
+use crate::domain::money::{Amount, Currency, Money};
+use crate::domain::wallet::{Account, AccountStatus};
+use crate::error::{FieldViolation, PaymentError};
 
 /// The `PaymentService` implementation.
-#[derive(Debug, Clone, Default)]
-pub struct PaymentServiceApi;
-
-fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "payment.v1.PaymentService/{method} is not implemented yet"
-    ))
+#[derive(Debug, Clone)]
+pub struct PaymentServiceApi {
+    payments: Payments,
 }
+
+impl PaymentServiceApi {
+    pub fn new(payments: Payments) -> Self {
+        Self { payments }
+    }
+}
+
+type ApiResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl PaymentService for PaymentServiceApi {
     async fn get_account(
         &self,
-        _: Request<GetAccountRequest>,
-    ) -> Result<Response<GetAccountResponse>, Status> {
-        Err(unimplemented("GetAccount"))
+        request: Request<pb::GetAccountRequest>,
+    ) -> ApiResult<pb::GetAccountResponse> {
+        let user = caller(request.metadata())?;
+        let account = self.payments.account(user).await.map_err(status)?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(account_message(&account)),
+        }))
     }
 
     async fn deposit(
         &self,
-        _: Request<DepositRequest>,
-    ) -> Result<Response<DepositResponse>, Status> {
-        Err(unimplemented("Deposit"))
+        request: Request<pb::DepositRequest>,
+    ) -> ApiResult<pb::DepositResponse> {
+        let user = caller(request.metadata())?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let amount = match request.amount {
+            None => {
+                violations.push(violation("amount", "required"));
+                None
+            }
+            Some(money) => match Currency::parse(&money.currency) {
+                Err(error) => {
+                    violations.push(violation("amount.currency", error));
+                    None
+                }
+                Ok(currency) => Amount::new(money.amount, currency)
+                    .map_err(|error| violations.push(violation("amount.amount", error)))
+                    .ok(),
+            },
+        };
+        let key = IdempotencyKey::parse(&request.idempotency_key)
+            .map_err(|error| violations.push(violation("idempotency_key", error)))
+            .ok();
+        let (Some(amount), Some(key)) = (amount, key) else {
+            return Err(status(PaymentError::Validation(violations)));
+        };
+        let receipt = self
+            .payments
+            .deposit(user, amount, key)
+            .await
+            .map_err(status)?;
+        let account = self.payments.account(user).await.map_err(status)?;
+        Ok(Response::new(pb::DepositResponse {
+            transaction: Some(transaction_message(&TransactionView::of_deposit(
+                &receipt.deposit,
+            ))),
+            account: Some(account_message(&account)),
+        }))
     }
 
     async fn list_transactions(
         &self,
-        _: Request<ListTransactionsRequest>,
-    ) -> Result<Response<ListTransactionsResponse>, Status> {
-        Err(unimplemented("ListTransactions"))
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> ApiResult<pb::ListTransactionsResponse> {
+        let user = caller(request.metadata())?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let kind = match pb::TransactionKind::try_from(request.kind) {
+            Ok(pb::TransactionKind::Unspecified) => Some(None),
+            Ok(pb::TransactionKind::Deposit) => Some(Some(TransactionKind::Deposit)),
+            Ok(pb::TransactionKind::Charge) => Some(Some(TransactionKind::Charge)),
+            Ok(pb::TransactionKind::Refund) => Some(Some(TransactionKind::Refund)),
+            Ok(pb::TransactionKind::Payout) => Some(Some(TransactionKind::Payout)),
+            Err(_) => {
+                violations.push(violation("kind", "unknown transaction kind"));
+                None
+            }
+        };
+        let page = request.page.unwrap_or_default();
+        let cursor = if page.cursor.is_empty() {
+            Some(None)
+        } else {
+            Cursor::parse(&page.cursor)
+                .map(Some)
+                .map_err(|error| violations.push(violation("page.cursor", error)))
+                .ok()
+        };
+        let (Some(kind), Some(cursor)) = (kind, cursor) else {
+            return Err(status(PaymentError::Validation(violations)));
+        };
+        let page = self
+            .payments
+            .transactions(user, kind, Limit::new(page.limit), cursor)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: page.items.iter().map(transaction_message).collect(),
+            page: Some(common::PageResponse {
+                next_cursor: page
+                    .next_cursor
+                    .map(|cursor| cursor.to_string())
+                    .unwrap_or_default(),
+            }),
+        }))
+    }
+}
+
+/// The caller named by `x-user-id`.
+fn caller(metadata: &MetadataMap) -> Result<UserId, Status> {
+    metadata
+        .get(proto::metadata::USER_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| UserId::parse(value).ok())
+        .ok_or_else(|| status(PaymentError::Unauthenticated))
+}
+
+fn violation(field: &str, description: impl ToString) -> FieldViolation {
+    FieldViolation {
+        field: field.to_owned(),
+        description: description.to_string(),
+    }
+}
+
+/// The one translation of [`PaymentError`] into a gRPC status.
+fn status(error: PaymentError) -> Status {
+    error.log();
+    let code = match &error {
+        PaymentError::Validation(_) => Code::InvalidArgument,
+        PaymentError::Unauthenticated => Code::Unauthenticated,
+        PaymentError::Forbidden => Code::PermissionDenied,
+        PaymentError::AccountNotFound => Code::NotFound,
+        PaymentError::AccountFrozen
+        | PaymentError::AccountClosed
+        | PaymentError::PayoutIbanRequired(_)
+        | PaymentError::IdempotencyKeyReused => Code::FailedPrecondition,
+        PaymentError::Unavailable(_) => Code::Unavailable,
+        PaymentError::Internal(_) => Code::Internal,
+    };
+    let message = match &error {
+        PaymentError::Internal(_) => "an internal error occurred".to_owned(),
+        other => other.to_string(),
+    };
+    let mut status = Status::new(code, message);
+    status.metadata_mut().insert(
+        proto::metadata::ERROR_CODE,
+        MetadataValue::from_static(error.code()),
+    );
+    status
+}
+
+fn money_message(money: Money) -> common::Money {
+    common::Money {
+        amount: money.amount(),
+        currency: money.currency().as_str().to_owned(),
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn account_message(account: &Account) -> pb::Account {
+    let status = match account.status {
+        AccountStatus::Active => pb::AccountStatus::Active,
+        AccountStatus::Frozen => pb::AccountStatus::Frozen,
+        AccountStatus::Closed => pb::AccountStatus::Closed,
+    };
+    pb::Account {
+        id: account.id.to_string(),
+        owner_id: account.owner.to_string(),
+        balance: Some(money_message(account.balance)),
+        status: status.into(),
+        created_at: Some(timestamp(account.opened_at)),
+        updated_at: Some(timestamp(account.updated_at)),
+        payout_iban: account
+            .payout_iban
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+fn transaction_message(view: &TransactionView) -> pb::Transaction {
+    let kind = match view.kind {
+        TransactionKind::Deposit => pb::TransactionKind::Deposit,
+        TransactionKind::Charge => pb::TransactionKind::Charge,
+        TransactionKind::Refund => pb::TransactionKind::Refund,
+        TransactionKind::Payout => pb::TransactionKind::Payout,
+    };
+    pb::Transaction {
+        id: view.id.to_string(),
+        account_id: view.account_id.to_string(),
+        kind: kind.into(),
+        amount: Some(money_message(view.amount)),
+        balance_after: Some(money_message(view.balance_after)),
+        order_id: view.order_id.map(|id| id.to_string()).unwrap_or_default(),
+        idempotency_key: view.idempotency_key.clone().unwrap_or_default(),
+        created_at: Some(timestamp(view.created_at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_their_code_in_metadata() {
+        let frozen = status(PaymentError::AccountFrozen);
+        assert_eq!(frozen.code(), Code::FailedPrecondition);
+        assert_eq!(
+            frozen
+                .metadata()
+                .get(proto::metadata::ERROR_CODE)
+                .and_then(|v| v.to_str().ok()),
+            Some("ACCOUNT_FROZEN")
+        );
+        assert_eq!(status(PaymentError::AccountNotFound).code(), Code::NotFound);
+        assert_eq!(
+            status(PaymentError::invalid("amount", "required")).code(),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn a_missing_caller_is_unauthenticated() {
+        let error = caller(&MetadataMap::new()).unwrap_err();
+        assert_eq!(error.code(), Code::Unauthenticated);
     }
 }

@@ -1,0 +1,477 @@
+//! REST adapter, called by the gateway.
+//!
+//! The routes are the public API's own paths, so the gateway forwards them
+//! 1:1:
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /api/v1/wallet` | owner | `{account_id, owner_id, balance, status, …}`; 404 `ACCOUNT_NOT_FOUND` |
+//! | `POST /api/v1/wallet/deposits` | owner | `{amount}` + `Idempotency-Key` → 201 transaction; 409 `ACCOUNT_FROZEN`; 422 `IDEMPOTENCY_KEY_REUSED` |
+//! | `GET /api/v1/wallet/transactions` | owner | `?limit=&cursor=&kind=` → `{items, next_cursor}`, newest first |
+//! | `PUT /api/v1/wallet/payout-iban` | owner | `{iban}` → the account; 422 for an invalid IBAN |
+//! | `POST /api/v1/admin/wallets/{user_id}/freeze` | admin | optional `{reason}` → the account |
+//! | `POST /api/v1/admin/wallets/{user_id}/unfreeze` | admin | → the account |
+//! | `POST /api/v1/admin/wallets/{user_id}/close` | admin | pays the balance out → the account; 409 `PAYOUT_IBAN_REQUIRED` |
+//!
+//! # Caller identity
+//!
+//! The service does not read access tokens: the gateway has verified the
+//! token and passes the user's id in `x-user-id` and their roles in
+//! `x-user-roles`, after removing any such header the client sent. The
+//! service trusts those headers because only the gateway and the other
+//! services can reach it; deployments must keep it that way.
+//!
+//! # Idempotent deposits
+//!
+//! A deposit needs an `Idempotency-Key` header. Repeating the request with
+//! the same key and amount answers exactly as the first time (201, same
+//! body, plus `Idempotent-Replayed: true`) and moves no money; the same key
+//! with another amount is refused (422 `IDEMPOTENCY_KEY_REUSED`).
+//!
+//! Handlers are thin: extract, call one use case, shape the answer. Every
+//! failure is a [`PaymentError`], turned into problem+json in one place, its
+//! `IntoResponse` implementation at the end of this file.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use platform::problem::Problem;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::app::queries::{Cursor, Limit, Page, TransactionKind, TransactionView};
+use crate::app::{Payments, RequestContext};
+use crate::domain::iban::Iban;
+use crate::domain::ids::{IdempotencyKey, UserId};
+use crate::domain::money::{Amount, Currency, Money};
+use crate::domain::wallet::Account;
+use crate::error::{FieldViolation, PaymentError};
+
+/// The role admin routes require.
+const ADMIN_ROLE: &str = "admin";
+/// The header a deposit is made idempotent with.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on the answer to a repeated deposit.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Why a wallet is frozen when the administrator gives no reason.
+const DEFAULT_FREEZE_REASON: &str = "frozen by an administrator";
+
+/// The routes of the REST API.
+pub fn router(payments: Payments) -> Router {
+    Router::new()
+        .route("/api/v1/wallet", get(wallet))
+        .route("/api/v1/wallet/deposits", post(deposit))
+        .route("/api/v1/wallet/transactions", get(transactions))
+        .route("/api/v1/wallet/payout-iban", put(set_payout_iban))
+        .route("/api/v1/admin/wallets/{user_id}/freeze", post(freeze))
+        .route("/api/v1/admin/wallets/{user_id}/unfreeze", post(unfreeze))
+        .route("/api/v1/admin/wallets/{user_id}/close", post(close))
+        .with_state(payments)
+}
+
+// ---------------------------------------------------------------- bodies
+
+/// `{"amount": 1999, "currency": "EUR"}`: the platform's money, unchecked
+/// on the way in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MoneyBody {
+    amount: i64,
+    currency: String,
+}
+
+impl From<Money> for MoneyBody {
+    fn from(money: Money) -> Self {
+        Self {
+            amount: money.amount(),
+            currency: money.currency().as_str().to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositRequest {
+    amount: Option<MoneyBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutIbanRequest {
+    iban: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FreezeRequest {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AccountResponse {
+    account_id: String,
+    owner_id: String,
+    balance: MoneyBody,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frozen_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payout_iban: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Account> for AccountResponse {
+    fn from(account: Account) -> Self {
+        Self {
+            account_id: account.id.to_string(),
+            owner_id: account.owner.to_string(),
+            balance: account.balance.into(),
+            status: account.status.as_str(),
+            frozen_reason: account.frozen_reason,
+            payout_iban: account.payout_iban.map(|iban| iban.to_string()),
+            created_at: account.opened_at,
+            updated_at: account.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TransactionResponse {
+    id: String,
+    account_id: String,
+    kind: &'static str,
+    amount: MoneyBody,
+    balance_after: MoneyBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<TransactionView> for TransactionResponse {
+    fn from(view: TransactionView) -> Self {
+        Self {
+            id: view.id.to_string(),
+            account_id: view.account_id.to_string(),
+            kind: view.kind.as_str(),
+            amount: view.amount.into(),
+            balance_after: view.balance_after.into(),
+            order_id: view.order_id.map(|id| id.to_string()),
+            idempotency_key: view.idempotency_key,
+            created_at: view.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PageResponse {
+    items: Vec<TransactionResponse>,
+    next_cursor: Option<String>,
+}
+
+impl From<Page> for PageResponse {
+    fn from(page: Page) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- handlers
+
+async fn wallet(
+    State(payments): State<Payments>,
+    Caller(user): Caller,
+) -> Result<Json<AccountResponse>, PaymentError> {
+    Ok(Json(payments.account(user).await?.into()))
+}
+
+async fn deposit(
+    State(payments): State<Payments>,
+    Caller(user): Caller,
+    headers: HeaderMap,
+    Body(request): Body<DepositRequest>,
+) -> Result<Response, PaymentError> {
+    let mut violations = Violations::default();
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|value| value.to_str().ok())
+        .map_or(Err("required".to_owned()), |key| {
+            IdempotencyKey::parse(key).map_err(|error| error.to_string())
+        });
+    let key = violations.check("Idempotency-Key", key);
+    let amount = match request.amount {
+        None => violations.check::<Amount>("amount", Err("required")),
+        Some(amount) => violations.amount("amount", amount),
+    };
+    let (Some(key), Some(amount)) = (key, amount) else {
+        return Err(violations.into_error());
+    };
+    let receipt = payments.deposit(user, amount, key).await?;
+    let body = TransactionResponse::from(TransactionView::of_deposit(&receipt.deposit));
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if receipt.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn transactions(
+    State(payments): State<Payments>,
+    Caller(user): Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<PageResponse>, PaymentError> {
+    let mut violations = Violations::default();
+    let limit = match query.limit.as_deref() {
+        None | Some("") => Some(Limit::default()),
+        Some(text) => violations.check(
+            "limit",
+            text.parse::<u32>()
+                .map(Limit::new)
+                .map_err(|_| "must be a whole number from 1 to 100"),
+        ),
+    };
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => Some(None),
+        Some(text) => violations.check("cursor", Cursor::parse(text).map(Some)),
+    };
+    let kind = match query.kind.as_deref() {
+        None | Some("") => Some(None),
+        Some(text) => violations.check("kind", TransactionKind::parse(text).map(Some)),
+    };
+    let (Some(limit), Some(cursor), Some(kind)) = (limit, cursor, kind) else {
+        return Err(violations.into_error());
+    };
+    Ok(Json(
+        payments
+            .transactions(user, kind, limit, cursor)
+            .await?
+            .into(),
+    ))
+}
+
+async fn set_payout_iban(
+    State(payments): State<Payments>,
+    Caller(user): Caller,
+    Body(request): Body<PayoutIbanRequest>,
+) -> Result<Json<AccountResponse>, PaymentError> {
+    let iban = match request.iban {
+        None => Err(PaymentError::invalid("iban", "required")),
+        Some(text) => Iban::parse(&text).map_err(|error| PaymentError::invalid("iban", error)),
+    }?;
+    Ok(Json(payments.set_payout_iban(user, iban).await?.into()))
+}
+
+async fn freeze(
+    State(payments): State<Payments>,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AccountResponse>, PaymentError> {
+    let user = path_user(&user_id)?;
+    let request: FreezeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        FreezeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| PaymentError::invalid("body", error))?
+    };
+    let reason = request
+        .reason
+        .map(|reason| reason.trim().to_owned())
+        .filter(|reason| !reason.is_empty())
+        .unwrap_or_else(|| DEFAULT_FREEZE_REASON.to_owned());
+    if reason.chars().count() > 500 {
+        return Err(PaymentError::invalid("reason", "at most 500 characters"));
+    }
+    Ok(Json(
+        payments
+            .freeze(user, reason, &RequestContext::user(admin))
+            .await?
+            .into(),
+    ))
+}
+
+async fn unfreeze(
+    State(payments): State<Payments>,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+) -> Result<Json<AccountResponse>, PaymentError> {
+    let user = path_user(&user_id)?;
+    Ok(Json(
+        payments
+            .unfreeze(user, &RequestContext::user(admin))
+            .await?
+            .into(),
+    ))
+}
+
+async fn close(
+    State(payments): State<Payments>,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+) -> Result<Json<AccountResponse>, PaymentError> {
+    let user = path_user(&user_id)?;
+    Ok(Json(
+        payments
+            .close(user, &RequestContext::user(admin))
+            .await?
+            .into(),
+    ))
+}
+
+fn path_user(text: &str) -> Result<UserId, PaymentError> {
+    UserId::parse(text).map_err(|error| PaymentError::invalid("user_id", error))
+}
+
+// ---------------------------------------------------------------- extractors
+
+/// The signed-in user, from the gateway's `x-user-id` header.
+struct Caller(UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = PaymentError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PaymentError> {
+        user_id(parts).map(Caller)
+    }
+}
+
+/// A signed-in administrator: `x-user-id` plus `admin` in `x-user-roles`.
+struct Admin(UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = PaymentError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PaymentError> {
+        let user = user_id(parts)?;
+        let is_admin = parts
+            .headers
+            .get(proto::metadata::USER_ROLES)
+            .and_then(|roles| roles.to_str().ok())
+            .is_some_and(|roles| roles.split(',').any(|role| role.trim() == ADMIN_ROLE));
+        if is_admin {
+            Ok(Admin(user))
+        } else {
+            Err(PaymentError::Forbidden)
+        }
+    }
+}
+
+fn user_id(parts: &Parts) -> Result<UserId, PaymentError> {
+    parts
+        .headers
+        .get(proto::metadata::USER_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| UserId::parse(value).ok())
+        .ok_or(PaymentError::Unauthenticated)
+}
+
+/// A JSON body whose rejections are problem documents like every other
+/// error: 400 for broken JSON, 415 without a JSON content type, 422 for JSON
+/// of the wrong shape.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(body_problem(&rejection)),
+        }
+    }
+}
+
+fn body_problem(rejection: &JsonRejection) -> Problem {
+    let code = match rejection {
+        JsonRejection::JsonDataError(_) => "VALIDATION_FAILED",
+        JsonRejection::JsonSyntaxError(_) => "MALFORMED_JSON",
+        JsonRejection::MissingJsonContentType(_) => "UNSUPPORTED_MEDIA_TYPE",
+        _ => "BAD_REQUEST",
+    };
+    Problem::new(rejection.status(), code, rejection.body_text())
+}
+
+/// Collects every bad field of a request, so a client learns all of them at
+/// once.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T>(&mut self, field: &str, result: Result<T, impl ToString>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.0.push(FieldViolation {
+                    field: field.to_owned(),
+                    description: error.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    fn amount(&mut self, field: &str, body: MoneyBody) -> Option<Amount> {
+        let currency = self.check(
+            &format!("{field}.currency"),
+            Currency::parse(&body.currency),
+        )?;
+        self.check(
+            &format!("{field}.amount"),
+            Amount::new(body.amount, currency),
+        )
+    }
+
+    fn into_error(self) -> PaymentError {
+        PaymentError::Validation(self.0)
+    }
+}
+
+// ---------------------------------------------------------------- errors
+
+impl IntoResponse for PaymentError {
+    fn into_response(self) -> Response {
+        self.log();
+        let status = match &self {
+            Self::Validation(violations) => {
+                let errors: BTreeMap<String, String> = violations
+                    .iter()
+                    .map(|v| (v.field.clone(), v.description.clone()))
+                    .collect();
+                return Problem::validation(errors).into_response();
+            }
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::AccountNotFound => StatusCode::NOT_FOUND,
+            Self::AccountFrozen | Self::AccountClosed | Self::PayoutIbanRequired(_) => {
+                StatusCode::CONFLICT
+            }
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = match &self {
+            Self::Internal(_) => "an internal error occurred".to_owned(),
+            other => other.to_string(),
+        };
+        Problem::new(status, self.code(), detail).into_response()
+    }
+}

@@ -1,0 +1,80 @@
+//! Broker adapters: the saga's commands in and their replies out
+//! ([`commands`], RabbitMQ), `user.registered` in ([`user_events`], Kafka),
+//! and integration events out through the outbox ([`outbox`], Kafka).
+//!
+//! The wire shapes are the `payment-contract` crate's, shared with the order
+//! service; this module translates between them and the domain, and decides
+//! how each kind of failure is settled with the broker: a message that can
+//! never be processed (it does not parse) is dead-lettered at once, a
+//! failure that may pass (database down, a write race that kept losing, an
+//! injected fault) is requeued until the subscription's attempts run out.
+
+pub mod commands;
+pub mod outbox;
+pub mod user_events;
+
+use std::time::Duration;
+
+use messaging::{Broker, DeliveryStream, Subscription};
+use platform::db::Database;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::events::DeclineReason;
+use crate::domain::money::Money;
+
+/// The CloudEvents `source` of every message this service sends.
+pub const SOURCE: &str = "/ferrishop/payment";
+
+/// Money as the contract spells it.
+pub fn contract_money(money: Money) -> payment_contract::Money {
+    payment_contract::Money::new(money.amount(), money.currency().as_str())
+}
+
+/// A decline reason as the contract spells it.
+pub fn contract_reason(reason: DeclineReason) -> payment_contract::DeclineReason {
+    use payment_contract::DeclineReason as Wire;
+    match reason {
+        DeclineReason::InsufficientFunds => Wire::InsufficientFunds,
+        DeclineReason::AccountFrozen => Wire::AccountFrozen,
+        DeclineReason::AccountClosed => Wire::AccountClosed,
+        DeclineReason::AccountNotFound => Wire::AccountNotFound,
+        DeclineReason::CurrencyMismatch => Wire::CurrencyMismatch,
+        DeclineReason::NothingToRefund => Wire::NothingToRefund,
+        DeclineReason::RefundExceedsCharge => Wire::RefundExceedsCharge,
+    }
+}
+
+/// Waits for the schema, then subscribes, retrying with backoff while the
+/// broker is unreachable. `None` once `cancel` fires.
+async fn subscribe(
+    database: &Database,
+    broker: &Broker,
+    subscription: &Subscription,
+    cancel: &CancellationToken,
+) -> Option<DeliveryStream> {
+    tokio::select! {
+        () = database.migrated() => {}
+        () = cancel.cancelled() => return None,
+    }
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match broker.subscribe(subscription).await {
+            Ok(stream) => {
+                tracing::info!(
+                    destination = %subscription.destination,
+                    group = %subscription.group,
+                    "consuming"
+                );
+                return Some(stream);
+            }
+            Err(error) => {
+                tracing::warn!(destination = %subscription.destination, %error, retry_in_ms = delay.as_millis() as u64, "cannot subscribe yet");
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,260 @@
+//! Integration events out: the outbox messages that announce charges,
+//! refunds and declines, and the relay that moves them to Kafka.
+//!
+//! Events are never published from a use case. A charge writes its
+//! `payment.charged` message into the outbox in the charge's own transaction,
+//! and the relay publishes committed rows afterwards, so an event goes out if
+//! and only if the money moved — also when Kafka is down at that moment: the
+//! row waits. Delivery is at least once; consumers deduplicate by `ce_id`,
+//! which is the outbox message id. Messages are keyed by the customer's user
+//! id (the wallet aggregate's id), so one wallet's events stay in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
+use messaging::envelope;
+use messaging::{Broker, DestinationSpec, MessagingError};
+use payment_contract::events::{PaymentCharged, PaymentDeclined, PaymentRefunded};
+use payment_contract::types;
+use platform::db::Database;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{SOURCE, contract_money, contract_reason};
+use crate::domain::events::WalletEvent;
+use crate::domain::wallet::Account;
+use crate::error::PaymentError;
+
+/// Builds the outbox messages of this service's integration events.
+#[derive(Debug, Clone)]
+pub struct Announcements {
+    topic: String,
+}
+
+impl Announcements {
+    /// Events go to `topic` (`ferrishop.payment.events` unless configured).
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+        }
+    }
+
+    /// The messages announcing those of `events` other services care about.
+    pub fn for_events(
+        &self,
+        account: &Account,
+        events: &[WalletEvent],
+    ) -> Result<Vec<OutboxMessage>, PaymentError> {
+        let account_id = account.id.as_uuid();
+        let customer_id = account.owner.as_uuid();
+        let mut messages = Vec::new();
+        for event in events {
+            let message = match event {
+                WalletEvent::Charged(e) => self.message(
+                    types::CHARGED,
+                    account,
+                    &PaymentCharged {
+                        payment_id: e.payment_id.as_uuid(),
+                        account_id,
+                        customer_id,
+                        order_id: e.order_id.as_uuid(),
+                        command_id: e.command_id.to_string(),
+                        amount: contract_money(e.amount.money()),
+                        charged_at: e.at,
+                    },
+                )?,
+                WalletEvent::Refunded(e) => self.message(
+                    types::REFUNDED,
+                    account,
+                    &PaymentRefunded {
+                        refund_id: e.refund_id.as_uuid(),
+                        account_id,
+                        customer_id,
+                        order_id: e.order_id.as_uuid(),
+                        command_id: e.command_id.to_string(),
+                        amount: contract_money(e.amount.money()),
+                        refunded_at: e.at,
+                    },
+                )?,
+                WalletEvent::ChargeDeclined(e) => self.message(
+                    types::DECLINED,
+                    account,
+                    &PaymentDeclined {
+                        account_id,
+                        customer_id,
+                        order_id: e.order_id.as_uuid(),
+                        command_id: e.command_id.to_string(),
+                        amount: contract_money(e.amount.money()),
+                        reason: contract_reason(e.reason),
+                        declined_at: e.at,
+                    },
+                )?,
+                _ => continue,
+            };
+            messages.push(message);
+        }
+        Ok(messages)
+    }
+
+    /// A binary-mode CloudEvent keyed by the customer, continuing the
+    /// current trace; its `ce_id` is the outbox message id.
+    fn message<T: Serialize>(
+        &self,
+        event_type: &str,
+        account: &Account,
+        body: &T,
+    ) -> Result<OutboxMessage, PaymentError> {
+        let key = account.owner.to_string();
+        let message =
+            OutboxMessage::json(&self.topic, &key, body).map_err(PaymentError::internal)?;
+        let id = message.id.to_string();
+        let time = envelope::format_time(message.created_at);
+        let mut message = message
+            .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
+            .with_header(envelope::ID, id)
+            .with_header(envelope::TYPE, event_type)
+            .with_header(envelope::SOURCE, SOURCE)
+            .with_header(envelope::SUBJECT, account.id.to_string())
+            .with_header(envelope::TIME, time)
+            .with_header(envelope::PARTITION_KEY, &key);
+        let mut trace = http::HeaderMap::new();
+        platform::propagation::inject_current(&mut trace);
+        for (name, value) in &trace {
+            if let Ok(value) = value.to_str() {
+                message = message.with_header(name.as_str(), value);
+            }
+        }
+        Ok(message)
+    }
+}
+
+/// Publishes outbox rows through a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerPublisher {
+    broker: Broker,
+}
+
+impl BrokerPublisher {
+    pub fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for BrokerPublisher {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        self.broker
+            .publish_parts(
+                &message.destination,
+                Some(&message.key),
+                message.headers.clone(),
+                message.payload.clone(),
+            )
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+/// Only a message that can never be sent is parked; anything that might be
+/// the broker's passing trouble is retried.
+fn classify(error: MessagingError) -> PublishError {
+    match error {
+        MessagingError::TooLarge { .. } | MessagingError::Invalid { .. } => {
+            PublishError::Rejected(error.to_string())
+        }
+        other => PublishError::Unavailable(other.to_string()),
+    }
+}
+
+/// Relays the outbox to the broker until `cancel` fires: waits for the
+/// migrated schema, makes sure the topic exists, then publishes.
+pub async fn relay(database: Database, broker: Broker, topic: String, cancel: CancellationToken) {
+    tokio::select! {
+        () = database.migrated() => {}
+        () = cancel.cancelled() => return,
+    }
+    let spec = DestinationSpec::new(topic);
+    let mut delay = Duration::from_millis(250);
+    while let Err(error) = broker.ensure_destination(&spec).await {
+        tracing::warn!(topic = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create the events topic yet");
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let publisher = Arc::new(BrokerPublisher::new(broker));
+    OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
+        .run(cancel)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::events::{ChargeDeclined, Charged, DeclineReason};
+    use crate::domain::ids::{AccountId, CommandId, OrderId, TransactionId, UserId};
+    use crate::domain::money::{Amount, Currency, Money};
+    use crate::domain::wallet::AccountStatus;
+
+    fn account() -> Account {
+        Account {
+            id: AccountId::generate(),
+            owner: UserId::generate(),
+            balance: Money::zero(Currency::EUR),
+            status: AccountStatus::Active,
+            frozen_reason: None,
+            payout_iban: None,
+            opened_at: Utc::now(),
+            updated_at: Utc::now(),
+            orders: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn charges_and_declines_become_keyed_cloud_events() {
+        let account = account();
+        let amount = Amount::new(2599, Currency::EUR).unwrap();
+        let order = OrderId::generate();
+        let events = [
+            WalletEvent::Charged(Charged {
+                payment_id: TransactionId::generate(),
+                order_id: order,
+                command_id: CommandId::parse("c-1").unwrap(),
+                amount,
+                at: Utc::now(),
+            }),
+            WalletEvent::ChargeDeclined(ChargeDeclined {
+                order_id: order,
+                command_id: CommandId::parse("c-2").unwrap(),
+                amount,
+                reason: DeclineReason::AccountFrozen,
+                at: Utc::now(),
+            }),
+        ];
+        let messages = Announcements::new("topic")
+            .for_events(&account, &events)
+            .unwrap();
+        assert_eq!(messages.len(), 2);
+        for message in &messages {
+            assert_eq!(message.destination, "topic");
+            assert_eq!(message.key, account.owner.to_string());
+            assert_eq!(message.headers["ce_id"], message.id.to_string());
+            assert_eq!(message.headers["ce_source"], SOURCE);
+        }
+        assert_eq!(messages[0].headers["ce_type"], "payment.charged");
+        assert_eq!(messages[1].headers["ce_type"], "payment.declined");
+        let declined: PaymentDeclined = serde_json::from_slice(&messages[1].payload).unwrap();
+        assert_eq!(
+            declined.reason,
+            payment_contract::DeclineReason::AccountFrozen
+        );
+        assert_eq!(declined.amount, payment_contract::Money::new(2599, "EUR"));
+    }
+}

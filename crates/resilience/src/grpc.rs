@@ -20,7 +20,8 @@
 //! Errors become statuses a gRPC caller understands: fail-fast rejections
 //! (breaker open, bulkhead full, no healthy instance) are `UNAVAILABLE`, a
 //! timeout is `DEADLINE_EXCEEDED`, a transport error keeps tonic's own
-//! mapping. The typed [`Error`] stays reachable as the status's `source()`.
+//! mapping (`UNAVAILABLE` when tonic has none: the call got no answer). The
+//! typed [`Error`] stays reachable as the status's `source()`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,7 +83,14 @@ impl<S> GrpcChannel<S> {
 /// The gRPC status for a resilience error; see the [module docs](self).
 pub fn status_from(error: Error) -> Status {
     let mut status = match error {
-        Error::Upstream { source, .. } => return Status::from_error(source),
+        Error::Upstream { upstream, source } => {
+            return Status::try_from_error(source).unwrap_or_else(|source| {
+                let mut status =
+                    Status::unavailable(format!("call to {upstream} failed: {source}"));
+                status.set_source(Arc::from(source));
+                status
+            });
+        }
         Error::Timeout { .. } => Status::deadline_exceeded(error.to_string()),
         _ => Status::unavailable(error.to_string()),
     };
@@ -159,5 +167,14 @@ mod tests {
             source: Box::new(Status::not_found("no such product")),
         });
         assert_eq!(inner.code(), Code::NotFound);
+        let reset = status_from(Error::Upstream {
+            upstream: Arc::from("inventory"),
+            source: "connection reset".into(),
+        });
+        assert_eq!(reset.code(), Code::Unavailable);
+        assert_eq!(
+            reset.message(),
+            "call to inventory failed: connection reset"
+        );
     }
 }

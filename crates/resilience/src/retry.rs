@@ -8,7 +8,7 @@
 //!
 //! 1. the request may be sent twice ([`Idempotent`]); it is then copied
 //!    before the first attempt ([`Replay`]), and otherwise never retried;
-//! 2. the outcome is worth retrying ([`Outcome::is_retryable`]: transport
+//! 2. the outcome is worth retrying ([`Outcome::is_retryable`](crate::Outcome::is_retryable): transport
 //!    errors, timeouts, 502/503/504, gRPC `UNAVAILABLE`/`DEADLINE_EXCEEDED`);
 //!    a local fail-fast rejection (no healthy instance, breaker open) is not:
 //!    failing fast is its whole point;

@@ -25,7 +25,7 @@
 //!
 //! - **Closed** (gauge `0`): calls pass; outcomes are counted.
 //! - **Open** (gauge `1`): calls are rejected with
-//!   [`Error::CircuitOpen`](crate::Error::CircuitOpen) without reaching the
+//!   [`Error::CircuitOpen`] without reaching the
 //!   upstream, for the cool-down.
 //! - **HalfOpen** (gauge `2`): after the cool-down, a few trial calls probe
 //!   the upstream. Enough successes close the breaker; any failure reopens it

@@ -14,7 +14,7 @@
 //! an instance that keeps failing leaves the rotation for the breaker's
 //! cool-down and is then probed with a few trial calls before it fully
 //! rejoins. When no instance can take the call, `pick` fails at once with
-//! [`Error::NoHealthyInstance`](crate::Error::NoHealthyInstance).
+//! [`Error::NoHealthyInstance`].
 //!
 //! # DNS
 //!

@@ -1,35 +1,137 @@
-//! gRPC adapter: `ferrishop.user.v1.UserService`.
+//! gRPC adapter: `ferrishop.user.v1.UserService`, the read side other
+//! services and the gateway use.
 //!
-//! Methods answer `UNIMPLEMENTED` until their use cases are built; the service
-//! is registered now so health and reflection describe the binary's contract.
+//! Caller identity comes from the `x-user-id` / `x-user-roles` metadata the
+//! gateway sets on user-facing calls (see `ferrishop/common/v1/common.proto`).
+//! A call without `x-user-id` is a service-to-service call from inside the
+//! cluster and may read any user. Every failure is an [`Error`], turned into
+//! a `Status` (with the stable code in `x-error-code`) in exactly one place,
+//! `From<Error> for Status` at the end of this file.
+
+use std::sync::Arc;
 
 use proto::ferrishop::user::v1::user_service_server::UserService;
-use proto::ferrishop::user::v1::*;
-use tonic::{Request, Response, Status};
+use proto::ferrishop::user::v1::{
+    BatchGetUsersRequest, BatchGetUsersResponse, GetUserRequest, GetUserResponse, User,
+};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+use crate::app::App;
+use crate::domain::{Account, Caller, FieldErrors, UserId};
+use crate::error::Error;
 
 /// The `UserService` implementation.
-#[derive(Debug, Clone, Default)]
-pub struct UserServiceApi;
+#[derive(Debug, Clone)]
+pub struct UserServiceApi {
+    app: Arc<App>,
+}
 
-fn unimplemented(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "user.v1.UserService/{method} is not implemented yet"
-    ))
+impl UserServiceApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
 }
 
 #[tonic::async_trait]
 impl UserService for UserServiceApi {
     async fn get_user(
         &self,
-        _: Request<GetUserRequest>,
+        request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
-        Err(unimplemented("GetUser"))
+        let caller = caller(request.metadata())?;
+        let wanted = request.into_inner().user_id;
+        let id = match (wanted.is_empty(), caller) {
+            (false, _) => parse_id("user_id", &wanted)?,
+            (true, Caller::User { id, .. }) => id,
+            (true, Caller::Internal) => return Err(Error::Unauthenticated.into()),
+        };
+        let account = self.app.user(caller, id).await?;
+        Ok(Response::new(GetUserResponse {
+            user: Some(to_proto(account)),
+        }))
     }
 
     async fn batch_get_users(
         &self,
-        _: Request<BatchGetUsersRequest>,
+        request: Request<BatchGetUsersRequest>,
     ) -> Result<Response<BatchGetUsersResponse>, Status> {
-        Err(unimplemented("BatchGetUsers"))
+        let caller = caller(request.metadata())?;
+        let ids = request
+            .into_inner()
+            .user_ids
+            .iter()
+            .map(|id| parse_id("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let users = self.app.users(caller, ids).await?;
+        Ok(Response::new(BatchGetUsersResponse {
+            users: users.into_iter().map(to_proto).collect(),
+        }))
+    }
+}
+
+/// The caller the gateway vouches for, or an internal caller when there is
+/// no `x-user-id`; a malformed one is refused rather than ignored.
+fn caller(metadata: &MetadataMap) -> Result<Caller, Error> {
+    let Some(id) = metadata.get(proto::metadata::USER_ID) else {
+        return Ok(Caller::Internal);
+    };
+    let id: UserId = id
+        .to_str()
+        .ok()
+        .and_then(|id| id.parse().ok())
+        .ok_or(Error::Unauthenticated)?;
+    let admin = metadata
+        .get(proto::metadata::USER_ROLES)
+        .and_then(|roles| roles.to_str().ok())
+        .is_some_and(|roles| roles.split(',').any(|role| role.trim() == auth::ADMIN_ROLE));
+    Ok(Caller::User { id, admin })
+}
+
+fn parse_id(field: &'static str, text: &str) -> Result<UserId, Error> {
+    let mut errors = FieldErrors::default();
+    errors
+        .check(
+            field,
+            text.parse::<UserId>()
+                .map_err(|_| format!("{text:?} is not a UUID")),
+        )
+        .ok_or(Error::Validation(errors))
+}
+
+fn to_proto(account: Account) -> User {
+    let created_at = account.user.created_at;
+    User {
+        roles: account.role_names(),
+        id: account.user.id.to_string(),
+        email: account.user.email.into_string(),
+        name: account.user.name.as_str().to_owned(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: created_at.timestamp(),
+            nanos: i32::try_from(created_at.timestamp_subsec_nanos()).unwrap_or_default(),
+        }),
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        error.log();
+        let code = match &error {
+            Error::Validation(_) | Error::BadRequest(_) => Code::InvalidArgument,
+            Error::EmailTaken => Code::AlreadyExists,
+            Error::InvalidCredentials | Error::InvalidRefreshToken | Error::Unauthenticated => {
+                Code::Unauthenticated
+            }
+            Error::UserNotFound => Code::NotFound,
+            Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        };
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            proto::metadata::ERROR_CODE,
+            MetadataValue::from_static(error.code()),
+        );
+        Status::with_metadata(code, error.to_string(), metadata)
     }
 }

@@ -1,0 +1,149 @@
+//! The one error type of the user service's use cases.
+//!
+//! Each variant says what went wrong in the caller's terms and documents the
+//! answer it becomes. The adapters translate it exactly once each —
+//! `http.rs` into a problem+json response, `grpc.rs` into a `tonic::Status`
+//! carrying [`Error::code`] in the `x-error-code` metadata — so the two
+//! protocols can never disagree about a case. Details of internal failures
+//! are logged there and never sent.
+
+use std::time::Duration;
+
+use crate::domain::FieldErrors;
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Request fields failed validation.
+    /// HTTP 422 `VALIDATION_FAILED` with an `errors` entry per field; gRPC
+    /// `INVALID_ARGUMENT`.
+    #[error("invalid fields: {0}")]
+    Validation(FieldErrors),
+
+    /// The request as a whole is unacceptable (e.g. too many ids at once).
+    /// HTTP 400 `BAD_REQUEST`; gRPC `INVALID_ARGUMENT`.
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// Registration with an address that already has an account (in any
+    /// letter case). HTTP 409 `EMAIL_TAKEN`; gRPC `ALREADY_EXISTS`.
+    #[error("an account with this e-mail address already exists")]
+    EmailTaken,
+
+    /// Unknown e-mail address or wrong password: deliberately one case, so
+    /// the answer never reveals whether an address has an account.
+    /// HTTP 401 `INVALID_CREDENTIALS`; gRPC `UNAUTHENTICATED`.
+    #[error("e-mail address or password is incorrect")]
+    InvalidCredentials,
+
+    /// The refresh token is unknown, expired, already used or revoked.
+    /// HTTP 401 `INVALID_REFRESH_TOKEN`; gRPC `UNAUTHENTICATED`.
+    #[error("the refresh token is invalid, expired or revoked; log in again")]
+    InvalidRefreshToken,
+
+    /// A route for the signed-in user was called without a valid caller id
+    /// (`x-user-id`, set by the gateway). HTTP 401 `UNAUTHENTICATED`; gRPC
+    /// `UNAUTHENTICATED`.
+    #[error("authentication required")]
+    Unauthenticated,
+
+    /// No such user, or not one the caller may see.
+    /// HTTP 404 `USER_NOT_FOUND`; gRPC `NOT_FOUND`.
+    #[error("no such user")]
+    UserNotFound,
+
+    /// Too many login attempts for one account.
+    /// HTTP 429 `RATE_LIMITED` with `Retry-After`; gRPC `RESOURCE_EXHAUSTED`.
+    #[error("too many login attempts; retry in {} s", retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: Duration },
+
+    /// The database cannot be reached right now; retrying later may work.
+    /// HTTP 503 `SERVICE_UNAVAILABLE`; gRPC `UNAVAILABLE`.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+
+    /// Anything else: a bug or a broken invariant.
+    /// HTTP 500 `INTERNAL`; gRPC `INTERNAL`.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// The stable, machine-readable code clients switch on (problem+json
+    /// `code`, gRPC `x-error-code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "VALIDATION_FAILED",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::EmailTaken => "EMAIL_TAKEN",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
+    /// Logs the failures that are ours rather than the caller's, with their
+    /// whole cause chain. Adapters call it once per failed request.
+    pub fn log(&self) {
+        match self {
+            Self::Unavailable(source) => {
+                tracing::warn!(error = %chain(source), "request failed: database unavailable");
+            }
+            Self::Internal(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed: internal error");
+            }
+            _ => {}
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(error),
+            other => Self::internal(other),
+        }
+    }
+}
+
+/// Whole seconds to wait, rounded up and at least 1 (`Retry-After` has
+/// second resolution, and 0 would invite an immediate retry).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// `error: cause: cause`, the way an operator wants to read it.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(12)), 12);
+        assert_eq!(retry_after_secs(Duration::from_millis(11_001)), 12);
+    }
+}

@@ -1,0 +1,117 @@
+//! What an operator sees: `--help`, configuration errors, and logs that
+//! never contain a password or a token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use support::{PASSWORD, start_with};
+use testkit::process::{Spawn, binary_path};
+
+#[test]
+fn help_lists_every_variable() {
+    let output = Command::new(binary_path("user"))
+        .arg("--help")
+        .env("JWT_SIGNING_KEY", "-----BEGIN PRIVATE KEY-----kEyMaTeRiAl")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "HTTP_ADDR",
+        "GRPC_ADDR",
+        "DATABASE_URL",
+        "ADMIN_EMAILS",
+        "JWT_SIGNING_KEY",
+        "JWT_SIGNING_KEY_FILE",
+        "JWT_PREVIOUS_KEY",
+        "JWT_PREVIOUS_KEY_FILE",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "ACCESS_TOKEN_TTL",
+        "REFRESH_TOKEN_TTL",
+        "LOGIN_ATTEMPTS_PER_MINUTE",
+        "USER_EVENTS_TOPIC",
+        "KAFKA_BROKERS",
+        "RUST_LOG",
+    ] {
+        assert!(
+            help.contains(variable),
+            "{variable} missing from --help:\n{help}"
+        );
+    }
+    assert!(
+        !help.contains("kEyMaTeRiAl"),
+        "--help must not show a key's value"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_key_exits_2_naming_the_variable_without_echoing_it() {
+    let mut process = Spawn::new("user")
+        .env(
+            "JWT_SIGNING_KEY",
+            "-----BEGIN PRIVATE KEY-----\nnot-base64\n-----END PRIVATE KEY-----",
+        )
+        .no_wait()
+        .start()
+        .await;
+    let status = process.wait(std::time::Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let stderr = process.stderr_lines();
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(stderr[0].contains("JWT_SIGNING_KEY"), "{stderr:?}");
+    assert!(!stderr[0].contains("not-base64"), "{stderr:?}");
+}
+
+#[tokio::test]
+async fn passwords_and_tokens_never_reach_the_logs() {
+    let service = start_with(|spawn| spawn.env("RUST_LOG", "trace")).await;
+    let wrong = "definitely-not-it-1234";
+
+    let id = service.registered("ann@example.com").await;
+    let refused = service.login("ann@example.com", wrong).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let login = service.login("ann@example.com", PASSWORD).await;
+    let access = login.text("access_token").to_owned();
+    let first_refresh = login.text("refresh_token").to_owned();
+    let refreshed = service.refresh(&first_refresh).await;
+    let second_access = refreshed.text("access_token").to_owned();
+    let second_refresh = refreshed.text("refresh_token").to_owned();
+    let replay = service.refresh(&first_refresh).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    service.me(&id).await;
+    let signature = |token: &str| token.rsplit('.').next().unwrap().to_owned();
+
+    // Let the last lines flush.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let logs = service.logs();
+    assert!(logs.contains("user registered"), "the capture works");
+    assert!(
+        logs.contains("refresh token reused"),
+        "security events are logged"
+    );
+    assert!(
+        logs.contains("signing with a generated key"),
+        "a missing signing key is a warning"
+    );
+    for secret in [
+        PASSWORD.to_owned(),
+        wrong.to_owned(),
+        access.clone(),
+        signature(&access),
+        second_access.clone(),
+        signature(&second_access),
+        first_refresh,
+        second_refresh,
+    ] {
+        assert!(
+            !logs.contains(&secret),
+            "a secret reached the logs: {secret:.12}…"
+        );
+    }
+    assert!(!logs.contains("PRIVATE KEY"));
+}

@@ -87,6 +87,18 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     }
 }
 
+impl From<BTreeMap<String, String>> for Headers {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+}
+
+impl From<Headers> for BTreeMap<String, String> {
+    fn from(headers: Headers) -> Self {
+        headers.0
+    }
+}
+
 impl IntoIterator for Headers {
     type Item = (String, String);
     type IntoIter = btree_map::IntoIter<String, String>;

@@ -42,7 +42,11 @@ pub enum Jitter {
     None,
     /// A uniformly random delay between zero and the nominal delay ("full
     /// jitter"). It spreads retries the most and halves the mean wait, which
-    /// is why gRPC's retry design (A6) uses it.
+    /// is why gRPC's retry design (A6) uses it. The source material names
+    /// ±15 % first and full jitter as the alternative; the default is full
+    /// jitter because the retries this crate makes are exactly the
+    /// synchronised kind (many callers failing on the same upstream at the
+    /// same moment) that a narrow ±15 % band keeps bunched together.
     #[default]
     Full,
     /// The nominal delay ± this fraction (`0.15` is ±15 %): delays stay
@@ -63,6 +67,12 @@ pub struct BackoffConfig {
     /// Growth per retry (×2).
     pub multiplier: f64,
     /// Largest nominal delay (5 s).
+    ///
+    /// The source material says 10 s for HTTP clients and 5 s for gRPC. One
+    /// value serves both here: with 3 retries the delays are 100, 200 and
+    /// 400 ms and no cap is reached, and with more retries a cap at or above
+    /// the 10 s call timeout could never be slept out before the call
+    /// itself times out.
     pub max: Duration,
     /// Randomisation (full jitter).
     pub jitter: Jitter,
@@ -311,6 +321,7 @@ where
             return None;
         }
         self.retries += 1;
+        tracing::debug!(retry = self.retries, "retrying");
         Some(self.backoff.next_backoff())
     }
 

@@ -97,7 +97,7 @@ impl UpstreamConfig {
         if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(ConfigError::out_of_range(
                 "max_in_flight",
-                "at least 1",
+                "at least 1 and at most tokio's Semaphore::MAX_PERMITS",
                 self.max_in_flight,
             ));
         }

@@ -240,6 +240,47 @@ mod tests {
         assert_eq!(breaker.state(), State::Closed);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_three_concurrent_trials_through_and_rejects_the_rest() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let breaker = CircuitBreaker::builder("order").build().unwrap();
+        let service = CircuitBreakerLayer::new(breaker.clone(), Http).layer(tower::service_fn(
+            move |_request: http::Request<()>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, Infallible>(http::Response::new(()))
+                }
+            },
+        ));
+        for _ in 0..5 {
+            breaker.try_acquire().unwrap().failure();
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+
+        let trials: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(service.clone().oneshot(get())))
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let fourth = service.clone().oneshot(get()).await.unwrap_err();
+        assert!(matches!(
+            fourth.downcast_ref::<Error>(),
+            Some(Error::CircuitOpen { .. })
+        ));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "the fourth never reached it"
+        );
+
+        for trial in trials {
+            trial.await.unwrap().unwrap();
+        }
+        assert_eq!(breaker.state(), State::Closed);
+    }
+
     #[tokio::test]
     async fn client_errors_never_open_it() {
         let calls = Arc::new(AtomicUsize::new(0));

@@ -28,6 +28,7 @@ fn external_secret_keys(name: &str) -> Option<Vec<&'static str>> {
         "user-database" | "order-database" | "payment-database" | "inventory-database" => {
             Some(vec!["DATABASE_URL"])
         }
+        "rabbitmq-url" => Some(vec!["AMQP_URL"]),
         "user-jwt" => Some(vec![]),
         _ => None,
     }

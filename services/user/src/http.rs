@@ -173,20 +173,22 @@ async fn jwks(State(app): State<Arc<App>>) -> impl IntoResponse {
 
 // ---------------------------------------------------------------- extractors
 
-/// The signed-in user, from the gateway's `x-user-id` header.
+/// The signed-in user, from the gateway's `x-user-id` header; recorded on
+/// the request span so every log line of the request names the user.
 struct CallerId(UserId);
 
 impl<S: Send + Sync> FromRequestParts<S> for CallerId {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        parts
+        let id: UserId = parts
             .headers
             .get(proto::metadata::USER_ID)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok())
-            .map(CallerId)
-            .ok_or(Error::Unauthenticated)
+            .ok_or(Error::Unauthenticated)?;
+        tracing::Span::current().record("user_id", tracing::field::display(id));
+        Ok(CallerId(id))
     }
 }
 

@@ -106,8 +106,13 @@ async fn main() -> ExitCode {
             messaging::relay(relay_database, events, events_topic, cancel)
         })
         .task("fault-flags", move |cancel| async move {
-            if let Err(error) = messaging.watch_faults(cancel).await {
-                tracing::warn!(%error, "fault flags unavailable: the faults bucket cannot be watched");
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                watched = messaging.watch_faults(cancel.clone()) => {
+                    if let Err(error) = watched {
+                        tracing::warn!(%error, "fault flags unavailable: the faults bucket cannot be watched");
+                    }
+                }
             }
         })
         .task("sweeper", move |cancel| async move {

@@ -309,6 +309,17 @@ async fn login_attempts_are_throttled_per_account() {
         StatusCode::OK,
         "other accounts are not affected"
     );
+
+    let metrics = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ferrishop_rate_limited_total{limiter="login"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

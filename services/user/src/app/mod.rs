@@ -28,6 +28,9 @@ use tokens::Tokens;
 /// Most users one batch read may ask for.
 pub const MAX_BATCH: usize = 100;
 
+/// Requests refused by a rate limiter (DESIGN.md), labelled by `limiter`.
+const RATE_LIMITED_TOTAL: &str = "ferrishop_rate_limited_total";
+
 /// What a successful login or refresh hands out.
 #[derive(Debug)]
 pub struct TokenPair {
@@ -101,9 +104,10 @@ impl App {
     /// and checked with the same work whether or not it has an account.
     pub async fn login(&self, email: &str, password: String) -> Result<TokenPair, Error> {
         let email = Email::parse(email).map_err(|_| Error::InvalidCredentials)?;
-        self.throttle
-            .attempt(&email)
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+        self.throttle.attempt(&email).map_err(|retry_after| {
+            metrics::counter!(RATE_LIMITED_TOTAL, "limiter" => "login").increment(1);
+            Error::RateLimited { retry_after }
+        })?;
         let found = self.store.credentials(&email).await?;
         let (user, stored_hash) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),

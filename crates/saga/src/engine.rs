@@ -86,8 +86,8 @@ use crate::definition::{
 };
 use crate::hooks::{FinishedSaga, HookError, SagaHooks};
 use crate::metric_names as names;
-use crate::status::{Phase, StepOutcome};
-use crate::store::{self, CorruptRow, Fence, IgnoredReply, InstanceRow, NewInstance};
+use crate::status::{Phase, SagaStatus, StepOutcome};
+use crate::store::{self, CorruptRow, Fence, InstanceRow, NewInstance};
 use crate::telemetry::{self, StepSpanFields, StepWork, TraceContext};
 use crate::transition::{self, Move, Progress, SagaOutcome, StepMove, Transition};
 
@@ -135,6 +135,30 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// Why this configuration cannot be used, if it cannot.
+    fn problem(&self) -> Option<&'static str> {
+        if self.max_concurrent == 0 {
+            Some("max_concurrent must be at least 1")
+        } else if self.poll_interval.is_zero() {
+            Some("poll_interval must be positive")
+        } else if self.lease_ttl < Duration::from_millis(10) {
+            Some("lease_ttl must be at least 10 ms")
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    #[error("invalid engine configuration: {0}")]
+    Config(&'static str),
+}
+
 /// A saga to start.
 #[derive(Debug, Clone)]
 pub struct NewSaga<D> {
@@ -165,6 +189,24 @@ pub enum SagaError {
     Data(#[source] serde_json::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// Why a reply was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IgnoredReply {
+    /// No saga has this id.
+    UnknownSaga,
+    /// The saga has ended; the reply is late or a duplicate.
+    Finished { status: SagaStatus },
+    /// The saga is not waiting for this step's reply (it is elsewhere, or
+    /// has handled this reply already).
+    NotAwaited {
+        status: SagaStatus,
+        current_step: Option<String>,
+        awaiting_reply: bool,
+    },
+    /// A reply for this step is recorded already and not yet handled.
+    AlreadyRecorded,
 }
 
 /// What [`SagaEngine::on_reply`] did with a reply.
@@ -219,9 +261,12 @@ impl<D: SagaData> SagaEngineBuilder<D> {
         self
     }
 
-    /// Validates the definition and builds the engine.
-    pub fn build(self) -> Result<SagaEngine<D>, DefinitionError> {
+    /// Validates the definition and the configuration, and builds the engine.
+    pub fn build(self) -> Result<SagaEngine<D>, BuildError> {
         self.definition.validate()?;
+        if let Some(problem) = self.config.problem() {
+            return Err(BuildError::Config(problem));
+        }
         let owner = format!("{}/{}", self.config.name, Uuid::now_v7());
         Ok(SagaEngine {
             inner: Arc::new(Inner {
@@ -367,7 +412,7 @@ impl<D: SagaData> SagaEngine<D> {
             &inner.pool,
             inner.definition.saga_type(),
             &inner.owner,
-            inner.config.max_concurrent.max(1),
+            inner.config.max_concurrent,
             inner.config.lease_ttl,
         )
         .await?;
@@ -457,6 +502,16 @@ impl<D: SagaData> SagaEngine<D> {
             listener.abort();
         }
         tracing::info!("saga.type" = saga_type, owner = %inner.owner, "saga engine stopped");
+    }
+}
+
+/// Marks `span` failed when the attempt's outcome could not be committed
+/// (a fenced write is not a failure: another writer moved the saga on).
+fn record_commit_failure(span: &tracing::Span, committed: &Result<Advanced, DriveError>) {
+    if let Err(error) = committed
+        && !matches!(error, DriveError::Fenced)
+    {
+        telemetry::record_outcome(span, "error", Some(&error.to_string()));
     }
 }
 
@@ -636,7 +691,7 @@ impl<D: SagaData> Inner<D> {
             Ok(held) => held.iter().map(|(id, token)| (*id, *token)).collect(),
             Err(_) => return,
         };
-        match store::renew_leases(&self.pool, &held, self.config.lease_ttl).await {
+        match store::renew_leases(&self.pool, &self.owner, &held, self.config.lease_ttl).await {
             Ok(renewed) if renewed < held.len() as u64 => tracing::warn!(
                 held = held.len(),
                 renewed,
@@ -872,9 +927,12 @@ impl<D: SagaData> Inner<D> {
             } else {
                 StepOutcome::Sent
             };
-            let advanced = self.commit(instance, sent, None, Some(message)).await;
-            telemetry::record_outcome(&span, outcome.as_str(), None);
-            advanced
+            let committed = self.commit(instance, sent, None, Some(message)).await;
+            if committed.is_ok() {
+                telemetry::record_outcome(&span, outcome.as_str(), None);
+            }
+            record_commit_failure(&span, &committed);
+            committed
         }
         .instrument(span.clone())
         .await
@@ -892,13 +950,13 @@ impl<D: SagaData> Inner<D> {
         let attempt = instance.progress.attempt.max(1);
         let span = self.step_span(instance, step, phase, attempt, StepWork::Reply);
         let context = self.context(instance, step, phase, attempt);
-        let result = match &instance.reply {
+        let result = span.in_scope(|| match &instance.reply {
             Some(reply) => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 on_reply(&context, instance.data.clone(), reply)
             }))
             .unwrap_or_else(|panic| Err(panicked(panic.as_ref()))),
             None => Err(StepError::transient("the recorded reply vanished")),
-        };
+        });
         self.commit_attempt(instance, step_index, attempt, result, &span)
             .instrument(span.clone())
             .await
@@ -953,7 +1011,9 @@ impl<D: SagaData> Inner<D> {
                 _ => tracing::debug!("saga step succeeded"),
             }
         }
-        self.commit(instance, transition, result.ok(), None).await
+        let committed = self.commit(instance, transition, result.ok(), None).await;
+        record_commit_failure(span, &committed);
+        committed
     }
 
     /// Commits `transition` — new state, step-log row, outbox message, and

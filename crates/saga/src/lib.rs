@@ -95,10 +95,13 @@ pub use command::{Command, Correlation, CorrelationError, Reply};
 pub use definition::{
     DefinitionError, Operation, SagaData, SagaDefinition, Step, StepContext, StepError, StepResult,
 };
-pub use engine::{EngineConfig, NewSaga, ReplyOutcome, SagaEngine, SagaEngineBuilder, SagaError};
+pub use engine::{
+    BuildError, EngineConfig, IgnoredReply, NewSaga, ReplyOutcome, SagaEngine, SagaEngineBuilder,
+    SagaError,
+};
 pub use hooks::{FinishedSaga, HookError, SagaHooks};
 pub use retry::RetryPolicy;
 pub use schema::{MIGRATOR, migrate};
 pub use status::{FailureKind, Phase, SagaStatus, StepOutcome};
-pub use store::{IgnoredReply, NOTIFY_CHANNEL};
+pub use store::NOTIFY_CHANNEL;
 pub use transition::{SagaOutcome, StepFailure};

@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::command::{Correlation, Reply};
+use crate::engine::IgnoredReply;
 use crate::status::{FailureKind, Phase, SagaStatus};
 use crate::transition::{LogEntry, Progress, StepFailure, Transition};
 
@@ -178,7 +179,7 @@ pub(crate) async fn claim(
         "WITH due AS ( \
              SELECT id AS due_id FROM saga_instances \
               WHERE saga_type = $1 AND due_at <= now() \
-                AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
+                AND (lease_owner IS NULL OR lease_expires_at < now()) \
               ORDER BY due_at \
               LIMIT $2 \
               FOR UPDATE SKIP LOCKED) \
@@ -327,9 +328,12 @@ pub(crate) async fn record_engine_error(
     Ok(())
 }
 
-/// Extends the leases of the sagas held (`(id, lease_token)` pairs).
+/// Extends the leases `owner` holds (`(id, lease_token)` pairs). A lease
+/// released or taken over meanwhile stays as it is: the owner and token
+/// checks keep a renewal that raced with a release from reviving it.
 pub(crate) async fn renew_leases(
     pool: &PgPool,
+    owner: &str,
     held: &[(Uuid, i64)],
     lease_ttl: Duration,
 ) -> Result<u64, sqlx::Error> {
@@ -339,12 +343,13 @@ pub(crate) async fn renew_leases(
     let (ids, tokens): (Vec<Uuid>, Vec<i64>) = held.iter().copied().unzip();
     let renewed = sqlx::query(
         "UPDATE saga_instances AS s \
-            SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+            SET lease_expires_at = now() + $4 * interval '1 millisecond' \
            FROM unnest($1::uuid[], $2::bigint[]) AS held (id, token) \
-          WHERE s.id = held.id AND s.lease_token = held.token",
+          WHERE s.id = held.id AND s.lease_token = held.token AND s.lease_owner = $3",
     )
     .bind(&ids)
     .bind(&tokens)
+    .bind(owner)
     .bind(millis(lease_ttl))
     .execute(pool)
     .await?;
@@ -385,31 +390,15 @@ pub(crate) async fn next_due_in(
     saga_type: &str,
 ) -> Result<Option<Duration>, sqlx::Error> {
     let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM min(greatest(due_at, coalesce(lease_expires_at, due_at))) - now())::float8 \
+        "SELECT extract(epoch FROM min( \
+                    CASE WHEN lease_owner IS NULL THEN due_at \
+                         ELSE greatest(due_at, lease_expires_at) END) - now())::float8 \
            FROM saga_instances WHERE saga_type = $1 AND due_at IS NOT NULL",
     )
     .bind(saga_type)
     .fetch_one(pool)
     .await?;
     Ok(seconds.map(|seconds| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO)))
-}
-
-/// Why a reply was not recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IgnoredReply {
-    /// No saga has this id.
-    UnknownSaga,
-    /// The saga has ended; the reply is late or a duplicate.
-    Finished { status: SagaStatus },
-    /// The saga is not waiting for this step's reply (it is elsewhere, or
-    /// already handled this reply).
-    NotAwaited {
-        status: SagaStatus,
-        current_step: Option<String>,
-        awaiting_reply: bool,
-    },
-    /// A reply for this step is recorded already and not yet handled.
-    AlreadyRecorded,
 }
 
 /// Records `reply` for its saga if the saga awaits exactly that step and

@@ -278,7 +278,6 @@ pub(crate) fn attempt_finished<D>(
                 StepOutcome::Rejected,
                 Some(error),
             );
-            // The effect did not happen: undo only what came before.
             let failure = StepFailure {
                 step: definition.steps()[step].name().to_owned(),
                 kind: FailureKind::Rejected,
@@ -286,7 +285,13 @@ pub(crate) fn attempt_finished<D>(
                 message: message.clone(),
             };
             Transition::due_now(
-                give_up(definition, progress, step, failure, step_index(step) - 1),
+                give_up(
+                    definition,
+                    progress,
+                    step,
+                    failure,
+                    FailedStepEffect::DidNotHappen,
+                ),
                 Some(log),
             )
         }
@@ -319,7 +324,6 @@ pub(crate) fn attempt_finished<D>(
                     StepOutcome::Exhausted,
                     Some(error),
                 );
-                // The effect may have happened: undo this step as well.
                 let failure = StepFailure {
                     step: definition.steps()[step].name().to_owned(),
                     kind: FailureKind::Exhausted,
@@ -327,7 +331,13 @@ pub(crate) fn attempt_finished<D>(
                     message: format!("gave up after {attempt} attempts: {message}"),
                 };
                 Transition::due_now(
-                    give_up(definition, progress, step, failure, step_index(step)),
+                    give_up(
+                        definition,
+                        progress,
+                        step,
+                        failure,
+                        FailedStepEffect::Unknown,
+                    ),
                     Some(log),
                 )
             }
@@ -363,19 +373,33 @@ pub(crate) fn finish(progress: &Progress, outcome: SagaOutcome) -> Transition {
     }
 }
 
-/// The action phase failed for good at `step`: start compensating from
-/// `from`. A compensation that failed for good: count it and carry on with
-/// the rest (they are independent undos; skipping them would leave even
+/// Whether the step that failed for good is itself compensated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailedStepEffect {
+    /// Rejected: its effect did not happen.
+    DidNotHappen,
+    /// Exhausted: its effect may have happened.
+    Unknown,
+}
+
+/// The step failed for good. In the action phase: start compensating — the
+/// steps before it, and the step itself when its effect is unknown. In the
+/// compensation phase: count the failure and carry on with the remaining
+/// compensations (they are independent undos; stopping would leave even
 /// more to repair by hand).
 fn give_up<D>(
     definition: &SagaDefinition<D>,
     progress: &Progress,
     step: usize,
     failure: StepFailure,
-    from: i32,
+    effect: FailedStepEffect,
 ) -> Progress {
     match progress.phase() {
         Phase::Action => {
+            let from = match effect {
+                FailedStepEffect::DidNotHappen => step_index(step) - 1,
+                FailedStepEffect::Unknown => step_index(step),
+            };
             let mut next = compensate_from(definition, progress, from);
             next.status = SagaStatus::Compensating;
             next.last_error = Some(failure.message.clone());

@@ -81,6 +81,62 @@ async fn a_saga_whose_engine_dies_mid_step_is_finished_by_another_after_the_leas
     assert_eq!(finish_records(pool, id).await.len(), 1);
 }
 
+#[tokio::test]
+async fn a_graceful_stop_finishes_the_step_in_hand_and_hands_the_saga_over() {
+    let database = migrated_database().await;
+    let pool = &database.pool;
+    let fakes = Fakes::new();
+    fakes.queue(
+        "charge",
+        Phase::Action,
+        [Behaviour::Sleep(Duration::from_millis(400))],
+    );
+    let saga_type = unique_saga_type("graceful");
+    let stopping = engine(pool, sample_saga(&saga_type, &STEPS, &fakes));
+    let running = RunningEngine::spawn(&stopping);
+    let id = stopping
+        .start(NewSaga::new(Order::number(1)))
+        .await
+        .unwrap();
+    eventually(
+        "the charge to be in flight",
+        Duration::from_secs(5),
+        || async { fakes.calls_of(id).contains(&action("charge", 1)) },
+    )
+    .await;
+    running.stop().await;
+
+    let handed_over = saga::query::get(pool, id).await.unwrap().unwrap();
+    assert_eq!(handed_over.instance.status, SagaStatus::Running);
+    assert_eq!(
+        handed_over.instance.current_step.as_deref(),
+        Some("commit"),
+        "the charge was recorded"
+    );
+    assert_eq!(
+        handed_over.instance.lease_owner, None,
+        "and the lease released"
+    );
+
+    let successor = engine(pool, sample_saga(&saga_type, &STEPS, &fakes));
+    let started = std::time::Instant::now();
+    let running = RunningEngine::spawn(&successor);
+    wait_for_status(pool, id, SagaStatus::Completed, Duration::from_secs(10)).await;
+    running.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "taken over at once, not after the 5 s lease"
+    );
+    assert_eq!(
+        fakes.calls_of(id),
+        [
+            action("reserve", 1),
+            action("charge", 1),
+            action("commit", 1)
+        ]
+    );
+}
+
 /// Environment of the child process of [`process_abort_at_every_step_boundary_is_recovered`].
 const CHILD_DATABASE: &str = "SAGA_CRASH_TEST_DATABASE_URL";
 const CHILD_SAGA_TYPE: &str = "SAGA_CRASH_TEST_SAGA_TYPE";

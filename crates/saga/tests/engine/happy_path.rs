@@ -49,7 +49,8 @@ async fn every_step_runs_once_in_order_and_the_saga_completes() {
     );
     assert_eq!(details.instance.current_step, None);
     assert!(details.instance.finished_at.is_some());
-    assert_eq!(details.instance.lease_owner, None, "the lease is released");
+    let stopped = saga::query::get(pool, id).await.unwrap().unwrap();
+    assert_eq!(stopped.instance.lease_owner, None, "the lease is released");
     assert_eq!(
         finish_records(pool, id).await,
         [("completed".to_owned(), None, None)],
@@ -102,4 +103,34 @@ async fn a_saga_started_in_the_callers_transaction_exists_only_if_it_commits() {
     assert_eq!(engine.process_due().await.unwrap(), 1);
     wait_for_status(pool, id, SagaStatus::Completed, Duration::from_secs(5)).await;
     assert_eq!(fakes.calls_of(ghost), []);
+}
+
+#[tokio::test]
+async fn a_saga_started_elsewhere_wakes_a_listening_worker_at_once() {
+    let database = migrated_database().await;
+    let pool = &database.pool;
+    let fakes = Fakes::new();
+    let saga_type = unique_saga_type("listen");
+    let build = || {
+        saga::SagaEngine::builder(pool.clone(), sample_saga(&saga_type, &["only"], &fakes))
+            .config(saga::EngineConfig {
+                poll_interval: Duration::from_secs(60),
+                ..fast_config()
+            })
+            .build()
+            .unwrap()
+    };
+    let worker = build();
+    let running = RunningEngine::spawn(&worker);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Another replica (not running a worker) starts the saga.
+    let started = std::time::Instant::now();
+    let id = build().start(NewSaga::new(Order::number(1))).await.unwrap();
+    wait_for_status(pool, id, SagaStatus::Completed, Duration::from_secs(5)).await;
+    running.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by NOTIFY, not by the 60 s poll"
+    );
 }

@@ -90,6 +90,11 @@ async fn step_spans_join_the_trace_that_started_the_saga() {
         .build();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("saga-test")));
+    // With a single dispatcher registered, tracing-core caches a callsite's
+    // interest from whichever thread reaches it first — a parallel test
+    // without a subscriber caches "never" (tokio-rs/tracing#3611). A global
+    // default next to this test's scoped one takes the path that asks both.
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let _default = tracing::subscriber::set_default(subscriber);
 
     let database = migrated_database().await;

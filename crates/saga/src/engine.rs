@@ -335,10 +335,7 @@ impl<D: SagaData> SagaEngine<D> {
         let data = serde_json::to_value(&saga.data).map_err(SagaError::Data)?;
         let trace = TraceContext::current();
         let definition = &self.inner.definition;
-        let first_step = definition
-            .steps()
-            .first()
-            .map_or("", |step: &Step<D>| step.name());
+        let first_step = definition.steps().first().map_or("", Step::name);
         let inserted = store::insert(
             connection,
             NewInstance {
@@ -457,11 +454,7 @@ impl<D: SagaData> SagaEngine<D> {
             while let Some(joined) = drives.try_join_next() {
                 report_panic(joined);
             }
-            let free = inner
-                .config
-                .max_concurrent
-                .max(1)
-                .saturating_sub(drives.len());
+            let free = inner.config.max_concurrent.saturating_sub(drives.len());
             let mut pause = inner.config.poll_interval;
             if free > 0 {
                 match inner.claim(free).await {
@@ -692,10 +685,12 @@ impl<D: SagaData> Inner<D> {
             Err(_) => return,
         };
         match store::renew_leases(&self.pool, &self.owner, &held, self.config.lease_ttl).await {
-            Ok(renewed) if renewed < held.len() as u64 => tracing::warn!(
+            // A lease released since the snapshot is not renewed (and must
+            // not be); one taken over stops its worker at its next write.
+            Ok(renewed) if renewed < held.len() as u64 => tracing::debug!(
                 held = held.len(),
                 renewed,
-                "some saga leases were taken over; their workers will stop at their next write"
+                "some saga leases were released or taken over meanwhile"
             ),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot renew saga leases"),
@@ -1059,10 +1054,13 @@ impl<D: SagaData> Inner<D> {
                 data: data.clone(),
                 failure: transition.progress.failure.clone(),
             };
-            hooks
-                .on_finished(&mut transaction, &finished)
+            match AssertUnwindSafe(hooks.on_finished(&mut transaction, &finished))
+                .catch_unwind()
                 .await
-                .map_err(DriveError::Hook)?;
+            {
+                Ok(hooked) => hooked.map_err(DriveError::Hook)?,
+                Err(panic) => return Err(DriveError::Hook(panicked(panic.as_ref()).into())),
+            }
         }
         transaction.commit().await?;
 

@@ -90,15 +90,21 @@ impl Error {
         Self::Internal(Box::new(error))
     }
 
+    /// The error and its whole cause chain, the way an operator wants to
+    /// read it (`Display` alone is what a client may see).
+    pub fn report(&self) -> String {
+        chain(self)
+    }
+
     /// Logs the failures that are ours rather than the caller's, with their
     /// whole cause chain. Adapters call it once per failed request.
     pub fn log(&self) {
         match self {
-            Self::Unavailable(source) => {
-                tracing::warn!(error = %chain(source), "request failed: database unavailable");
+            Self::Unavailable(_) => {
+                tracing::warn!(error = %self.report(), "request failed");
             }
-            Self::Internal(source) => {
-                tracing::error!(error = %chain(source.as_ref()), "request failed: internal error");
+            Self::Internal(_) => {
+                tracing::error!(error = %self.report(), "request failed");
             }
             _ => {}
         }
@@ -138,6 +144,16 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_carry_the_cause_chain() {
+        let error = Error::Internal("stored password hash: invalid salt".into());
+        assert_eq!(error.to_string(), "internal error");
+        assert_eq!(
+            error.report(),
+            "internal error: stored password hash: invalid salt"
+        );
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

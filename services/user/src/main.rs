@@ -116,17 +116,9 @@ async fn main() -> ExitCode {
             }
         })
         .task("sweeper", move |cancel| async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match sweeper.sweep(EXPIRED_TOKEN_GRACE).await {
-                    Ok(purged) => tracing::debug!(purged, "swept expired refresh tokens"),
-                    Err(error) => tracing::warn!(%error, "sweep failed; will retry"),
-                }
-            }
+            sweeper
+                .sweep_periodically(SWEEP_INTERVAL, EXPIRED_TOKEN_GRACE, cancel)
+                .await;
         })
         .run()
         .await

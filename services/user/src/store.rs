@@ -311,3 +311,145 @@ async fn insert_token(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use testkit::postgres::{TestDatabase, fresh_database};
+
+    use super::*;
+    use crate::domain::RefreshToken;
+
+    async fn migrated() -> (Store, TestDatabase) {
+        let database = fresh_database().await;
+        eventstore::migrate(&database.pool).await.unwrap();
+        sqlx::migrate!("../../migrations/user")
+            .run(&database.pool)
+            .await
+            .unwrap();
+        (Store::new(database.pool.clone()), database)
+    }
+
+    async fn user(store: &Store) -> User {
+        let now = Utc::now();
+        let user = User {
+            id: UserId::generate(),
+            email: Email::parse("ann@example.com").unwrap(),
+            name: DisplayName::parse("Ann").unwrap(),
+            created_at: now,
+            updated_at: now,
+        };
+        let announcement = OutboxMessage::new("topic", user.id.to_string(), Vec::new());
+        store
+            .register(
+                &user,
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                &announcement,
+            )
+            .await
+            .unwrap();
+        user
+    }
+
+    fn hash(byte: u8) -> TokenHash {
+        RefreshToken::from_random([byte; 32]).hash()
+    }
+
+    #[tokio::test]
+    async fn purging_drops_long_expired_tokens_and_their_empty_families() {
+        let (store, database) = migrated().await;
+        let user = user(&store).await;
+        let now = Utc::now();
+        let (old, live) = (hash(1), hash(2));
+        store
+            .start_family(
+                user.id,
+                &old,
+                now - TimeDelta::days(40),
+                now - TimeDelta::days(10),
+            )
+            .await
+            .unwrap();
+        store
+            .start_family(user.id, &live, now, now + TimeDelta::days(30))
+            .await
+            .unwrap();
+
+        let purged = store
+            .purge_expired_tokens(now - TimeDelta::days(7))
+            .await
+            .unwrap();
+        assert_eq!(purged, 1);
+        let families: i64 = sqlx::query_scalar("SELECT count(*) FROM refresh_token_families")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+        assert_eq!(families, 1);
+        let next = now + TimeDelta::days(30);
+        assert_eq!(
+            store.redeem(&old, &hash(3), now, next).await.unwrap(),
+            Redemption::Unknown
+        );
+        assert_eq!(
+            store.redeem(&live, &hash(4), now, next).await.unwrap(),
+            Redemption::Rotated { user_id: user.id }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused_without_revoking_its_family() {
+        let (store, _database) = migrated().await;
+        let user = user(&store).await;
+        let now = Utc::now();
+        store
+            .start_family(
+                user.id,
+                &hash(1),
+                now - TimeDelta::days(31),
+                now - TimeDelta::days(1),
+            )
+            .await
+            .unwrap();
+        let outcome = store
+            .redeem(&hash(1), &hash(2), now, now + TimeDelta::days(30))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Redemption::Refused {
+                    reason: Exchange::Expired,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        // Nothing was added to the family, nothing revoked.
+        assert_eq!(
+            store.redeem(&hash(2), &hash(3), now, now).await.unwrap(),
+            Redemption::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_registration_of_an_address_is_email_taken_and_leaves_no_outbox_row() {
+        let (store, database) = migrated().await;
+        let first = user(&store).await;
+        let mut second = first.clone();
+        second.id = UserId::generate();
+        let announcement = OutboxMessage::new("topic", second.id.to_string(), Vec::new());
+        let outcome = store
+            .register(
+                &second,
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                &announcement,
+            )
+            .await;
+        assert!(matches!(outcome, Err(Error::EmailTaken)), "{outcome:?}");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&database.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "only the first registration was announced");
+    }
+}

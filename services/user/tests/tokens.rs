@@ -230,6 +230,17 @@ async fn a_refresh_token_works_once_and_its_reuse_revokes_the_session() {
 }
 
 #[tokio::test]
+async fn an_expired_refresh_token_is_refused() {
+    let service = start_with(|spawn| spawn.env("REFRESH_TOKEN_TTL", "1s")).await;
+    service.registered("ann@example.com").await;
+    let login = service.login("ann@example.com", PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = service.refresh(login.text("refresh_token")).await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "{expired:?}");
+    assert_eq!(expired.text("code"), "INVALID_REFRESH_TOKEN");
+}
+
+#[tokio::test]
 async fn refresh_tokens_are_stored_only_as_hashes() {
     let service = start().await;
     service.registered("ann@example.com").await;

@@ -228,12 +228,31 @@ impl App {
         self.tokens.jwks()
     }
 
-    /// Housekeeping: forgets idle throttle entries and deletes refresh
-    /// tokens that expired more than `grace` ago.
-    pub async fn sweep(&self, grace: Duration) -> Result<u64, Error> {
-        self.throttle.forget_idle();
-        let before = now() - chrono::TimeDelta::from_std(grace).unwrap_or_default();
-        self.store.purge_expired_tokens(before).await
+    /// Housekeeping every `every` until `cancel`: forgets idle throttle
+    /// entries and deletes refresh tokens that expired more than `grace`
+    /// ago. The first round runs one interval after start, when the schema
+    /// is long migrated.
+    pub async fn sweep_periodically(
+        &self,
+        every: Duration,
+        grace: Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.throttle.forget_idle();
+            let before = now() - chrono::TimeDelta::from_std(grace).unwrap_or_default();
+            match self.store.purge_expired_tokens(before).await {
+                Ok(purged) => tracing::debug!(purged, "purged expired refresh tokens"),
+                Err(error) => {
+                    tracing::warn!(error = %error.report(), "sweep failed; next round retries")
+                }
+            }
+        }
     }
 
     fn pair(

@@ -8,6 +8,9 @@ use platform::grpc::GrpcServices;
 use proto::ferrishop::order::v1::order_service_server::OrderServiceServer;
 
 mod config;
+// The use cases and adapters built on the domain come next.
+#[allow(dead_code)]
+mod domain;
 mod grpc;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order");

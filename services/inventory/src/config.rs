@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use messaging::MessagingArgs;
 use platform::config::{CommonArgs, parse_duration};
 use sqlx::postgres::PgConnectOptions;
 
@@ -68,6 +69,11 @@ pub struct Config {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub seed_catalog: bool,
+
+    /// Brokers: integration events go to Kafka (`KAFKA_BROKERS`); NATS
+    /// carries the run-time fault flags.
+    #[command(flatten)]
+    pub messaging: MessagingArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

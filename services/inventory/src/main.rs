@@ -34,6 +34,8 @@ async fn main() -> ExitCode {
         config.database_max_connections,
     )
     .with_library_schema(&eventstore::MIGRATOR);
+    let brokers = ::messaging::Messaging::new(&config.messaging, "inventory")
+        .unwrap_or_else(|error| platform::fail(error));
 
     let feed = feed::StockFeed::new();
     let inventory = app::Inventory::new(
@@ -72,6 +74,16 @@ async fn main() -> ExitCode {
             let (inventory, database) = (inventory.clone(), database.clone());
             let interval = config.reservation_sweep_interval;
             move |cancel| tasks::sweep_reservations(inventory, database, interval, cancel)
+        })
+        .task("outbox-relay", {
+            let database = database.clone();
+            let broker = brokers.events().clone();
+            move |cancel| messaging::relay(database, broker, cancel)
+        })
+        .task("fault-flags", move |cancel| async move {
+            if let Err(error) = brokers.watch_faults(cancel).await {
+                tracing::warn!(%error, "fault flags unavailable: the faults bucket cannot be watched");
+            }
         });
     if config.seed_catalog {
         let catalog =

@@ -1,17 +1,27 @@
-//! Integration events on the wire: the outbox messages the relay publishes
-//! to Kafka.
+//! Integration events on the wire: the outbox messages announcing stock
+//! changes, and the relay that moves them to Kafka.
+//!
+//! Events are never published from a use case. A reservation writes its
+//! `inventory.stock_reserved` messages into the outbox in the reservation's
+//! own transaction, and the relay publishes committed rows afterwards, so an
+//! event goes out if and only if the stock changed — also when Kafka is down
+//! at that moment: the row waits. (That is also why the broker is not a
+//! readiness check: stock can be reserved while Kafka is away.)
 //!
 //! Each [`InventoryEvent`] becomes one message on [`TOPIC`], keyed by product
-//! id (Kafka keeps one key's messages in order, so a consumer sees a product's
-//! changes in the order they were made), with the CloudEvents 1.0 attributes
-//! in binary mode — one header per attribute, the payload plain JSON — and the
-//! W3C trace context of the request that caused it, so the trace continues
-//! through the broker. The message id doubles as `ce_id`: consumers
-//! deduplicate redeliveries by it.
+//! id, so a consumer sees one product's changes in the order they were made.
+//! Messages are CloudEvents 1.0 in binary mode — one header per attribute,
+//! the payload plain JSON — carrying the W3C trace context of the request
+//! that caused them, so the trace continues through the broker. The outbox
+//! message id doubles as `ce_id`: consumers deduplicate redeliveries by it.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use eventstore::OutboxMessage;
+use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
+use messaging::{Broker, DestinationSpec, MessagingError, envelope};
+use platform::db::Database;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::events::InventoryEvent;
 
@@ -23,35 +33,87 @@ pub const SOURCE: &str = "/ferrishop/inventory";
 
 /// The outbox message announcing `event`.
 pub fn outbox_message(event: &InventoryEvent) -> Result<OutboxMessage, serde_json::Error> {
-    let payload = match event {
-        InventoryEvent::StockReserved(body) => serde_json::to_vec(body)?,
-        InventoryEvent::StockReleased(body) => serde_json::to_vec(body)?,
-        InventoryEvent::LowStock(body) => serde_json::to_vec(body)?,
-    };
     let key = event.product_id().to_string();
-    let mut message = OutboxMessage::new(TOPIC, key.clone(), payload);
-    let time = message
-        .created_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    message.headers = BTreeMap::from([
-        ("ce_specversion".to_owned(), "1.0".to_owned()),
-        ("ce_id".to_owned(), message.id.to_string()),
-        ("ce_type".to_owned(), event.event_type().to_owned()),
-        ("ce_source".to_owned(), SOURCE.to_owned()),
-        ("ce_subject".to_owned(), key),
-        ("ce_time".to_owned(), time),
-        ("content-type".to_owned(), "application/json".to_owned()),
-    ]);
+    let message = match event {
+        InventoryEvent::StockReserved(body) => OutboxMessage::json(TOPIC, &key, body)?,
+        InventoryEvent::StockReleased(body) => OutboxMessage::json(TOPIC, &key, body)?,
+        InventoryEvent::LowStock(body) => OutboxMessage::json(TOPIC, &key, body)?,
+    };
+    let id = message.id.to_string();
+    let time = envelope::format_time(message.created_at);
+    let mut message = message
+        .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
+        .with_header(envelope::ID, id)
+        .with_header(envelope::TYPE, event.event_type())
+        .with_header(envelope::SOURCE, SOURCE)
+        .with_header(envelope::SUBJECT, &key)
+        .with_header(envelope::TIME, time)
+        .with_header(envelope::PARTITION_KEY, &key);
     let mut trace = http::HeaderMap::new();
     platform::propagation::inject_current(&mut trace);
     for (name, value) in &trace {
         if let Ok(value) = value.to_str() {
-            message
-                .headers
-                .insert(name.as_str().to_owned(), value.to_owned());
+            message = message.with_header(name.as_str(), value);
         }
     }
     Ok(message)
+}
+
+/// Publishes outbox rows through a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerPublisher {
+    broker: Broker,
+}
+
+#[async_trait::async_trait]
+impl Publisher for BrokerPublisher {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        self.broker
+            .publish_parts(
+                &message.destination,
+                Some(&message.key),
+                message.headers.clone(),
+                message.payload.clone(),
+            )
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+/// Only a message that can never be sent is parked; anything that might be
+/// the broker's passing trouble is retried (and holds back its key's later
+/// messages, keeping their order).
+fn classify(error: MessagingError) -> PublishError {
+    match error {
+        MessagingError::TooLarge { .. } | MessagingError::Invalid { .. } => {
+            PublishError::Rejected(error.to_string())
+        }
+        other => PublishError::Unavailable(other.to_string()),
+    }
+}
+
+/// Relays the outbox to `broker` until `cancel` fires: waits for the migrated
+/// schema, makes sure the topic exists, then publishes.
+pub async fn relay(database: Database, broker: Broker, cancel: CancellationToken) {
+    tokio::select! {
+        () = database.migrated() => {}
+        () = cancel.cancelled() => return,
+    }
+    let spec = DestinationSpec::new(TOPIC);
+    let mut delay = Duration::from_millis(250);
+    while let Err(error) = broker.ensure_destination(&spec).await {
+        tracing::warn!(topic = TOPIC, %error, retry_in_ms = delay.as_millis() as u64, "cannot create the events topic yet");
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let publisher = Arc::new(BrokerPublisher { broker });
+    OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
+        .run(cancel)
+        .await;
 }
 
 #[cfg(test)]
@@ -77,9 +139,33 @@ mod tests {
         assert_eq!(message.key, product_id.to_string());
         assert_eq!(message.headers["ce_type"], "inventory.low_stock");
         assert_eq!(message.headers["ce_id"], message.id.to_string());
+        assert_eq!(message.headers["ce_source"], SOURCE);
         assert_eq!(message.headers["ce_subject"], product_id.to_string());
+        assert_eq!(message.headers["ce_partitionkey"], product_id.to_string());
+        assert_eq!(message.headers["content-type"], "application/json");
         let payload: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(payload["reorder_point"], 10);
         assert_eq!(payload["sku"], "KB-1");
+    }
+
+    #[test]
+    fn only_unsendable_messages_are_parked() {
+        let system = messaging::MessagingSystem::Kafka;
+        let too_large = MessagingError::TooLarge {
+            system,
+            destination: TOPIC.into(),
+            size: 2,
+            limit: 1,
+        };
+        assert!(matches!(classify(too_large), PublishError::Rejected(_)));
+        let unconfirmed = MessagingError::NotConfirmed {
+            system,
+            destination: TOPIC.into(),
+            reason: "broker went away".into(),
+        };
+        assert!(matches!(
+            classify(unconfirmed),
+            PublishError::Unavailable(_)
+        ));
     }
 }

@@ -19,7 +19,7 @@ pub mod queries;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use eventstore::EventMetadata;
 use uuid::Uuid;
 
@@ -122,7 +122,8 @@ impl Retry {
     }
 }
 
-/// The clock of the use cases.
+/// The clock of the use cases, at the microsecond precision Postgres keeps,
+/// so a time answered now and the same time read back later are equal.
 fn now() -> DateTime<Utc> {
-    Utc::now()
+    Utc::now().trunc_subsecs(6)
 }

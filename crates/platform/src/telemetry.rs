@@ -32,7 +32,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
     /// Log filter directives (tracing-subscriber `EnvFilter` syntax).
-    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info,sqlx=warn")]
+    #[arg(
+        long = "log-filter",
+        env = "RUST_LOG",
+        default_value = "info,sqlx=warn"
+    )]
     pub log_filter: String,
 
     /// `json` (one JSON object per line) or `pretty` (for humans).

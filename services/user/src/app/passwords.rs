@@ -56,30 +56,25 @@ impl Passwords {
     pub async fn new() -> Result<Self, Error> {
         let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None)
             .map_err(|error| Error::Internal(error.to_string().into()))?;
+        let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
-        let mut passwords = Self {
-            hasher: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-            permits: Arc::new(Semaphore::new(concurrency)),
-            dummy_hash: Arc::from(""),
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let decoy = Password::presented(hex(&rand::random::<[u8; 32]>()));
+        let dummy_hash = {
+            let hasher = hasher.clone();
+            blocking(&permits, move || phc_hash(&hasher, &decoy)).await?
         };
-        let decoy: [u8; 32] = rand::random();
-        let decoy = Password::presented(hex(&decoy));
-        passwords.dummy_hash = Arc::from(passwords.hash(decoy).await?);
-        Ok(passwords)
+        Ok(Self {
+            hasher,
+            permits,
+            dummy_hash: Arc::from(dummy_hash),
+        })
     }
 
     /// The PHC string of `password` with a fresh random salt.
     pub async fn hash(&self, password: Password) -> Result<String, Error> {
         let hasher = self.hasher.clone();
-        self.blocking(move || {
-            let salt = SaltString::encode_b64(&rand::random::<[u8; SALT_BYTES]>())
-                .map_err(|error| Error::Internal(error.to_string().into()))?;
-            hasher
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|error| Error::Internal(error.to_string().into()))
-        })
-        .await
+        blocking(&self.permits, move || phc_hash(&hasher, &password)).await
     }
 
     /// Whether `password` matches `stored`, the account's PHC string; `None`
@@ -88,7 +83,7 @@ impl Passwords {
         let hasher = self.hasher.clone();
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
-        self.blocking(move || {
+        blocking(&self.permits, move || {
             let hash = PasswordHash::new(&stored).map_err(|error| {
                 Error::Internal(format!("stored password hash: {error}").into())
             })?;
@@ -99,16 +94,26 @@ impl Passwords {
         })
         .await
     }
+}
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(Error::internal)?
-    }
+/// Runs CPU-heavy `work` on the blocking pool, at most one per permit.
+async fn blocking<T: Send + 'static>(
+    permits: &Semaphore,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let _permit = permits.acquire().await.map_err(Error::internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(Error::internal)?
+}
+
+fn phc_hash(hasher: &Argon2<'_>, password: &Password) -> Result<String, Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; SALT_BYTES]>())
+        .map_err(|error| Error::Internal(error.to_string().into()))?;
+    hasher
+        .hash_password(password.expose_secret().as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| Error::Internal(error.to_string().into()))
 }
 
 fn hex(bytes: &[u8]) -> String {

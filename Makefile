@@ -10,7 +10,7 @@ BUF_VERSION ?= 1.75.0
 BUF := npx --yes @bufbuild/buf@$(BUF_VERSION)
 SERVICES := gateway user order payment inventory
 
-.PHONY: help infra-up dev test lint fmt bench ensure-nextest
+.PHONY: help infra-up dev test lint fmt bench deploy-check ensure-nextest
 
 help: ## List the targets
 	@echo "Ferrishop — make <target>"
@@ -31,6 +31,10 @@ lint: ## rustfmt check, clippy with warnings denied, buf lint of proto/
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd proto && $(BUF) lint
+
+deploy-check: ## Validate compose, the Dockerfile and the k8s overlays (installs the tools first)
+	scripts/deploy-tools.sh
+	$(CARGO) nextest run -p deploy-checks
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all

@@ -5,8 +5,10 @@
 //! table sends a `pg_notify('inventory_stock', <level as JSON>)` with each
 //! change, which Postgres delivers when (and only if) the transaction commits.
 //! Each process holds **one** listening connection, however many clients are
-//! watching, and fans notifications out through an in-process broadcast
-//! channel; every watcher filters it for its product.
+//! watching — taken from the service's pool for as long as the process runs,
+//! so one of `DATABASE_MAX_CONNECTIONS` serves the feed — and fans
+//! notifications out through an in-process broadcast channel; every watcher
+//! filters it for its product.
 //!
 //! Notifications are a hint, not a log: one sent while the listening
 //! connection was down is lost, and a watcher that reads too slowly loses the

@@ -563,3 +563,177 @@ fn reserve_response(reservation: &Reservation) -> pb::ReserveStockResponse {
         expires_at: Some(timestamp(reservation.expires_at)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::reservation::{ReservationError, Shortage};
+
+    fn product_id(n: u128) -> ProductId {
+        ProductId::from_uuid(Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn every_error_has_its_code_and_x_error_code() {
+        let reservation = ReservationId::from_uuid(Uuid::from_u128(9));
+        let cases = [
+            (
+                InventoryError::invalid("name", "must not be empty"),
+                Code::InvalidArgument,
+                "VALIDATION_FAILED",
+            ),
+            (
+                InventoryError::Unauthenticated,
+                Code::Unauthenticated,
+                "UNAUTHENTICATED",
+            ),
+            (
+                InventoryError::Forbidden(ADMIN_ROLE),
+                Code::PermissionDenied,
+                "FORBIDDEN",
+            ),
+            (
+                InventoryError::ProductNotFound(product_id(1)),
+                Code::NotFound,
+                "PRODUCT_NOT_FOUND",
+            ),
+            (
+                InventoryError::ReservationNotFound(reservation),
+                Code::NotFound,
+                "RESERVATION_NOT_FOUND",
+            ),
+            (
+                InventoryError::SkuTaken(Sku::parse("A-1").unwrap()),
+                Code::AlreadyExists,
+                "SKU_TAKEN",
+            ),
+            (
+                InventoryError::ReservationMismatch(reservation),
+                Code::AlreadyExists,
+                "RESERVATION_MISMATCH",
+            ),
+            (
+                InventoryError::Reservation {
+                    id: reservation,
+                    reason: ReservationError::Expired,
+                },
+                Code::FailedPrecondition,
+                "RESERVATION_EXPIRED",
+            ),
+            (
+                InventoryError::Reservation {
+                    id: reservation,
+                    reason: ReservationError::Released,
+                },
+                Code::FailedPrecondition,
+                "RESERVATION_RELEASED",
+            ),
+            (
+                InventoryError::Unavailable("db down".into()),
+                Code::Unavailable,
+                "UNAVAILABLE",
+            ),
+            (
+                InventoryError::Internal("corrupt row".into()),
+                Code::Internal,
+                "INTERNAL",
+            ),
+        ];
+        for (error, code, x_error_code) in cases {
+            let status = status(error);
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(status.metadata().get("x-error-code").unwrap(), x_error_code);
+            let info = status.get_details_error_info().unwrap();
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (x_error_code, ERROR_DOMAIN)
+            );
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_sent() {
+        let status = status(InventoryError::Internal(
+            "corrupt product 42: price -1".into(),
+        ));
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn insufficient_stock_names_every_short_product() {
+        let shortages = vec![
+            Shortage {
+                product_id: product_id(1),
+                requested: 5,
+                available: 2,
+            },
+            Shortage {
+                product_id: product_id(2),
+                requested: 1,
+                available: 0,
+            },
+        ];
+        let status = status(InventoryError::InsufficientStock(shortages));
+        let violations = status
+            .get_details_precondition_failure()
+            .unwrap()
+            .violations;
+        assert_eq!(violations.len(), 2);
+        assert_eq!(violations[0].r#type, "INSUFFICIENT_STOCK");
+        assert_eq!(violations[0].subject, product_id(1).to_string());
+        assert_eq!(violations[0].description, "requested 5, available 2");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata["product_id"], product_id(1).to_string());
+        assert_eq!(info.metadata["requested"], "5");
+        assert_eq!(info.metadata["available"], "2");
+        assert!(status.message().contains(&product_id(2).to_string()));
+    }
+
+    #[test]
+    fn admin_calls_need_an_identity_and_the_admin_role() {
+        let metadata = |user_id: Option<&'static str>, roles: Option<&'static str>| {
+            let mut metadata = MetadataMap::new();
+            if let Some(user_id) = user_id {
+                metadata.insert(
+                    proto::metadata::USER_ID,
+                    MetadataValue::from_static(user_id),
+                );
+            }
+            if let Some(roles) = roles {
+                metadata.insert(
+                    proto::metadata::USER_ROLES,
+                    MetadataValue::from_static(roles),
+                );
+            }
+            metadata
+        };
+        let user = Some("0192f0c1-8c7e-7c3a-9a52-3c1e2a9b8f10");
+        assert!(require_admin(&metadata(user, Some("admin"))).is_ok());
+        assert!(require_admin(&metadata(user, Some("customer, admin"))).is_ok());
+        assert!(matches!(
+            require_admin(&metadata(None, Some("admin"))),
+            Err(InventoryError::Unauthenticated)
+        ));
+        assert!(matches!(
+            require_admin(&metadata(Some("not-a-uuid"), Some("admin"))),
+            Err(InventoryError::Unauthenticated)
+        ));
+        for roles in [
+            None,
+            Some(""),
+            Some("customer"),
+            Some("administrator"),
+            Some("Admin"),
+        ] {
+            assert!(
+                matches!(
+                    require_admin(&metadata(user, roles)),
+                    Err(InventoryError::Forbidden(_))
+                ),
+                "{roles:?}"
+            );
+        }
+    }
+}

@@ -209,6 +209,7 @@ async fn invalid_products_are_refused_naming_each_field() {
         .collect::<Vec<_>>()
         .await;
     assert_eq!(listed.len(), 1, "only the valid product was created");
+    harness.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -229,6 +230,7 @@ async fn a_sku_belongs_to_one_product_whatever_its_case() {
         status.get_details_error_info().unwrap().metadata["sku"],
         "DUP-1"
     );
+    harness.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -283,6 +285,7 @@ async fn unknown_and_malformed_product_ids() {
         })
         .await;
     assert_failed(watch, Code::NotFound, "PRODUCT_NOT_FOUND");
+    harness.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -338,6 +341,7 @@ async fn quotes_apply_the_bulk_tiers_then_tax() {
         Code::NotFound,
         "PRODUCT_NOT_FOUND",
     );
+    harness.assert_invariants().await;
 }
 
 /// Creates `count` products, `parallel` at a time; returns their ids.
@@ -535,6 +539,7 @@ async fn watch_stock_sends_the_level_then_every_change() {
     let restocked = next_level(&mut stream).await;
     assert_eq!((restocked.on_hand, restocked.available), (10, 10));
     assert_eq!(restocked.version, sold.version + 1, "no level in between");
+    harness.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -573,6 +578,7 @@ async fn a_watcher_sees_changes_made_by_another_replica() {
         .stock
         .unwrap();
     assert_eq!((level.reserved, level.available), (2, 1));
+    harness.assert_invariants().await;
 }
 
 #[tokio::test]

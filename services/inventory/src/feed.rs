@@ -10,6 +10,11 @@
 //! notifications out through an in-process broadcast channel; every watcher
 //! filters it for its product.
 //!
+//! The price: Postgres serialises the commits of notifying transactions (a
+//! global lock held while they commit) — small next to the per-product row
+//! lock every reservation already queues on, and it buys cross-replica
+//! watching without another broker.
+//!
 //! Notifications are a hint, not a log: one sent while the listening
 //! connection was down is lost, and a watcher that reads too slowly loses the
 //! oldest ones queued for it. Both cases end the same way — the watcher is

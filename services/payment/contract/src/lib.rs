@@ -29,6 +29,9 @@
 //! ```
 //!
 //! `customer_id` is the user id of the wallet's owner (one wallet per user).
+//! [`PaymentCommand::headers`] and [`PaymentCommand::to_json`] give a
+//! command's headers and body, e.g. for a saga `Command` sent through the
+//! outbox.
 //!
 //! **Idempotency.** `command_id` identifies the *request*, not the message:
 //! send every retry of one saga step with the same `command_id` (the saga
@@ -218,6 +221,24 @@ impl PaymentCommand {
         }
     }
 
+    /// The headers to send this command with, besides the requester's own
+    /// correlation headers: `ce_type`, `content-type`, the idempotency key
+    /// (the command id) and, when given, the exchange to reply to.
+    pub fn headers(&self, reply_to: Option<&str>) -> Vec<(String, String)> {
+        let mut list = vec![
+            ("ce_type".to_owned(), self.message_type().to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            (
+                headers::IDEMPOTENCY_KEY.to_owned(),
+                self.command_id().to_owned(),
+            ),
+        ];
+        if let Some(reply_to) = reply_to {
+            list.push((headers::REPLY_TO.to_owned(), reply_to.to_owned()));
+        }
+        list
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         match self {
@@ -384,6 +405,10 @@ mod tests {
         let body = command.to_json().unwrap();
         let decoded = PaymentCommand::decode(command.message_type(), &body).unwrap();
         assert_eq!(decoded, command);
+        let headers = command.headers(Some("ferrishop.order.replies"));
+        assert!(headers.contains(&("ce_type".into(), "payment.charge".into())));
+        assert!(headers.contains(&("idempotency-key".into(), "saga:charge_payment".into())));
+        assert!(headers.contains(&("reply-to".into(), "ferrishop.order.replies".into())));
         assert!(matches!(
             PaymentCommand::decode("payment.explode", &body),
             Err(DecodeError::UnknownType(_))

@@ -136,9 +136,6 @@ impl Payments {
         context: &RequestContext,
     ) -> Result<Opening, WriteError> {
         let mut tx = self.store.begin().await?;
-        if !tx.claim(inbox, message_id).await? {
-            return Ok(Opening::Duplicate);
-        }
         let mut wallet = tx.load(user).await?;
         let at = now();
         let events = wallet
@@ -160,6 +157,12 @@ impl Payments {
             tx.append(&mut wallet, events, &context.metadata()).await?;
             Opening::Opened
         };
+        // Claimed last, like every idempotency record (see `crate::store`);
+        // a twin that got there first means its wallet is the one to keep,
+        // and dropping the transaction rolls this one's append back.
+        if !tx.claim(inbox, message_id).await? {
+            return Ok(Opening::Duplicate);
+        }
         tx.commit().await?;
         Ok(opening)
     }

@@ -10,9 +10,7 @@ use messaging::{
     Subscription,
 };
 use nix::sys::signal::Signal;
-use payment_contract::{
-    ChargePayment, Money, PaymentCommand, PaymentReply, RefundPayment, headers,
-};
+use payment_contract::{ChargePayment, Money, PaymentCommand, PaymentReply, RefundPayment};
 use serde_json::{Value, json};
 use testkit::brokers::{kafka, rabbitmq, unique_name};
 use testkit::postgres::{TestDatabase, fresh_database};
@@ -238,10 +236,12 @@ impl Harness {
 /// A command as the saga sends it: CloudEvents type, JSON body, keyed by
 /// order.
 pub fn command_message(exchange: &str, command: &PaymentCommand) -> OutgoingMessage {
-    OutgoingMessage::new(exchange, command.to_json().expect("encode"))
-        .with_key(command.order_id().to_string())
-        .with_event(&CloudEvent::new(command.message_type(), "/test/order"))
-        .with_header(headers::IDEMPOTENCY_KEY, command.command_id())
+    OutgoingMessage::from_parts(
+        exchange,
+        Some(command.order_id().to_string()),
+        command.headers(None),
+        command.to_json().expect("encode"),
+    )
 }
 
 pub fn charge(command_id: &str, order: Uuid, customer: Uuid, amount: i64) -> PaymentCommand {

@@ -96,6 +96,7 @@ fn order_round_trips() -> Result<(), prost::DecodeError> {
             nanos: 123_000_000,
         }),
         updated_at: None,
+        ..Order::default()
     };
 
     let decoded = Order::decode(order.encode_to_vec().as_slice())?;

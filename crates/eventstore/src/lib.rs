@@ -74,13 +74,16 @@
 //!
 //! The crate ships its tables as its own sqlx migration set, [`MIGRATOR`],
 //! recorded in its own history table `_eventstore_migrations` so it never
-//! clashes with the service's `_sqlx_migrations` (see [`schema`]). A service
-//! runs [`migrate`] and then its own migrator at start-up:
+//! clashes with the service's `_sqlx_migrations` (see [`schema`]). It runs
+//! before the service's own migrations — with the platform's bootstrap:
 //!
 //! ```ignore
-//! eventstore::migrate(&pool).await?;
-//! sqlx::migrate!("../../migrations/order").run(&pool).await?;
+//! let database = platform::db::Database::new(&url, &MIGRATOR_OF_THE_SERVICE, 10)?
+//!     .with_library_schema(&eventstore::MIGRATOR);
 //! ```
+//!
+//! or by hand: `eventstore::migrate(&pool).await?` first, then the service's
+//! migrator.
 //!
 //! Tables: `es_events`, `es_snapshots`, `outbox`, `inbox`,
 //! `projection_checkpoints`.

@@ -52,9 +52,11 @@ use crate::upcast::{UpcastError, Upcasters};
 /// written: arm it to test crash recovery.
 pub const BEFORE_CHECKPOINT_FAULT_POINT: &str = "eventstore.projection.before_checkpoint";
 
-/// Counting past this many events behind is pointless for a gauge and
-/// would make each refresh as slow as the backlog is long.
-const LAG_COUNT_CAP: i64 = 1_000_000;
+/// The lag gauge counts events exactly up to this many; past it, counting
+/// would make each refresh as slow as the backlog is long, so the lag is
+/// estimated from the distance in `position` (which also counts the holes
+/// rolled-back appends left).
+const LAG_COUNT_CAP: i64 = 10_000;
 
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +197,10 @@ pub struct ProjectionRunner {
     /// Fencing token of the lease this runner holds; 0 when it holds none
     /// (the token sequence starts at 1).
     token: AtomicI64,
+    /// Serialises this runner's batches and resets, so `rebuild` (or
+    /// `catch_up`) called while `run` is going interleaves with it instead
+    /// of racing it for the checkpoint.
+    batch_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -214,7 +220,7 @@ pub async fn checkpoint(
     projection: &str,
 ) -> Result<Option<GlobalPosition>, ProjectionError> {
     let row = sqlx::query(
-        "SELECT transaction_id::text AS transaction_id, position \
+        "SELECT transaction_id::text AS transaction_id_text, position \
            FROM projection_checkpoints WHERE projection = $1",
     )
     .bind(projection)
@@ -226,7 +232,7 @@ pub async fn checkpoint(
 /// The last committed event in the global order, readable or not yet.
 async fn head(pool: &PgPool) -> Result<Option<GlobalPosition>, ProjectionError> {
     let row = sqlx::query(
-        "SELECT transaction_id::text AS transaction_id, position FROM es_events \
+        "SELECT transaction_id::text AS transaction_id_text, position FROM es_events \
           ORDER BY transaction_id DESC, position DESC LIMIT 1",
     )
     .fetch_optional(pool)
@@ -289,6 +295,7 @@ impl ProjectionRunner {
             config,
             owner: Uuid::now_v7(),
             token: AtomicI64::new(0),
+            batch_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -392,9 +399,14 @@ impl ProjectionRunner {
                         () = cancel.cancelled() => {}
                         () = tokio::time::sleep(pause) => {}
                         notification = listener.recv() => {
-                            if let Err(error) = notification {
-                                tracing::debug!(%error, "notification listener failed; polling");
-                                tokio::time::sleep(pause).await;
+                            match notification {
+                                // One look at the log covers every append
+                                // announced so far.
+                                Ok(_) => while listener.next_buffered().is_some() {},
+                                Err(error) => {
+                                    tracing::debug!(%error, "notification listener failed; polling");
+                                    tokio::time::sleep(pause).await;
+                                }
                             }
                         }
                     }
@@ -446,9 +458,12 @@ impl ProjectionRunner {
     /// Empties the read model and replays the whole event log into it. The
     /// reset and the checkpoint's return to the start commit together, so a
     /// crash mid-rebuild leaves a read model that is consistent with its
-    /// checkpoint, and the rebuild simply continues.
+    /// checkpoint, and the rebuild simply continues. Call it on the runner
+    /// that holds the lease (it may be running: batches and the reset take
+    /// turns), or on a new runner once the lease is free.
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
         let token = self.ensure_lease().await?;
+        let batch = self.batch_lock.lock().await;
         let mut transaction = self.pool.begin().await?;
         self.lock_checkpoint(&mut transaction, token, None).await?;
         self.projection
@@ -467,6 +482,7 @@ impl ProjectionRunner {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        drop(batch);
         tracing::info!(projection = self.name(), "read model reset; replaying");
         self.catch_up().await
     }
@@ -570,7 +586,7 @@ impl ProjectionRunner {
         at: Option<GlobalPosition>,
     ) -> Result<(), ProjectionError> {
         let row = sqlx::query(
-            "SELECT transaction_id::text AS transaction_id, position FROM projection_checkpoints \
+            "SELECT transaction_id::text AS transaction_id_text, position FROM projection_checkpoints \
               WHERE projection = $1 AND fencing_token = $2 \
                 FOR UPDATE",
         )
@@ -595,6 +611,7 @@ impl ProjectionRunner {
     /// Applies one batch; returns its size (0 when caught up) and the
     /// checkpoint it started from.
     async fn step(&self) -> Result<(u64, GlobalPosition), ProjectionError> {
+        let _batch = self.batch_lock.lock().await;
         let token = self
             .fencing_token()
             .ok_or_else(|| ProjectionError::LeaseHeld {
@@ -649,33 +666,44 @@ impl ProjectionRunner {
     /// Whether events after `checkpoint` exist that [`read_all_on`] does not
     /// return yet because an older transaction is still running.
     async fn held_back(&self, checkpoint: GlobalPosition) -> Result<bool, ProjectionError> {
-        let held_back = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM es_events \
-              WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+        // Not `EXISTS (..)`: the planner drops the ORDER BY inside EXISTS and
+        // may pick a sequential scan of the whole log for its generic plan.
+        let next: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM es_events WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+              ORDER BY transaction_id, position LIMIT 1",
         )
         .bind(checkpoint.transaction_id.to_string())
         .bind(checkpoint.position)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(held_back)
+        Ok(next.is_some())
     }
 
-    /// Refreshes `ferrishop_projection_lag_events` (counted up to a cap).
+    /// Refreshes `ferrishop_projection_lag_events`: exact up to
+    /// [`LAG_COUNT_CAP`], estimated beyond.
     async fn refresh_lag(&self) {
         let lag = async {
             let from = checkpoint(&self.pool, self.name())
                 .await?
                 .unwrap_or_default();
-            let lag: i64 = sqlx::query_scalar(
+            // ORDER BY keeps the scan on the global-order index.
+            let counted: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT 1 FROM es_events \
-                  WHERE (transaction_id, position) > ($1::text::xid8, $2) LIMIT $3) AS behind",
+                  WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                  ORDER BY transaction_id, position LIMIT $3) AS behind",
             )
             .bind(from.transaction_id.to_string())
             .bind(from.position)
             .bind(LAG_COUNT_CAP)
             .fetch_one(&self.pool)
             .await?;
-            Ok::<_, ProjectionError>(lag)
+            if counted < LAG_COUNT_CAP {
+                return Ok::<_, ProjectionError>(counted);
+            }
+            let estimate = head(&self.pool)
+                .await?
+                .map_or(counted, |head| head.position - from.position);
+            Ok(estimate.max(counted))
         };
         match lag.await {
             Ok(lag) => {
@@ -690,7 +718,7 @@ impl ProjectionRunner {
 }
 
 fn decode_position(row: &sqlx::postgres::PgRow) -> Result<GlobalPosition, ProjectionError> {
-    let transaction_id: String = row.try_get("transaction_id")?;
+    let transaction_id: String = row.try_get("transaction_id_text")?;
     Ok(GlobalPosition {
         transaction_id: parse_transaction_id(&transaction_id)?,
         position: row.try_get("position")?,

@@ -10,12 +10,23 @@
 //! on a caller's connection so a service can append events and write outbox
 //! rows in one transaction.
 //!
-//! Writers of one stream are serialised by a transaction-scoped advisory lock
-//! on the stream (hash collisions only cost a little waiting). A writer that
-//! loses a race against a concurrent uncommitted append still cannot write:
-//! `UNIQUE (stream_id, version)` makes its insert fail, and that failure is
-//! reported as [`EventStoreError::ConcurrencyConflict`] (or, for
-//! [`ExpectedVersion::Any`] through the pool, retried).
+//! Writers of one stream are serialised by a transaction-scoped advisory
+//! lock on the stream (hash collisions only cost a little waiting), taken
+//! before the head is read:
+//!
+//! - [`append_in`](EventStore::append_in) takes it in a statement of its own,
+//!   so under READ COMMITTED its append reads the head *after* every earlier
+//!   writer of the stream has committed and never collides with one.
+//! - The single-statement pool path takes it inside the statement, whose
+//!   snapshot is older than the lock. Holding the lock still makes later
+//!   `append_in` writers wait for it; and if it collides with an append that
+//!   committed in between, `UNIQUE (stream_id, version)` refuses the insert.
+//!   The collision is reported as [`EventStoreError::ConcurrencyConflict`]
+//!   with the actual version re-read, or, for [`ExpectedVersion::Any`],
+//!   retried as a transaction on the first path.
+//!
+//! Either way nothing is written unless the stream was at the expected
+//! version, and the versions of a stream have no gaps.
 //!
 //! # Global order
 //!
@@ -330,10 +341,10 @@ SELECT (SELECT version FROM head) AS head_version,
        (SELECT in_order FROM head) AS in_order,
        (SELECT max(version) FROM inserted) AS new_version,
        (SELECT max(position) FROM inserted) AS last_position,
-       (SELECT max(transaction_id::text) FROM inserted) AS transaction_id
+       (SELECT transaction_id FROM inserted LIMIT 1)::text AS transaction_id_text
 "#;
 
-const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id, stream_id, version, event_id, \
+const EVENT_COLUMNS: &str = "position, transaction_id::text AS transaction_id_text, stream_id, version, event_id, \
      event_type, schema_version, payload, metadata, recorded_at";
 
 impl EventStore {
@@ -530,7 +541,7 @@ impl EventStore {
         let in_order: bool = row.try_get("in_order")?;
         let new_version: Option<i64> = row.try_get("new_version")?;
         let last_position: Option<i64> = row.try_get("last_position")?;
-        let transaction_id: Option<String> = row.try_get("transaction_id")?;
+        let transaction_id: Option<String> = row.try_get("transaction_id_text")?;
         match (new_version, last_position, transaction_id) {
             (Some(version), Some(position), Some(transaction_id)) => {
                 let transaction_id = parse_transaction_id(&transaction_id)?;
@@ -687,7 +698,7 @@ pub(crate) fn parse_transaction_id(text: &str) -> Result<u64, EventStoreError> {
 }
 
 fn decode_event(row: &PgRow) -> Result<RecordedEvent, EventStoreError> {
-    let transaction_id: String = row.try_get("transaction_id")?;
+    let transaction_id: String = row.try_get("transaction_id_text")?;
     let metadata: Value = row.try_get("metadata")?;
     Ok(RecordedEvent {
         event_id: row.try_get("event_id")?,

@@ -643,3 +643,41 @@ async fn appended_events_decode_as_domain_events() {
     );
     assert_eq!(store.stream_version("account-d-1").await.unwrap(), 1);
 }
+
+/// The global order compares transaction ids as numbers: ids with fewer
+/// digits come first (a text comparison would put "1000" before "99" and
+/// make a reader skip everything between them).
+#[tokio::test]
+async fn the_global_order_compares_transaction_ids_numerically() {
+    let database = migrated_database().await;
+    let store = EventStore::new(database.pool.clone());
+    // Rows as transactions long finished would have left them (ids far
+    // below any running transaction), inserted out of numeric order.
+    for (transaction_id, version) in [(1000_i64, 3), (99, 1), (99_999, 4), (100, 2)] {
+        sqlx::query(
+            "INSERT INTO es_events (transaction_id, stream_id, version, event_id, event_type, schema_version, payload) \
+             VALUES ($1::text::xid8, 'digits', $2, $3, 'Happened', 1, '{}')",
+        )
+        .bind(transaction_id.to_string())
+        .bind(version)
+        .bind(Uuid::now_v7())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let order: Vec<u64> = read_all_eventually(&store, GlobalPosition::START, 4)
+        .await
+        .iter()
+        .map(|event| event.position.transaction_id)
+        .collect();
+    assert_eq!(order, vec![99, 100, 1000, 99_999]);
+    let second = read_all_eventually(&store, GlobalPosition::START, 4).await[1].position;
+    let rest: Vec<u64> = store
+        .read_all(second, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.position.transaction_id)
+        .collect();
+    assert_eq!(rest, vec![1000, 99_999]);
+}

@@ -19,6 +19,8 @@ macro_rules! uuid_id {
         #[serde(transparent)]
         pub struct $name(Uuid);
 
+        // Not every id needs every constructor.
+        #[allow(dead_code)]
         impl $name {
             /// Parses the canonical hyphenated form (surrounding blanks are
             /// refused, not trimmed).

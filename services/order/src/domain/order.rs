@@ -187,6 +187,7 @@ impl Order {
         self.0.as_ref()
     }
 
+    #[cfg(test)]
     pub fn status(&self) -> Option<OrderStatus> {
         self.0.as_ref().map(|order| order.status)
     }

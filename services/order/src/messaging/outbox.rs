@@ -1,0 +1,476 @@
+//! Everything this service sends leaves through the transactional outbox:
+//! integration events (Kafka), status notifications (NATS) and — written by
+//! the saga engine — payment commands (RabbitMQ).
+//!
+//! Nothing is published from a use case. A state change writes its messages
+//! into the `outbox` table in its own transaction ([`Announcements`] builds
+//! them from the events being recorded), and relays publish committed rows
+//! afterwards, so a message goes out if and only if its change committed —
+//! also when a broker is down at that moment: the row waits.
+//!
+//! # One outbox, three brokers
+//!
+//! The event store's relay knows one [`Publisher`]; [`RoutingPublisher`]
+//! picks the broker by destination: the payment commands exchange goes to the
+//! commands broker, the events topic to the events broker, subjects under the
+//! status prefix to the notifications broker. A destination it does not know
+//! is refused for good (parked for an operator) rather than guessed.
+//!
+//! # Notifications must not hold up orders
+//!
+//! The relay stops a partition at a message its broker cannot take, and that
+//! partition also carries payment commands: a NATS outage would otherwise
+//! stall sagas until they time out. A status notification is a hint (a
+//! browser that misses one refreshes), so it gets a short, bounded try and is
+//! then *parked* — logged and kept in the outbox — instead of blocking
+//! anything: the explicit fallback the platform asks for ("a failed
+//! notification must never fail an order"). Events and commands are never
+//! dropped; their broker being down stalls the relay until it is back.
+//!
+//! Several relays run side by side (`OUTBOX_RELAYS`); the event store's
+//! partition locks keep each key's messages in order across them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
+use messaging::{Broker, DestinationSpec, MessagingError, envelope};
+use platform::db::Database;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::contract::{self, LineV1, types};
+use crate::domain::events::OrderEvent;
+use crate::domain::ids::OrderId;
+use crate::domain::order::{OrderStatus, PlacedOrder};
+use crate::error::OrderError;
+
+/// Where this service's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destinations {
+    /// The payment service's commands exchange.
+    pub commands_exchange: String,
+    /// This service's integration events topic.
+    pub events_topic: String,
+    /// Status subjects are `<status_prefix>.<order id>.status`.
+    pub status_prefix: String,
+}
+
+impl Destinations {
+    pub fn status_subject(&self, order_id: OrderId) -> String {
+        format!("{}.{order_id}.status", self.status_prefix)
+    }
+
+    fn route(&self, destination: &str) -> Option<Route> {
+        if destination == self.commands_exchange {
+            Some(Route::Commands)
+        } else if destination == self.events_topic {
+            Some(Route::Events)
+        } else if destination
+            .strip_prefix(&self.status_prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+        {
+            Some(Route::Notifications)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Commands,
+    Events,
+    Notifications,
+}
+
+/// Builds the outbox messages that announce an order's new events.
+#[derive(Debug, Clone)]
+pub struct Announcements {
+    destinations: Destinations,
+}
+
+impl Announcements {
+    pub fn new(destinations: Destinations) -> Self {
+        Self { destinations }
+    }
+
+    /// The integration event and the status notification of each event that
+    /// changes what others see (`order` is the state after `events`).
+    pub fn for_events(
+        &self,
+        order: &PlacedOrder,
+        events: &[OrderEvent],
+    ) -> Result<Vec<OutboxMessage>, OrderError> {
+        let mut messages = Vec::new();
+        for event in events {
+            let (status, failure_reason) = match event {
+                OrderEvent::Placed(e) => {
+                    messages.push(self.event(
+                        types::PLACED,
+                        order,
+                        &contract::OrderPlacedV1 {
+                            order_id: order.id,
+                            customer_id: order.customer_id,
+                            lines: LineV1::all(&e.lines),
+                            total: e.total,
+                            placed_at: e.at,
+                        },
+                    )?);
+                    (OrderStatus::Pending, None)
+                }
+                OrderEvent::Confirmed(e) => {
+                    messages.push(self.event(
+                        types::CONFIRMED,
+                        order,
+                        &contract::OrderConfirmedV1 {
+                            order_id: order.id,
+                            customer_id: order.customer_id,
+                            lines: LineV1::all(&order.lines),
+                            total: order.total(),
+                            payment_id: order.payment_id,
+                            confirmed_at: e.at,
+                        },
+                    )?);
+                    (OrderStatus::Confirmed, None)
+                }
+                OrderEvent::Rejected(e) => {
+                    messages.push(self.event(
+                        types::REJECTED,
+                        order,
+                        &contract::OrderRejectedV1 {
+                            order_id: order.id,
+                            customer_id: order.customer_id,
+                            reason: e.reason.to_string(),
+                            rejected_at: e.at,
+                        },
+                    )?);
+                    (OrderStatus::Rejected, Some(e.reason.to_string()))
+                }
+                OrderEvent::Cancelled(e) => {
+                    messages.push(self.event(
+                        types::CANCELLED,
+                        order,
+                        &contract::OrderCancelledV1 {
+                            order_id: order.id,
+                            customer_id: order.customer_id,
+                            lines: LineV1::all(&order.lines),
+                            total: order.total(),
+                            cancelled_at: e.at,
+                        },
+                    )?);
+                    (OrderStatus::Cancelled, None)
+                }
+                OrderEvent::StockReserved(_)
+                | OrderEvent::PaymentCompleted(_)
+                | OrderEvent::CancellationRequested(_)
+                | OrderEvent::CancellationRejected(_) => continue,
+            };
+            let subject = self.destinations.status_subject(order.id);
+            messages.push(self.message(
+                &subject,
+                types::STATUS_CHANGED,
+                order,
+                &contract::StatusChanged {
+                    order_id: order.id,
+                    status: status.as_str().to_owned(),
+                    failure_reason,
+                    occurred_at: event.at(),
+                },
+            )?);
+        }
+        Ok(messages)
+    }
+
+    fn event<T: Serialize>(
+        &self,
+        event_type: &str,
+        order: &PlacedOrder,
+        body: &T,
+    ) -> Result<OutboxMessage, OrderError> {
+        self.message(&self.destinations.events_topic, event_type, order, body)
+    }
+
+    /// A binary-mode CloudEvent keyed by the order (so one order's messages
+    /// stay in order), continuing the current trace; its `ce_id` is the
+    /// outbox message id.
+    fn message<T: Serialize>(
+        &self,
+        destination: &str,
+        event_type: &str,
+        order: &PlacedOrder,
+        body: &T,
+    ) -> Result<OutboxMessage, OrderError> {
+        let key = order.id.to_string();
+        let message = OutboxMessage::json(destination, &key, body).map_err(OrderError::internal)?;
+        let id = message.id.to_string();
+        let time = envelope::format_time(message.created_at);
+        let mut message = message
+            .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
+            .with_header(envelope::ID, id)
+            .with_header(envelope::TYPE, event_type)
+            .with_header(envelope::SOURCE, contract::SOURCE)
+            .with_header(envelope::SUBJECT, &key)
+            .with_header(envelope::TIME, time)
+            .with_header(envelope::PARTITION_KEY, &key);
+        let mut trace = http::HeaderMap::new();
+        platform::propagation::inject_current(&mut trace);
+        for (name, value) in &trace {
+            if let Ok(value) = value.to_str() {
+                message = message.with_header(name.as_str(), value);
+            }
+        }
+        Ok(message)
+    }
+}
+
+/// How long one try to publish a notification may take, and how many tries
+/// it gets before it is parked.
+const NOTIFICATION_TRY_TIMEOUT: Duration = Duration::from_secs(2);
+const NOTIFICATION_TRIES: u32 = 2;
+
+/// Publishes outbox rows through the broker their destination belongs to.
+#[derive(Debug)]
+pub struct RoutingPublisher {
+    destinations: Destinations,
+    commands: Broker,
+    events: Broker,
+    notifications: Broker,
+    /// The JetStream stream that stores status notifications, created on
+    /// first use (so a NATS outage at start-up holds nothing else up).
+    status_stream: OnceCell<()>,
+}
+
+impl RoutingPublisher {
+    pub fn new(
+        destinations: Destinations,
+        commands: Broker,
+        events: Broker,
+        notifications: Broker,
+    ) -> Self {
+        Self {
+            destinations,
+            commands,
+            events,
+            notifications,
+            status_stream: OnceCell::new(),
+        }
+    }
+
+    async fn send(broker: &Broker, message: &OutboxMessage) -> Result<(), MessagingError> {
+        let mut headers = message.headers.clone();
+        headers
+            .entry(envelope::ID.to_owned())
+            .or_insert_with(|| message.id.to_string());
+        broker
+            .publish_parts(
+                &message.destination,
+                Some(&message.key),
+                headers,
+                message.payload.clone(),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn notify(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        let mut last_error = String::new();
+        for _ in 0..NOTIFICATION_TRIES {
+            let attempt = async {
+                self.status_stream
+                    .get_or_try_init(|| async {
+                        let spec = DestinationSpec::new(&self.destinations.status_prefix);
+                        self.notifications.ensure_destination(&spec).await
+                    })
+                    .await?;
+                Self::send(&self.notifications, message).await
+            };
+            match tokio::time::timeout(NOTIFICATION_TRY_TIMEOUT, attempt).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => last_error = error.to_string(),
+                Err(_) => {
+                    last_error = format!("no confirmation within {NOTIFICATION_TRY_TIMEOUT:?}")
+                }
+            }
+        }
+        tracing::warn!(
+            destination = %message.destination,
+            error = %last_error,
+            "status notification not delivered; parked so it holds up no order"
+        );
+        Err(PublishError::Rejected(format!(
+            "notification not delivered: {last_error}"
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for RoutingPublisher {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        let broker = match self.destinations.route(&message.destination) {
+            Some(Route::Commands) => &self.commands,
+            Some(Route::Events) => &self.events,
+            Some(Route::Notifications) => return self.notify(message).await,
+            None => {
+                return Err(PublishError::Rejected(format!(
+                    "no broker is configured for destination {:?}",
+                    message.destination
+                )));
+            }
+        };
+        Self::send(broker, message).await.map_err(classify)
+    }
+}
+
+/// Only a message that can never be sent is parked; anything that might be
+/// the broker's passing trouble is retried.
+fn classify(error: MessagingError) -> PublishError {
+    match error {
+        MessagingError::TooLarge { .. } | MessagingError::Invalid { .. } => {
+            PublishError::Rejected(error.to_string())
+        }
+        other => PublishError::Unavailable(other.to_string()),
+    }
+}
+
+/// Runs `relays` outbox relays until `cancel` fires: waits for the migrated
+/// schema, makes sure the commands exchange and the events topic exist,
+/// then publishes.
+pub async fn relay(
+    database: Database,
+    publisher: RoutingPublisher,
+    relays: u32,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        () = database.migrated() => {}
+        () = cancel.cancelled() => return,
+    }
+    let essentials = [
+        (
+            &publisher.commands,
+            DestinationSpec::new(&publisher.destinations.commands_exchange),
+        ),
+        (
+            &publisher.events,
+            DestinationSpec::new(&publisher.destinations.events_topic),
+        ),
+    ];
+    for (broker, spec) in essentials {
+        let mut delay = Duration::from_millis(250);
+        while let Err(error) = broker.ensure_destination(&spec).await {
+            tracing::warn!(destination = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create a destination yet");
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+    let publisher: Arc<dyn Publisher> = Arc::new(publisher);
+    let config = RelayConfig {
+        idle_interval: Duration::from_millis(50),
+        ..RelayConfig::default()
+    };
+    let relays = (0..relays.max(1)).map(|_| {
+        let relay = OutboxRelay::new(database.pool().clone(), publisher.clone(), config.clone());
+        let cancel = cancel.clone();
+        async move { relay.run(cancel).await }
+    });
+    futures::future::join_all(relays).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::events::{OrderConfirmed, OrderPlaced, StockReserved};
+    use crate::domain::ids::{CustomerId, ProductId};
+    use crate::domain::items::tests::offer;
+    use crate::domain::items::{OrderItem, OrderItems, Quantity};
+
+    fn destinations() -> Destinations {
+        Destinations {
+            commands_exchange: "commands".into(),
+            events_topic: "events".into(),
+            status_prefix: "shop.orders".into(),
+        }
+    }
+
+    #[test]
+    fn destinations_route_to_their_broker() {
+        let destinations = destinations();
+        assert_eq!(destinations.route("commands"), Some(Route::Commands));
+        assert_eq!(destinations.route("events"), Some(Route::Events));
+        let subject = destinations.status_subject(OrderId::generate());
+        assert_eq!(destinations.route(&subject), Some(Route::Notifications));
+        assert_eq!(destinations.route("shop.ordersX.1.status"), None);
+        assert_eq!(destinations.route("elsewhere"), None);
+    }
+
+    #[test]
+    fn status_changes_become_an_event_and_a_notification() {
+        let product = ProductId::from_uuid(Uuid::now_v7());
+        let lines = OrderItems::parse(vec![OrderItem {
+            product_id: product,
+            quantity: Quantity::new(2).unwrap(),
+        }])
+        .unwrap()
+        .price(&[offer(product, 500)])
+        .unwrap();
+        let order_id = OrderId::generate();
+        let placed = OrderPlaced {
+            order_id,
+            customer_id: CustomerId::from_uuid(Uuid::now_v7()),
+            total: lines.total(),
+            lines: lines.clone(),
+            at: Utc::now(),
+        };
+        let order = PlacedOrder {
+            id: order_id,
+            customer_id: placed.customer_id,
+            lines,
+            status: OrderStatus::Confirmed,
+            stock_reserved: true,
+            payment_id: None,
+            failure_reason: None,
+            cancellation: None,
+            placed_at: placed.at,
+            updated_at: placed.at,
+        };
+        let events = [
+            OrderEvent::Placed(placed),
+            OrderEvent::StockReserved(StockReserved { at: Utc::now() }),
+            OrderEvent::Confirmed(OrderConfirmed { at: Utc::now() }),
+        ];
+        let messages = Announcements::new(destinations())
+            .for_events(&order, &events)
+            .unwrap();
+        let kinds: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.destination.as_str(), m.headers["ce_type"].as_str()))
+            .collect();
+        let subject = destinations().status_subject(order_id);
+        assert_eq!(
+            kinds,
+            vec![
+                ("events", types::PLACED),
+                (subject.as_str(), types::STATUS_CHANGED),
+                ("events", types::CONFIRMED),
+                (subject.as_str(), types::STATUS_CHANGED),
+            ]
+        );
+        for message in &messages {
+            assert_eq!(message.key, order_id.to_string());
+            assert_eq!(message.headers["ce_id"], message.id.to_string());
+        }
+        let confirmed: contract::OrderConfirmedV1 =
+            serde_json::from_slice(&messages[2].payload).unwrap();
+        assert_eq!(confirmed.lines[0].line_total.amount(), 1000);
+        let status: contract::StatusChanged = serde_json::from_slice(&messages[3].payload).unwrap();
+        assert_eq!(status.status, "CONFIRMED");
+    }
+}

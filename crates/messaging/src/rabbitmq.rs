@@ -29,7 +29,7 @@
 //! worker, which also re-declares its topology.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, RwLock as StdRwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -106,6 +106,9 @@ impl std::fmt::Debug for RabbitMq {
 
 struct Shared {
     config: RabbitMqConfig,
+    /// The session publishes use, read without waiting (the fast path).
+    current: StdRwLock<Option<Arc<PublishSession>>>,
+    /// Held while (re)connecting, so one task reconnects and the rest wait.
     publisher: Mutex<Option<Arc<PublishSession>>>,
     consumer_connection: Mutex<Option<Arc<Connection>>>,
     pending_replies: Arc<StdMutex<HashMap<String, oneshot::Sender<Reply>>>>,
@@ -139,6 +142,7 @@ impl RabbitMq {
         Self {
             shared: Arc::new(Shared {
                 config,
+                current: StdRwLock::new(None),
                 publisher: Mutex::new(None),
                 consumer_connection: Mutex::new(None),
                 pending_replies: Arc::default(),
@@ -183,6 +187,18 @@ impl Shared {
 
     /// The publisher session, (re)connecting with backoff when needed.
     async fn session(&self) -> Result<Arc<PublishSession>> {
+        // An async mutex on every publish would make concurrent publishers
+        // queue behind each other's wake-ups; a usable session is shared
+        // through a read lock instead.
+        if let Some(session) = self
+            .current
+            .read()
+            .ok()
+            .and_then(|current| current.clone())
+            .filter(|s| s.is_usable())
+        {
+            return Ok(session);
+        }
         let mut slot = self.publisher.lock().await;
         if let Some(session) = slot.as_ref().filter(|s| s.is_usable()) {
             return Ok(session.clone());
@@ -219,6 +235,9 @@ impl Shared {
                 Ok(session) => {
                     let session = Arc::new(session);
                     *slot = Some(session.clone());
+                    if let Ok(mut current) = self.current.write() {
+                        *current = Some(session.clone());
+                    }
                     return Ok(session);
                 }
                 Err(error) if tokio::time::Instant::now() + delay < deadline => {
@@ -235,6 +254,9 @@ impl Shared {
         let mut slot = self.publisher.lock().await;
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *slot = None;
+            if let Ok(mut current) = self.current.write() {
+                *current = None;
+            }
         }
     }
 

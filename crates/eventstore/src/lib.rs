@@ -51,14 +51,16 @@
 //!    hole in `position`, which is harmless: readers never wait on
 //!    positions, only on transactions.
 //!
-//! The cost of (2) falls on readers, not writers: appends run fully in
-//! parallel (no shared lock, group commit intact; see the README's
-//! benchmark), but an event becomes visible to subscribers only once every
+//! The cost of (2) falls on readers, not writers: appends to different
+//! streams share no lock and keep group commit (an append costs about what
+//! a plain `INSERT` does; see the README's benchmark), but an event becomes visible to subscribers only once every
 //! transaction that started writing before it has finished. One long
 //! transaction with an assigned id anywhere on the Postgres server — the
 //! snapshot horizon is cluster-wide — delays all projections by its
-//! duration (never breaks them). Keep write transactions short; a
-//! transaction that only reads takes no id and delays nothing. The global
+//! duration (never breaks them); a runner that finds committed events held
+//! back this way re-checks at a short interval rather than its idle one.
+//! Keep write transactions short; a transaction that only reads takes no
+//! id and delays nothing. The global
 //! position is therefore a pair ([`GlobalPosition`]), and it orders events
 //! by the start of their transactions' first write rather than by commit.
 //!

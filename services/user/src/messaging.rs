@@ -12,14 +12,8 @@
 //! For the same reason the broker is not part of readiness: a broker outage
 //! delays announcements but does not stop the service from serving.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
-use messaging::envelope;
-use messaging::{Broker, DestinationSpec, MessagingError};
-use platform::db::Database;
-use tokio_util::sync::CancellationToken;
+use eventstore::OutboxMessage;
+use integration::EventAttributes;
 
 use crate::domain::UserRegistered;
 use crate::error::Error;
@@ -45,91 +39,19 @@ impl Announcements {
     /// user's events in order), as a binary-mode CloudEvent continuing the
     /// current trace.
     pub fn user_registered(&self, event: &UserRegistered) -> Result<OutboxMessage, Error> {
-        let message =
-            OutboxMessage::json(&self.topic, &event.user_id, event).map_err(Error::internal)?;
-        let id = message.id.to_string();
-        let mut message = message
-            .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
-            .with_header(envelope::ID, id)
-            .with_header(envelope::TYPE, UserRegistered::TYPE)
-            .with_header(envelope::SOURCE, SOURCE)
-            .with_header(envelope::SUBJECT, &event.user_id)
-            .with_header(envelope::TIME, envelope::format_time(event.registered_at))
-            .with_header(envelope::PARTITION_KEY, &event.user_id);
-        let mut trace = http::HeaderMap::new();
-        platform::propagation::inject_current(&mut trace);
-        for (name, value) in &trace {
-            if let Ok(value) = value.to_str() {
-                message = message.with_header(name.as_str(), value);
-            }
-        }
-        Ok(message)
+        let attributes = EventAttributes {
+            topic: &self.topic,
+            source: SOURCE,
+            event_type: UserRegistered::TYPE,
+            key: &event.user_id,
+            subject: &event.user_id,
+            time: Some(event.registered_at),
+        };
+        integration::outbox_message(&attributes, event).map_err(Error::internal)
     }
 }
 
-/// Publishes outbox rows through a [`Broker`].
-#[derive(Debug, Clone)]
-pub struct BrokerPublisher {
-    broker: Broker,
-}
-
-impl BrokerPublisher {
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
-    }
-}
-
-#[async_trait::async_trait]
-impl Publisher for BrokerPublisher {
-    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
-        self.broker
-            .publish_parts(
-                &message.destination,
-                Some(&message.key),
-                message.headers.clone(),
-                message.payload.clone(),
-            )
-            .await
-            .map(drop)
-            .map_err(classify)
-    }
-}
-
-/// Only a message that can never be sent is parked; anything that might be
-/// the broker's passing trouble (including a topic that does not exist yet)
-/// is retried, because a parked `user.registered` is a customer without a
-/// wallet.
-fn classify(error: MessagingError) -> PublishError {
-    match error {
-        MessagingError::TooLarge { .. } | MessagingError::Invalid { .. } => {
-            PublishError::Rejected(error.to_string())
-        }
-        other => PublishError::Unavailable(other.to_string()),
-    }
-}
-
-/// Relays the outbox to the broker until `cancel` fires: waits for the
-/// migrated schema, makes sure the topic exists, then publishes.
-pub async fn relay(database: Database, broker: Broker, topic: String, cancel: CancellationToken) {
-    tokio::select! {
-        () = database.migrated() => {}
-        () = cancel.cancelled() => return,
-    }
-    let spec = DestinationSpec::new(topic);
-    let mut delay = Duration::from_millis(250);
-    while let Err(error) = broker.ensure_destination(&spec).await {
-        tracing::warn!(topic = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create the events topic yet");
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-    let publisher = Arc::new(BrokerPublisher::new(broker));
-    OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
-        .run(cancel)
-        .await;
-}
+pub use integration::relay;
 
 #[cfg(test)]
 mod tests {

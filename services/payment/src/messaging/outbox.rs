@@ -9,17 +9,11 @@
 //! which is the outbox message id. Messages are keyed by the customer's user
 //! id (the wallet aggregate's id), so one wallet's events stay in order.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
-use messaging::envelope;
-use messaging::{Broker, DestinationSpec, MessagingError};
+use eventstore::OutboxMessage;
+use integration::EventAttributes;
 use payment_contract::events::{PaymentCharged, PaymentDeclined, PaymentRefunded};
 use payment_contract::types;
-use platform::db::Database;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use super::{SOURCE, contract_money, contract_reason};
 use crate::domain::events::WalletEvent;
@@ -106,90 +100,20 @@ impl Announcements {
         body: &T,
     ) -> Result<OutboxMessage, PaymentError> {
         let key = account.owner.to_string();
-        let message =
-            OutboxMessage::json(&self.topic, &key, body).map_err(PaymentError::internal)?;
-        let id = message.id.to_string();
-        let time = envelope::format_time(message.created_at);
-        let mut message = message
-            .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
-            .with_header(envelope::ID, id)
-            .with_header(envelope::TYPE, event_type)
-            .with_header(envelope::SOURCE, SOURCE)
-            .with_header(envelope::SUBJECT, account.id.to_string())
-            .with_header(envelope::TIME, time)
-            .with_header(envelope::PARTITION_KEY, &key);
-        let mut trace = http::HeaderMap::new();
-        platform::propagation::inject_current(&mut trace);
-        for (name, value) in &trace {
-            if let Ok(value) = value.to_str() {
-                message = message.with_header(name.as_str(), value);
-            }
-        }
-        Ok(message)
+        let subject = account.id.to_string();
+        let attributes = EventAttributes {
+            topic: &self.topic,
+            source: SOURCE,
+            event_type,
+            key: &key,
+            subject: &subject,
+            time: None,
+        };
+        integration::outbox_message(&attributes, body).map_err(PaymentError::internal)
     }
 }
 
-/// Publishes outbox rows through a [`Broker`].
-#[derive(Debug, Clone)]
-pub struct BrokerPublisher {
-    broker: Broker,
-}
-
-impl BrokerPublisher {
-    pub fn new(broker: Broker) -> Self {
-        Self { broker }
-    }
-}
-
-#[async_trait::async_trait]
-impl Publisher for BrokerPublisher {
-    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
-        self.broker
-            .publish_parts(
-                &message.destination,
-                Some(&message.key),
-                message.headers.clone(),
-                message.payload.clone(),
-            )
-            .await
-            .map(drop)
-            .map_err(classify)
-    }
-}
-
-/// Only a message that can never be sent is parked; anything that might be
-/// the broker's passing trouble is retried.
-fn classify(error: MessagingError) -> PublishError {
-    match error {
-        MessagingError::TooLarge { .. } | MessagingError::Invalid { .. } => {
-            PublishError::Rejected(error.to_string())
-        }
-        other => PublishError::Unavailable(other.to_string()),
-    }
-}
-
-/// Relays the outbox to the broker until `cancel` fires: waits for the
-/// migrated schema, makes sure the topic exists, then publishes.
-pub async fn relay(database: Database, broker: Broker, topic: String, cancel: CancellationToken) {
-    tokio::select! {
-        () = database.migrated() => {}
-        () = cancel.cancelled() => return,
-    }
-    let spec = DestinationSpec::new(topic);
-    let mut delay = Duration::from_millis(250);
-    while let Err(error) = broker.ensure_destination(&spec).await {
-        tracing::warn!(topic = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create the events topic yet");
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-    let publisher = Arc::new(BrokerPublisher::new(broker));
-    OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
-        .run(cancel)
-        .await;
-}
+pub use integration::relay;
 
 #[cfg(test)]
 mod tests {

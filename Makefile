@@ -25,7 +25,8 @@ dev: ## Start the infra, build and run all five services (Ctrl-C stops them)
 	scripts/dev.sh
 
 test: ensure-nextest ## Run every test of the workspace with cargo-nextest (needs `make infra-up`)
-	$(CARGO) nextest run --workspace --all-targets
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace
 
 lint: ## rustfmt check, clippy with warnings denied, buf lint of proto/
 	$(CARGO) fmt --all --check

@@ -166,6 +166,7 @@ impl Shop {
         };
         inventory.start(&[]).await;
 
+        let payment_group = unique_name("payment");
         let database = fresh_database().await;
         let mut env = common(&database);
         env.extend(
@@ -178,6 +179,10 @@ impl Shop {
                 ("USER_EVENTS_TOPIC", names.user_events.as_str()),
                 ("PAYMENT_EVENTS_TOPIC", names.payment_events.as_str()),
                 ("WELCOME_CREDIT", "10000"),
+                // Kafka consumer groups are shared by every member that names
+                // them, across topics: one per shop keeps parallel tests from
+                // rebalancing each other.
+                ("CONSUMER_GROUP", payment_group.as_str()),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
@@ -204,6 +209,7 @@ impl Shop {
                 ("ORDER_REPLIES_EXCHANGE", names.replies_exchange.clone()),
                 ("ORDER_EVENTS_TOPIC", names.order_events.clone()),
                 ("ORDER_STATUS_SUBJECT_PREFIX", names.status_prefix.clone()),
+                ("CONSUMER_GROUP", unique_name("order")),
                 ("PAYMENT_REPLY_TIMEOUT", "3s".to_owned()),
                 ("LEASE_TTL", "2s".to_owned()),
                 ("SHUTDOWN_TIMEOUT", "10s".to_owned()),
@@ -265,17 +271,20 @@ impl Shop {
         ));
     }
 
-    /// Starts the order service without waiting for it to become ready (for
-    /// runs that are expected to die at a fault point).
-    pub async fn start_order_to_crash(&mut self, extra: &[(&str, &str)]) -> ServiceProcess {
-        let mut spawn = Spawn::new("order");
-        for (key, value) in &self.order.env {
-            spawn = spawn.env(key, value.clone());
+    /// Waits for the order service to exit by itself (at an `abort` fault
+    /// point); `true` if it did within `within`.
+    pub async fn order_exited(&mut self, within: Duration) -> bool {
+        let Some(process) = self.order.process.as_mut() else {
+            return true;
+        };
+        let exited = tokio::time::timeout(within, process.wait(within + Duration::from_secs(1)))
+            .await
+            .is_ok();
+        if exited {
+            self.order.process = None;
+            self.order_client = None;
         }
-        for (key, value) in extra {
-            spawn = spawn.env(key, *value);
-        }
-        spawn.start().await
+        exited
     }
 
     pub async fn stop_payment(&mut self) {

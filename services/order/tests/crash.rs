@@ -1,0 +1,128 @@
+//! Crash-proof orchestration: the order process dies at every step boundary
+//! of both sagas (an `abort` fault point — no shutdown, no flush, leases
+//! left behind, like `kill -9`), and is killed with SIGKILL in the middle
+//! of a burst of orders. Restarted, it finishes every saga; no order is
+//! charged twice and the stock adds up.
+
+mod support;
+
+use std::time::Duration;
+
+use proto::ferrishop::order::v1 as pb;
+use support::{PATIENCE, Shop};
+use uuid::Uuid;
+
+/// How long a faulty process may take to reach its fault point.
+const TO_THE_FAULT: Duration = Duration::from_secs(60);
+
+/// Replaces the order process with one armed with `point=abort`.
+async fn arm(shop: &mut Shop, point: &str) {
+    shop.kill_order().await;
+    let faults = format!("{point}=abort");
+    shop.start_order(&[("FAULTS", faults.as_str())]).await;
+}
+
+/// Waits for the armed process to die at its fault point and starts a
+/// healthy one.
+async fn recover(shop: &mut Shop, point: &str) {
+    assert!(
+        shop.order_exited(TO_THE_FAULT).await,
+        "the order process did not die at {point}"
+    );
+    shop.start_order(&[]).await;
+}
+
+#[tokio::test]
+async fn killed_at_every_step_boundary_every_saga_still_finishes_and_nobody_pays_twice() {
+    let mut shop = Shop::start().await;
+    let item = shop.product(1_000, 100).await;
+    let customer = shop.customer().await;
+    shop.deposit(customer, 50_000).await;
+    let poor = shop.customer().await;
+
+    let mut confirmed = Vec::new();
+    for point in [
+        "saga.place_order.before_reserve_stock",
+        "saga.place_order.before_charge_payment",
+        "saga.place_order.before_commit_reservation",
+        "saga.place_order.before_complete",
+        "order.saga.before_confirm",
+    ] {
+        arm(&mut shop, point).await;
+        let placed = shop.order(customer, &[(&item, 2)]).await;
+        recover(&mut shop, point).await;
+        let order = shop
+            .wait_for(customer, &placed, pb::OrderStatus::Confirmed, PATIENCE)
+            .await;
+        assert_eq!(order.failure_reason, "", "after a crash at {point}");
+        confirmed.push(placed);
+    }
+
+    // Compensation boundaries: the poor customer's order is declined.
+    for point in [
+        "saga.place_order.before_compensate_reserve_stock",
+        "saga.place_order.before_compensated",
+    ] {
+        arm(&mut shop, point).await;
+        let placed = shop.order(poor, &[(&item, 20)]).await;
+        recover(&mut shop, point).await;
+        let order = shop
+            .wait_for(poor, &placed, pb::OrderStatus::Rejected, PATIENCE)
+            .await;
+        assert_eq!(
+            order.failure_reason, "INSUFFICIENT_FUNDS",
+            "after a crash at {point}"
+        );
+    }
+
+    // Cancellation boundaries.
+    for (point, order_id) in [
+        "saga.cancel_order.before_refund_payment",
+        "saga.cancel_order.before_return_stock",
+        "saga.cancel_order.before_complete",
+    ]
+    .into_iter()
+    .zip(confirmed.iter())
+    {
+        arm(&mut shop, point).await;
+        shop.cancel(customer, order_id).await.expect("CancelOrder");
+        recover(&mut shop, point).await;
+        shop.wait_for(customer, order_id, pb::OrderStatus::Cancelled, PATIENCE)
+            .await;
+    }
+
+    // The two orders left CONFIRMED and the three CANCELLED: 4 units sold.
+    let payments = shop.payments().await;
+    for order_id in &confirmed {
+        let id: Uuid = order_id.parse().unwrap();
+        assert_eq!(payments[&id].0, 1, "order {order_id} charged once");
+    }
+    assert_eq!(shop.stock(&item).await, (96, 0, 96));
+    shop.assert_invariants(&[(&item, 100)]).await;
+}
+
+#[tokio::test]
+async fn killed_in_the_middle_of_a_burst_every_order_settles() {
+    let mut shop = Shop::start().await;
+    let item = shop.product(100, 50).await;
+    let customers = [shop.customer().await, shop.customer().await];
+
+    let mut orders = Vec::new();
+    for round in 0..20 {
+        let customer = customers[round % 2];
+        orders.push((customer, shop.order(customer, &[(&item, 1)]).await));
+    }
+    // Some sagas are mid-flight: kill -9, and come back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shop.kill_order().await;
+    shop.start_order(&[]).await;
+
+    for (customer, order_id) in &orders {
+        let order = shop
+            .wait_for(*customer, order_id, pb::OrderStatus::Confirmed, PATIENCE)
+            .await;
+        assert_eq!(order.failure_reason, "");
+    }
+    assert_eq!(shop.stock(&item).await, (30, 0, 30));
+    shop.assert_invariants(&[(&item, 50)]).await;
+}

@@ -34,7 +34,7 @@ async fn every_binary_serves_health_readiness_metrics_and_reflection() {
 
 async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) {
     // The service creates its database itself; the test only reserves a name.
-    let database = reserved_database();
+    let database = reserved_database().await;
     let process = Spawn::new(binary)
         .env("DATABASE_URL", &database.url)
         .start()
@@ -101,7 +101,7 @@ async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) 
 
 #[tokio::test]
 async fn a_binary_waits_for_its_database_and_becomes_ready_when_it_appears() {
-    let database = reserved_database();
+    let database = reserved_database().await;
     let port = free_port();
     let process = Spawn::new("inventory")
         .env("DATABASE_URL", database.url_via_port(port))
@@ -173,7 +173,7 @@ async fn a_bad_listen_address_exits_2_naming_the_variable() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
-    let database = reserved_database();
+    let database = reserved_database().await;
     // Every HTTP request takes 1.5 s: a slow request to interrupt.
     let mut process = Spawn::new("user")
         .env("DATABASE_URL", &database.url)

@@ -9,55 +9,68 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
-/// `AMQP_URL` or the platform default.
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
-/// `KAFKA_BROKERS` or the platform default.
-pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
-}
-
-/// `NATS_URL` or the platform default.
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
-/// Panics with a message naming the broker unless its port accepts TCP.
-pub async fn require(name: &str, url: &str) {
+/// Whether `url`'s host and port accept a TCP connection within 3 s.
+pub async fn reachable(url: &str) -> bool {
     let authority = url.split("://").nth(1).unwrap_or(url);
     let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let host_port = authority.split(['/', ',']).next().unwrap_or(authority);
-    let reachable = tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(host_port),
+    let host_port = authority.split(['/', ',', '?']).next().unwrap_or(authority);
+    let connect = tokio::net::TcpStream::connect(host_port);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), connect).await,
+        Ok(Ok(_))
     )
-    .await;
-    if !matches!(reachable, Ok(Ok(_))) {
-        panic!("{name} is unreachable at {host_port}; start it with `make infra-up`");
+}
+
+/// Where a dependency is: the configured endpoint if its variable is set,
+/// else the platform default if it is listening, else (feature `containers`,
+/// with a Docker engine) a container started for this test process.
+/// Panics with the way to start it when none of these works.
+pub(crate) async fn locate(dependency: Dependency, variables: &[&str], default: &str) -> String {
+    let configured = variables.iter().find_map(|name| std::env::var(name).ok());
+    if let Some(url) = configured {
+        if reachable(&url).await {
+            return url;
+        }
+        panic!(
+            "{dependency:?} is unreachable at {url} (from {variables:?}); start it with `make infra-up`"
+        );
     }
+    if reachable(default).await {
+        return default.to_owned();
+    }
+    #[cfg(feature = "containers")]
+    if crate::containers::docker_available() {
+        return crate::containers::endpoint(dependency).await;
+    }
+    panic!("{dependency:?} is unreachable at {default}; start it with `make infra-up`");
 }
 
-/// Checks RabbitMQ is reachable and returns its URL.
+/// The infrastructure a test may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Postgres,
+    RabbitMq,
+    Kafka,
+    Nats,
+}
+
+/// RabbitMQ's URL (`AMQP_URL` or the platform default), checked reachable.
 pub async fn rabbitmq() -> String {
-    let url = amqp_url();
-    require("RabbitMQ", &url).await;
-    url
+    locate(Dependency::RabbitMq, &["AMQP_URL"], DEFAULT_AMQP_URL).await
 }
 
-/// Checks the Kafka-compatible broker is reachable and returns its address.
+/// The Kafka-compatible broker (`KAFKA_BROKERS` or the default), checked reachable.
 pub async fn kafka() -> String {
-    let brokers = kafka_brokers();
-    require("Kafka", &brokers).await;
-    brokers
+    locate(Dependency::Kafka, &["KAFKA_BROKERS"], DEFAULT_KAFKA_BROKERS).await
 }
 
-/// Checks NATS is reachable and returns its URL.
+/// NATS's URL (`NATS_URL` or the platform default), checked reachable.
 pub async fn nats() -> String {
-    let url = nats_url();
-    require("NATS", &url).await;
-    url
+    locate(Dependency::Nats, &["NATS_URL"], DEFAULT_NATS_URL).await
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 //!
 //! Endpoints come from the environment with the platform's defaults
 //! (`TEST_DATABASE_URL` or `DATABASE_URL` pointing at the server,
-//! `AMQP_URL`, `KAFKA_BROKERS`, `NATS_URL`). An unreachable dependency fails
-//! the test with one message naming it and how to start it: `make infra-up`.
+//! `AMQP_URL`, `KAFKA_BROKERS`, `NATS_URL`). With the `containers` feature and
+//! a Docker engine, a dependency that is neither configured nor listening on
+//! its default port is started with testcontainers instead. An unreachable
+//! dependency fails the test with one message naming it and how to start it:
+//! `make infra-up`.
 //!
 //! [`process`] spawns the real service binaries on free ports and waits for
 //! them to become ready, for end-to-end tests.
@@ -20,6 +23,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod brokers;
+#[cfg(feature = "containers")]
+pub mod containers;
 pub mod grpc;
 pub mod net;
 pub mod postgres;

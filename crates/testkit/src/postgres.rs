@@ -3,11 +3,18 @@
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
-/// The server tests create their databases on.
-pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+use crate::brokers::{Dependency, locate};
+
+/// The server tests create their databases on: `TEST_DATABASE_URL` or
+/// `DATABASE_URL` when set, else the platform default (or a container, see
+/// [`crate::brokers::rabbitmq`] for the order of preference).
+pub async fn server_url() -> String {
+    locate(
+        Dependency::Postgres,
+        &["TEST_DATABASE_URL", "DATABASE_URL"],
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
+    .await
 }
 
 /// A database that exists for one test.
@@ -24,7 +31,8 @@ pub struct TestDatabase {
 
 /// Creates an empty database with a unique name.
 pub async fn fresh_database() -> TestDatabase {
-    let admin: PgConnectOptions = server_url()
+    let server = server_url().await;
+    let admin: PgConnectOptions = server
         .parse::<PgConnectOptions>()
         .expect("TEST_DATABASE_URL/DATABASE_URL is not a valid Postgres URL")
         .database("postgres");
@@ -32,10 +40,7 @@ pub async fn fresh_database() -> TestDatabase {
     let mut connection = PgConnection::connect_with(&admin)
         .await
         .unwrap_or_else(|error| {
-            panic!(
-                "Postgres is unreachable at {} ({error}); start it with `make infra-up`",
-                server_url()
-            )
+            panic!("Postgres is unreachable at {server} ({error}); start it with `make infra-up`")
         });
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut connection)
@@ -76,8 +81,9 @@ pub struct ReservedDatabase {
 }
 
 /// Reserves a unique database name on the test server.
-pub fn reserved_database() -> ReservedDatabase {
+pub async fn reserved_database() -> ReservedDatabase {
     let admin: PgConnectOptions = server_url()
+        .await
         .parse::<PgConnectOptions>()
         .expect("TEST_DATABASE_URL/DATABASE_URL is not a valid Postgres URL")
         .database("postgres");

@@ -54,8 +54,8 @@ pub async fn start_on(
     let topic = testkit::brokers::unique_name("user-events");
     let spawn = Spawn::new("user")
         .env("DATABASE_URL", &database.url)
-        .env("KAFKA_BROKERS", testkit::brokers::kafka_brokers())
-        .env("NATS_URL", testkit::brokers::nats_url())
+        .env("KAFKA_BROKERS", testkit::brokers::kafka().await)
+        .env("NATS_URL", testkit::brokers::nats().await)
         .env("USER_EVENTS_TOPIC", &topic);
     let process = configure(spawn).start().await;
     process.wait_ready(Duration::from_secs(30)).await;

@@ -4,6 +4,8 @@
 //! of a burst of orders. Restarted, it finishes every saga; no order is
 //! charged twice and the stock adds up.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

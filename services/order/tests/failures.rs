@@ -3,6 +3,8 @@
 //! time, and the charge is compensated (refunded) if it does not — with
 //! money and stock consistent either way.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! Postgres, RabbitMQ, Kafka and NATS: the happy path, refusals by each
 //! participant, idempotent placement, cancellation, and the read models.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

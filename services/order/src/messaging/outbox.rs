@@ -30,8 +30,8 @@
 //! Several relays run side by side (`OUTBOX_RELAYS`); the event store's
 //! partition locks keep each key's messages in order across them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
 use messaging::{Broker, DestinationSpec, MessagingError, envelope};
@@ -229,6 +229,10 @@ impl Announcements {
 /// it gets before it is parked.
 const NOTIFICATION_TRY_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTIFICATION_TRIES: u32 = 2;
+/// After a notification could not be delivered, the following ones are
+/// parked at once for this long rather than each costing the relay its
+/// tries: an outage must not slow down the commands behind them.
+const NOTIFICATION_PAUSE: Duration = Duration::from_secs(10);
 
 /// Publishes outbox rows through the broker their destination belongs to.
 #[derive(Debug)]
@@ -240,6 +244,8 @@ pub struct RoutingPublisher {
     /// The JetStream stream that stores status notifications, created on
     /// first use (so a NATS outage at start-up holds nothing else up).
     status_stream: OnceCell<()>,
+    /// Until when notifications are parked without a try.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 impl RoutingPublisher {
@@ -255,6 +261,7 @@ impl RoutingPublisher {
             events,
             notifications,
             status_stream: OnceCell::new(),
+            paused_until: Mutex::new(None),
         }
     }
 
@@ -275,6 +282,17 @@ impl RoutingPublisher {
     }
 
     async fn notify(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        let paused = self
+            .paused_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| Instant::now() < until);
+        if paused {
+            return Err(PublishError::Rejected(
+                "notification not tried: the notifications broker failed moments ago".into(),
+            ));
+        }
         let mut last_error = String::new();
         for _ in 0..NOTIFICATION_TRIES {
             let attempt = async {
@@ -297,8 +315,12 @@ impl RoutingPublisher {
         tracing::warn!(
             destination = %message.destination,
             error = %last_error,
+            pause_s = NOTIFICATION_PAUSE.as_secs(),
             "status notification not delivered; parked so it holds up no order"
         );
+        if let Ok(mut until) = self.paused_until.lock() {
+            *until = Some(Instant::now() + NOTIFICATION_PAUSE);
+        }
         Err(PublishError::Rejected(format!(
             "notification not delivered: {last_error}"
         )))
@@ -370,7 +392,7 @@ pub async fn relay(
     }
     let publisher: Arc<dyn Publisher> = Arc::new(publisher);
     let config = RelayConfig {
-        idle_interval: Duration::from_millis(50),
+        idle_interval: Duration::from_millis(100),
         ..RelayConfig::default()
     };
     let relays = (0..relays.max(1)).map(|_| {

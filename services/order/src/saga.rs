@@ -49,22 +49,33 @@
 //! When `charge_payment` gives up (no reply within its attempts — the
 //! payment service is down), the charge may still be sitting in the payment
 //! service's queue and be executed later; so the step is compensated with a
-//! refund like any other. The payment service answers a refund of an order
-//! it has not charged (yet) with `NOTHING_TO_REFUND` and remembers that
-//! answer per `command_id`. Two things follow: a compensation attempt that
-//! hears `NOTHING_TO_REFUND` is retried a few times (the charge may be just
-//! ahead of it in the queue, handled concurrently), and each refund
-//! *attempt* therefore carries its own `command_id`
-//! (`{saga_id}:charge_payment:compensation:<attempt>`; the reply is still
-//! correlated by the engine's per-step key). That is safe because refunds
-//! are bounded by what was charged: the payment service never refunds an
-//! order more than its charge, whatever the command ids.
+//! refund like any other. But the payment service answers a refund of an
+//! order it has not charged (yet) with `NOTHING_TO_REFUND` — and a charge
+//! and a refund it handles side by side can race that way. A single
+//! `NOTHING_TO_REFUND` therefore proves nothing.
+//!
+//! The compensation is a call rather than a command: it asks the payment
+//! service directly (RabbitMQ request/reply) and keeps asking, each time
+//! with a fresh `command_id` (the payment service remembers each command's
+//! answer), until the answer is `refunded`, or until
+//! [`NOTHING_TO_REFUND_CONFIRMATIONS`] answers, spaced apart, all say there
+//! was nothing to refund — by then a charge queued ahead of the first refund
+//! has been handled. Several refunds of one order are harmless: the payment
+//! service never refunds an order more than its charge. If the payment
+//! service does not answer at all, the compensation is retried under its
+//! long budget, then the saga ends FAILED for an operator.
+//!
+//! The real fix belongs to the payment contract: a refund that arrives
+//! before its charge should leave a tombstone that makes the late charge a
+//! no-op, as the inventory does for a release that overtakes its
+//! reservation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use messaging::{Broker, OutgoingMessage};
 use payment_contract::{
     ChargePayment, DeclineReason, Outcome, PaymentReply, RefundPayment, headers, types,
 };
@@ -110,9 +121,12 @@ pub const BEFORE_CONFIRM_FAULT_POINT: &str = "order.saga.before_confirm";
 /// `ferrishop_orders_total{status}`: orders reaching each status.
 pub const ORDERS_TOTAL: &str = "ferrishop_orders_total";
 
-/// Refund attempts that treat `NOTHING_TO_REFUND` as "the charge has not
-/// been processed yet" before believing it (see the module docs).
-const NOTHING_TO_REFUND_PATIENCE: u32 = 5;
+/// Consecutive `NOTHING_TO_REFUND` answers that prove a charge of unknown
+/// fate never happened (see the module docs).
+pub const NOTHING_TO_REFUND_CONFIRMATIONS: u32 = 3;
+
+/// Pause between two refund requests that heard `NOTHING_TO_REFUND`.
+const NOTHING_TO_REFUND_SPACING: Duration = Duration::from_millis(300);
 
 /// What the placement saga carries from step to step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +191,8 @@ impl Settings {
 pub struct Participants {
     pub inventory: Inventory,
     pub store: Store,
+    /// The broker payment commands travel on, for request/reply.
+    pub commands: Broker,
 }
 
 /// The placement saga.
@@ -187,7 +203,8 @@ pub fn place_order(
     let reserve = participants.clone();
     let release = participants.clone();
     let commit = participants.clone();
-    let (charge, refund) = (settings.clone(), settings.clone());
+    let refund = (participants.commands.clone(), settings.clone());
+    let charge = settings.clone();
     SagaDefinition::new(PLACE_ORDER)
         .step(
             Step::call(steps::RESERVE_STOCK, move |_, data| {
@@ -204,10 +221,10 @@ pub fn place_order(
                 move |context, data| charge_command(&charge, context, data),
                 on_charge_reply,
             )
-            .compensate(Operation::command(
-                move |context, data| charge_refund_command(&refund, context, data),
-                on_charge_refund_reply,
-            ))
+            .compensate(Operation::call(move |context, data| {
+                let (broker, settings) = refund.clone();
+                refund_charge(broker, settings, context, data)
+            }))
             .timeout(settings.payment_timeout)
             .retry(settings.payment_retry()),
         )
@@ -332,42 +349,76 @@ fn on_charge_reply(
     }
 }
 
-fn charge_refund_command(
-    settings: &Settings,
-    context: &StepContext,
-    data: &PlaceOrderData,
-) -> Result<Command, StepError> {
-    payment_command(
-        settings,
-        types::REFUND,
-        data.order_id,
-        &RefundPayment {
-            command_id: format!("{}:{}", context.idempotency_key(), context.attempt),
-            order_id: data.order_id.as_uuid(),
-            customer_id: data.customer_id.as_uuid(),
-            amount: wire_money(data.total),
-        },
-    )
+/// The charge's compensation (see the module docs): refund requests until
+/// one says `refunded`, or enough spaced ones say there is nothing to
+/// refund.
+async fn refund_charge(
+    broker: Broker,
+    settings: Settings,
+    context: StepContext,
+    data: PlaceOrderData,
+) -> StepResult<PlaceOrderData> {
+    let mut nothing_to_refund = 0;
+    for round in 1..=NOTHING_TO_REFUND_CONFIRMATIONS {
+        let command = payment_command(
+            &settings,
+            types::REFUND,
+            data.order_id,
+            &RefundPayment {
+                command_id: format!("{}:{}:{round}", context.idempotency_key(), context.attempt),
+                order_id: data.order_id.as_uuid(),
+                customer_id: data.customer_id.as_uuid(),
+                amount: wire_money(data.total),
+            },
+        )?;
+        let mut request = OutgoingMessage::new(&command.destination, command.payload)
+            .with_key(data.order_id.to_string());
+        for (name, value) in command.headers {
+            // The reply comes back on this request's own reply queue.
+            if name != headers::REPLY_TO {
+                request = request.with_header(name, value);
+            }
+        }
+        let reply = broker
+            .request(request, settings.payment_timeout)
+            .await
+            .map_err(StepError::transient)?;
+        let reply: PaymentReply = serde_json::from_slice(&reply.payload)
+            .map_err(|error| StepError::transient(format!("unreadable payment reply: {error}")))?;
+        match judge_refund(reply.outcome, nothing_to_refund)? {
+            RefundVerdict::Done => return Ok(data),
+            RefundVerdict::AskAgain => {
+                nothing_to_refund += 1;
+                tokio::time::sleep(NOTHING_TO_REFUND_SPACING).await;
+            }
+        }
+    }
+    // The last round's verdict is always Done; the loop ends by returning.
+    Err(StepError::transient("refund rounds exhausted"))
 }
 
-fn on_charge_refund_reply(
-    context: &StepContext,
-    data: PlaceOrderData,
-    reply: &Reply,
-) -> StepResult<PlaceOrderData> {
-    match decode(reply)?.outcome {
-        Outcome::Refunded { .. } => Ok(data),
+/// What a refund answer means for the charge's compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefundVerdict {
+    /// The money is back, or enough answers agree none was taken.
+    Done,
+    /// Nothing to refund *yet*: the charge may be right behind.
+    AskAgain,
+}
+
+/// Judges one refund answer, given how many `NOTHING_TO_REFUND` answers
+/// came before it.
+fn judge_refund(outcome: Outcome, nothing_so_far: u32) -> Result<RefundVerdict, StepError> {
+    match outcome {
+        Outcome::Refunded { .. } => Ok(RefundVerdict::Done),
         Outcome::Declined {
             reason: DeclineReason::NothingToRefund,
             ..
-        } if context.attempt < NOTHING_TO_REFUND_PATIENCE => Err(StepError::transient(
-            "nothing to refund yet: the charge may still be on its way",
-        )),
-        // Nothing was charged: nothing to undo.
+        } if nothing_so_far + 1 >= NOTHING_TO_REFUND_CONFIRMATIONS => Ok(RefundVerdict::Done),
         Outcome::Declined {
             reason: DeclineReason::NothingToRefund,
             ..
-        } => Ok(data),
+        } => Ok(RefundVerdict::AskAgain),
         Outcome::Declined { reason, detail } => Err(StepError::rejected(reason.code(), detail)),
         Outcome::Charged { .. } => Err(StepError::transient("a charge reply to a refund")),
     }
@@ -738,31 +789,29 @@ mod tests {
     }
 
     #[test]
-    fn a_refund_of_an_unknown_charge_is_retried_with_a_new_command_id_then_believed() {
-        let data = data();
-        let saga_id = data.order_id.as_uuid();
-        let nothing = Outcome::Declined {
+    fn nothing_to_refund_is_believed_only_when_answers_agree() {
+        let nothing = || Outcome::Declined {
             reason: DeclineReason::NothingToRefund,
             detail: String::new(),
         };
-        let first = context(Phase::Compensation, 1, saga_id);
-        let second = context(Phase::Compensation, 2, saga_id);
-        let ids: Vec<String> = [&first, &second]
-            .iter()
-            .map(|context| {
-                let command = charge_refund_command(&settings(), context, &data).unwrap();
-                serde_json::from_slice::<RefundPayment>(&command.payload)
-                    .unwrap()
-                    .command_id
-            })
-            .collect();
-        assert_ne!(ids[0], ids[1]);
-        assert!(matches!(
-            on_charge_refund_reply(&first, data.clone(), &reply(&first, nothing.clone())),
-            Err(StepError::Transient { .. })
-        ));
-        let last = context(Phase::Compensation, NOTHING_TO_REFUND_PATIENCE, saga_id);
-        assert!(on_charge_refund_reply(&last, data, &reply(&last, nothing)).is_ok());
+        assert_eq!(judge_refund(nothing(), 0), Ok(RefundVerdict::AskAgain));
+        assert_eq!(
+            judge_refund(nothing(), NOTHING_TO_REFUND_CONFIRMATIONS - 1),
+            Ok(RefundVerdict::Done)
+        );
+        let refunded = Outcome::Refunded {
+            refund_id: None,
+            amount: payment_contract::Money::new(0, "EUR"),
+        };
+        assert_eq!(judge_refund(refunded, 0), Ok(RefundVerdict::Done));
+        let closed = Outcome::Declined {
+            reason: DeclineReason::AccountClosed,
+            detail: "closed".into(),
+        };
+        assert_eq!(
+            judge_refund(closed, 0),
+            Err(StepError::rejected("ACCOUNT_CLOSED", "closed"))
+        );
     }
 
     #[test]

@@ -21,13 +21,17 @@
 //! | `return_stock` | inventory `ReleaseReservation`: a committed reservation's units go back to stock |
 //!
 //! and then `OrderCancelled` ([`CancelOrderOutcome`]). Neither step has a
-//! compensation: money that went back to the customer is not taken again,
-//! and a cancellation once accepted is carried through, so both steps get a
-//! long retry budget. Should the refund be *refused* (a closed wallet), the
-//! cancellation is abandoned and the order stays CONFIRMED. Should the
-//! refund succeed and returning the stock give up, the order is still
-//! CANCELLED — the money invariant (cancelled orders are fully refunded)
-//! wins — and the saga's failure tells an operator which units to return.
+//! compensation: money that went back to the customer is not taken again.
+//! And neither gives up while its participant is silent — a refund command
+//! sent during an outage may still be executed when the payment service is
+//! back, so abandoning the cancellation then would leave a CONFIRMED order
+//! refunded; the steps are retried (backing off to every 30 s) until they
+//! get an answer. Should the refund be *refused* (a closed wallet), nothing
+//! moved: the cancellation is abandoned and the order stays CONFIRMED.
+//! Should the refund succeed and the stock return be refused, the order is
+//! still CANCELLED — the money invariant (cancelled orders are fully
+//! refunded) wins — and the saga's failure tells an operator which units to
+//! return.
 //!
 //! # Failures become reasons
 //!
@@ -125,6 +129,10 @@ pub const ORDERS_TOTAL: &str = "ferrishop_orders_total";
 /// fate never happened (see the module docs).
 pub const NOTHING_TO_REFUND_CONFIRMATIONS: u32 = 3;
 
+/// Attempts of a cancellation step: at one every 30 s, about three days —
+/// "until the participant answers" in any outage worth the name.
+const UNTIL_ANSWERED_ATTEMPTS: u32 = 10_000;
+
 /// Pause between two refund requests that heard `NOTHING_TO_REFUND`.
 const NOTHING_TO_REFUND_SPACING: Duration = Duration::from_millis(300);
 
@@ -178,11 +186,11 @@ impl Settings {
         RetryPolicy::default().with_max_attempts(self.payment_attempts)
     }
 
-    /// A cancellation, once accepted, is carried through: its steps ride out
-    /// a long outage (the compensation budget: about 80 s of backoff plus
-    /// the timeouts).
-    fn persistent_retry() -> RetryPolicy {
-        RetryPolicy::compensation()
+    /// A cancellation, once accepted, is carried through: its steps are
+    /// retried until their participant answers (see the module docs),
+    /// backing off to one attempt every 30 s.
+    fn until_answered() -> RetryPolicy {
+        RetryPolicy::compensation().with_max_attempts(UNTIL_ANSWERED_ATTEMPTS)
     }
 }
 
@@ -251,7 +259,7 @@ pub fn cancel_order(
                 on_cancellation_refund_reply,
             )
             .timeout(settings.payment_timeout)
-            .retry(Settings::persistent_retry()),
+            .retry(Settings::until_answered()),
         )
         .step(
             Step::call(steps::RETURN_STOCK, move |_, data: CancelOrderData| {
@@ -265,7 +273,7 @@ pub fn cancel_order(
                 }
             })
             .timeout(settings.inventory_step_timeout())
-            .retry(Settings::persistent_retry()),
+            .retry(Settings::until_answered()),
         )
 }
 

@@ -194,22 +194,49 @@ postgres_up() {
 
 # --------------------------------------------------------------------------- RabbitMQ
 
+# An AMQP broker answers the protocol header with its Connection.Start frame;
+# a wedged node still accepts TCP but never answers.
+amqp_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672 && printf "AMQP\x00\x00\x09\x01" >&3 && head -c 1 <&3' \
+    2>/dev/null | grep -q .
+}
+
 rabbitmq_up() {
   local name=rabbitmq port=5672
   if port_open $port; then
-    ok $name "already running on 127.0.0.1:$port"
-    return
+    if amqp_answers; then
+      ok $name "already running on 127.0.0.1:$port"
+      rabbitmq_test_policy
+      return
+    fi
+    note "rabbitmq accepts connections but does not answer AMQP: restarting it"
+    as_root pkill -9 -f 'rabbit boot' || true
+    sleep 2
   fi
   if ! command -v rabbitmq-server >/dev/null 2>&1; then
     apt_install rabbitmq-server || { fail $name "could not install the rabbitmq-server package (log: $STATE_DIR/apt.log)"; return; }
   fi
   as_root rabbitmq-server -detached </dev/null >>"$STATE_DIR/rabbitmq-start.log" 2>&1 || true
   # The Erlang VM takes a while to boot.
-  if wait_port $port "${INFRA_WAIT_SECONDS:-120}"; then
+  local waited=0
+  while ! amqp_answers && ((waited < ${INFRA_WAIT_SECONDS:-120})); do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  if amqp_answers; then
     ok $name "started on 127.0.0.1:$port (guest/guest)"
+    rabbitmq_test_policy
   else
-    fail $name "not listening on 127.0.0.1:$port (logs: /var/log/rabbitmq/, $STATE_DIR/rabbitmq-start.log)"
+    fail $name "not answering AMQP on 127.0.0.1:$port (logs: /var/log/rabbitmq/, $STATE_DIR/rabbitmq-start.log)"
   fi
+}
+
+# Tests declare durable queues under unique names; on a development broker
+# they would pile up run after run. Unused queues expire after 15 minutes.
+rabbitmq_test_policy() {
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  timeout 30 rabbitmqctl set_policy --apply-to queues ferrishop-dev-expiry '.*' '{"expires":900000}' \
+    >>"$STATE_DIR/rabbitmq-start.log" 2>&1 || note "could not set the queue expiry policy"
 }
 
 # --------------------------------------------------------------------------- NATS

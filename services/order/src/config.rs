@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "INVENTORY_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub inventory_timeout: Duration,
 
+    /// Inventory calls in flight at once; more wait (up to
+    /// INVENTORY_TIMEOUT) for a free slot.
+    #[arg(long, env = "INVENTORY_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub inventory_max_in_flight: u32,
+
     /// RabbitMQ exchange the payment service takes payment.charge /
     /// payment.refund commands from.
     #[arg(long, env = "PAYMENT_COMMANDS_EXCHANGE", default_value = payment_contract::COMMANDS_EXCHANGE)]
@@ -135,7 +140,8 @@ pub struct Config {
 
     /// Empty the order read models (order_view, customer_order_history) at
     /// start and replay the whole event log into them — after a change to a
-    /// projection, or to check that they equal a full replay.
+    /// projection, or to check that they equal a full replay. Set it on one
+    /// replica.
     #[arg(
         long,
         env = "REBUILD_READ_MODELS",

@@ -9,12 +9,23 @@
 //! Every InventoryService method may be retried: reads are reads, and
 //! reservations are idempotent by reservation id (the order id).
 //!
+//! # Bursts wait, they are not shed
+//!
+//! The stack's bulkhead fails a call at once when every in-flight slot is
+//! taken — right for a gateway multiplexing many users, wrong for a burst of
+//! PlaceOrders that each price a few products: two hundred orders at once
+//! would be turned away although the inventory is healthy. So calls first
+//! wait for one of this client's own slots (as many as the bulkhead has),
+//! for at most the call timeout: a burst is smoothed into the bulkhead, and
+//! only a backlog that cannot clear in time is refused as unavailable.
+//!
 //! Answers are sorted into the two kinds a caller acts on differently
 //! ([`InventoryError`]): the inventory *refused* (insufficient stock, no such
 //! product — trying again will not help; the code is the inventory's
 //! `x-error-code`), or it could not *answer* (unreachable, timed out,
 //! overloaded, internal error — worth trying again later).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -22,6 +33,7 @@ use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use resilience::grpc::{GrpcChannel, Replayable, replayable};
 use resilience::{Grpc, Resilient, RouteConfig, Upstream, UpstreamConfig};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 use crate::domain::ids::{OrderId, ProductId};
@@ -49,12 +61,20 @@ pub enum InventoryError {
 #[derive(Debug, Clone)]
 pub struct Inventory {
     client: InventoryServiceClient<Channel>,
+    /// Calls in flight, waited for (see the module docs).
+    slots: Arc<Semaphore>,
+    timeout: Duration,
 }
 
 impl Inventory {
-    /// A client of the inventory at `urls` (comma-separated), each call
-    /// bounded by `timeout` (retries included). Connects lazily.
-    pub fn new(urls: &str, timeout: Duration) -> Result<Self, resilience::ConfigError> {
+    /// A client of the inventory at `urls` (comma-separated), at most
+    /// `max_in_flight` calls at once, each bounded by `timeout` (retries
+    /// included). Connects lazily.
+    pub fn new(
+        urls: &str,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, resilience::ConfigError> {
         let route = RouteConfig {
             attempt_timeout: (timeout / 2).max(Duration::from_millis(100)).min(timeout),
             timeout,
@@ -63,6 +83,7 @@ impl Inventory {
         let upstream = Upstream::builder("inventory", urls)?
             .config(UpstreamConfig {
                 route,
+                max_in_flight,
                 ..UpstreamConfig::default()
             })
             .build(|endpoint| {
@@ -73,27 +94,43 @@ impl Inventory {
         let channel = GrpcChannel::new(upstream.service(protocol));
         Ok(Self {
             client: InventoryServiceClient::new(channel),
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            timeout,
         })
+    }
+
+    /// The client, once one of its call slots is free.
+    async fn slot(
+        &self,
+    ) -> Result<(InventoryServiceClient<Channel>, OwnedSemaphorePermit), InventoryError> {
+        let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                InventoryError::Unavailable(format!(
+                    "no inventory call slot freed up within {:?}",
+                    self.timeout
+                ))
+            })?
+            .map_err(|_| InventoryError::Unavailable("the inventory client is closed".into()))?;
+        Ok((self.client.clone(), permit))
     }
 
     /// What each product costs and is called now. Products the inventory
     /// does not know are left out.
     pub async fn offers(&self, ids: &[ProductId]) -> Result<Vec<ProductOffer>, InventoryError> {
-        let lookups = ids.iter().map(|id| {
-            let mut client = self.client.clone();
-            async move {
-                let request = pb::GetProductRequest {
-                    product_id: id.to_string(),
-                };
-                match client.get_product(request).await {
-                    Ok(response) => response
-                        .into_inner()
-                        .product
-                        .map(|product| offer(*id, product))
-                        .transpose(),
-                    Err(status) if status.code() == Code::NotFound => Ok(None),
-                    Err(status) => Err(classify(status)),
-                }
+        let lookups = ids.iter().map(|id| async move {
+            let (mut client, _slot) = self.slot().await?;
+            let request = pb::GetProductRequest {
+                product_id: id.to_string(),
+            };
+            match client.get_product(request).await {
+                Ok(response) => response
+                    .into_inner()
+                    .product
+                    .map(|product| offer(*id, product))
+                    .transpose(),
+                Err(status) if status.code() == Code::NotFound => Ok(None),
+                Err(status) => Err(classify(status)),
             }
         });
         let offers = try_join_all(lookups).await?;
@@ -117,9 +154,8 @@ impl Inventory {
                 })
                 .collect(),
         };
-        let response = self
-            .client
-            .clone()
+        let (mut client, _slot) = self.slot().await?;
+        let response = client
             .reserve_stock(request)
             .await
             .map_err(classify)?
@@ -147,8 +183,8 @@ impl Inventory {
         let request = pb::CommitReservationRequest {
             reservation_id: order_id.to_string(),
         };
-        self.client
-            .clone()
+        let (mut client, _slot) = self.slot().await?;
+        client
             .commit_reservation(request)
             .await
             .map(drop)
@@ -162,8 +198,8 @@ impl Inventory {
         let request = pb::ReleaseReservationRequest {
             reservation_id: order_id.to_string(),
         };
-        self.client
-            .clone()
+        let (mut client, _slot) = self.slot().await?;
+        client
             .release_reservation(request)
             .await
             .map(drop)

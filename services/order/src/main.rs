@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::messaging::{Messaging, Subscription};
-use eventstore::{ProjectionConfig, ProjectionRunner};
+use eventstore::{ProjectionConfig, ProjectionError, ProjectionRunner};
 use platform::Service;
 use platform::db::Database;
 use platform::grpc::GrpcServices;
@@ -63,8 +63,12 @@ async fn main() -> ExitCode {
         pool.clone(),
         messaging::outbox::Announcements::new(destinations.clone()),
     );
-    let inventory = inventory::Inventory::new(&config.inventory_grpc_url, config.inventory_timeout)
-        .unwrap_or_else(|error| platform::fail(error));
+    let inventory = inventory::Inventory::new(
+        &config.inventory_grpc_url,
+        config.inventory_timeout,
+        config.inventory_max_in_flight as usize,
+    )
+    .unwrap_or_else(|error| platform::fail(error));
     let sagas = saga::Sagas::build(
         &pool,
         &saga::Participants {
@@ -217,15 +221,25 @@ where
     }
 }
 
-/// Runs a read model's projection, rebuilding it first when asked to.
+/// Runs a read model's projection, rebuilding it first when asked to. The
+/// rebuild needs the projection's lease, which a crashed predecessor may
+/// still hold for up to `LEASE_TTL`: it waits for it.
 async fn project(runner: Arc<ProjectionRunner>, rebuild: bool, cancel: CancellationToken) {
-    if rebuild {
+    while rebuild && !cancel.is_cancelled() {
         match runner.rebuild().await {
             Ok(applied) => {
-                tracing::info!(projection = runner.name(), applied, "read model rebuilt")
+                tracing::info!(projection = runner.name(), applied, "read model rebuilt");
+                break;
+            }
+            Err(ProjectionError::LeaseHeld { .. }) => {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
             }
             Err(error) => {
-                tracing::warn!(projection = runner.name(), %error, "read model not rebuilt")
+                tracing::warn!(projection = runner.name(), %error, "read model not rebuilt");
+                break;
             }
         }
     }

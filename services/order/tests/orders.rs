@@ -107,6 +107,27 @@ async fn a_placed_order_is_confirmed_charged_once_and_announced() {
             ("commit_reservation", pb::SagaStepStatus::Succeeded),
         ]
     );
+    // The saga and order metrics.
+    let metrics = shop
+        .http
+        .get(format!(
+            "{}/metrics",
+            shop.order.process.as_ref().unwrap().http_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"ferrishop_saga_total{saga="place_order",outcome="completed"} 1"#,
+        r#"ferrishop_orders_total{status="PENDING"} 1"#,
+        r#"ferrishop_orders_total{status="CONFIRMED"} 1"#,
+        r#"ferrishop_saga_duration_seconds_count{saga="place_order"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
+    }
     shop.assert_invariants(&[(&book, 10), (&pen, 5)]).await;
 }
 

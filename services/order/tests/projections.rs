@@ -106,6 +106,32 @@ async fn read_models_equal_a_full_replay_and_sales_add_up() {
     assert_eq!(of_a["units_cancelled"], 1, "{of_a}");
     assert_eq!(of_a["revenue"], 3_000, "{of_a}");
 
+    // Ann's history, newest first, one page at a time.
+    let page = |cursor: String| {
+        let mut orders = shop.orders();
+        async move {
+            orders
+                .list_orders(support::as_user(
+                    pb::ListOrdersRequest {
+                        status: 0,
+                        page: Some(proto::ferrishop::common::v1::PageRequest { limit: 1, cursor }),
+                        consistency_token: String::new(),
+                    },
+                    ann,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = page(String::new()).await;
+    assert_eq!(first.orders[0].id, cancelled, "newest first");
+    let next = first.page.unwrap().next_cursor;
+    assert!(!next.is_empty());
+    let second = page(next).await;
+    assert_eq!(second.orders[0].id, kept);
+    assert_eq!(second.page.unwrap().next_cursor, "");
+
     // Dropped and rebuilt from the log, the order read models are identical.
     let view = shop.rows(VIEW).await;
     let history = shop.rows(HISTORY).await;

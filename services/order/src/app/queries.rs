@@ -334,3 +334,65 @@ fn step_summary(name: String, log: &[StepLogEntry]) -> StepSummary {
         status,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn entry(
+        step: &str,
+        phase: Phase,
+        attempt: i32,
+        outcome: StepOutcome,
+        at: i64,
+    ) -> StepLogEntry {
+        StepLogEntry {
+            saga_id: Uuid::nil(),
+            step_index: 0,
+            step: step.to_owned(),
+            phase,
+            attempt,
+            outcome,
+            error_code: None,
+            error: matches!(outcome, StepOutcome::Retrying | StepOutcome::Exhausted)
+                .then(|| "no reply".to_owned()),
+            executed_by: None,
+            recorded_at: Utc.timestamp_opt(1_750_000_000 + at, 0).single().unwrap(),
+        }
+    }
+
+    #[test]
+    fn steps_are_summarised_from_the_step_log() {
+        use StepOutcome::*;
+        let log = vec![
+            entry("reserve_stock", Phase::Action, 1, Succeeded, 0),
+            entry("charge_payment", Phase::Action, 1, Sent, 1),
+            entry("charge_payment", Phase::Action, 1, Retrying, 4),
+            entry("charge_payment", Phase::Action, 2, Sent, 5),
+            entry("charge_payment", Phase::Action, 2, Exhausted, 8),
+            entry("charge_payment", Phase::Compensation, 1, Succeeded, 9),
+            entry("reserve_stock", Phase::Compensation, 1, Succeeded, 10),
+        ];
+        let charge = step_summary("charge_payment".into(), &log);
+        assert_eq!(charge.status, StepStatus::Compensated);
+        assert_eq!(charge.attempts, 2);
+        assert_eq!(charge.error.as_deref(), Some("no reply"));
+        assert_eq!(charge.started_at, Some(log[1].recorded_at));
+        assert_eq!(charge.finished_at, Some(log[5].recorded_at));
+        assert_eq!(
+            step_summary("reserve_stock".into(), &log).status,
+            StepStatus::Compensated
+        );
+        let pending = step_summary("commit_reservation".into(), &log);
+        assert_eq!(pending.status, StepStatus::Pending);
+        assert_eq!((pending.attempts, pending.started_at), (0, None));
+
+        let running = step_summary("charge_payment".into(), &log[..4]);
+        assert_eq!(running.status, StepStatus::Running);
+        assert_eq!(running.finished_at, None);
+        let failed = step_summary("charge_payment".into(), &log[..5]);
+        assert_eq!(failed.status, StepStatus::Failed);
+    }
+}

@@ -6,8 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The media type of a problem document.
@@ -72,6 +75,39 @@ impl IntoResponse for Problem {
     }
 }
 
+/// A JSON request body whose rejections are problem documents like every
+/// other error: 400 `MALFORMED_JSON` for broken JSON, 413
+/// `PAYLOAD_TOO_LARGE` over the body limit, 415 `UNSUPPORTED_MEDIA_TYPE`
+/// without a JSON content type, 422 `VALIDATION_FAILED` for JSON of the
+/// wrong shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::from(&rejection)),
+        }
+    }
+}
+
+impl From<&JsonRejection> for Problem {
+    fn from(rejection: &JsonRejection) -> Self {
+        let status = rejection.status();
+        let code = match rejection {
+            JsonRejection::JsonDataError(_) => "VALIDATION_FAILED",
+            JsonRejection::JsonSyntaxError(_) => "MALFORMED_JSON",
+            JsonRejection::MissingJsonContentType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+            _ => "BAD_REQUEST",
+        };
+        Problem::new(status, code, rejection.body_text())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +122,32 @@ mod tests {
         assert_eq!(json["status"], 409);
         assert_eq!(json["title"], "Conflict");
         assert!(json.get("errors").is_none());
+    }
+
+    async fn body(content_type: &str, body: &'static str) -> Result<serde_json::Value, Problem> {
+        let request = Request::post("/")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body))
+            .map_err(|e| e.to_string())
+            .unwrap();
+        JsonBody::<serde_json::Value>::from_request(request, &())
+            .await
+            .map(|JsonBody(value)| value)
+    }
+
+    #[tokio::test]
+    async fn json_body_rejections_are_problems_with_codes() {
+        let broken = body("application/json", "{\"a\":").await.unwrap_err();
+        assert_eq!(
+            (broken.status, broken.code.as_str()),
+            (400, "MALFORMED_JSON")
+        );
+        let untyped = body("text/plain", "{}").await.unwrap_err();
+        assert_eq!(
+            (untyped.status, untyped.code.as_str()),
+            (415, "UNSUPPORTED_MEDIA_TYPE")
+        );
+        assert_eq!(body("application/json", "{\"a\":1}").await.unwrap()["a"], 1);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 
 use std::net::SocketAddr;
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
 use clap::Parser;
-use platform::config::CommonArgs;
+use platform::config::{CommonArgs, parse_duration};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -23,6 +26,29 @@ pub struct Config {
 
     #[command(flatten)]
     pub upstreams: Upstreams,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub limits: RateLimits,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+
+    /// NATS, for the order status notifications behind the SSE route and the
+    /// fault-flag bucket behind the admin fault route.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Subject prefix of the order status notifications
+    /// (`<prefix>.<order id>.status`).
+    #[arg(
+        long,
+        env = "ORDER_STATUS_SUBJECT_PREFIX",
+        default_value = "ferrishop.orders"
+    )]
+    pub order_status_subject_prefix: String,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -63,4 +89,85 @@ pub struct Upstreams {
         default_value = "http://127.0.0.1:50055"
     )]
     pub inventory_grpc_url: String,
+}
+
+/// Access-token verification against the user service's keys.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Where the user service publishes its JWKS [default: the first
+    /// USER_URL + /.well-known/jwks.json].
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Expected `iss` of access tokens.
+    #[arg(long, env = "JWT_ISSUER", default_value = auth::DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// Expected `aud` of access tokens.
+    #[arg(long, env = "JWT_AUDIENCE", default_value = auth::DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// Least time between two JWKS fetches triggered by an unknown key id.
+    #[arg(long, env = "JWKS_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+    /// How often the JWKS is fetched anyway, to pick up rotations early.
+    #[arg(long, env = "JWKS_RELOAD_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub reload_period: Duration,
+}
+
+/// Rate limits (GCRA, via governor): a sustained rate and a burst on top.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RateLimits {
+    /// Requests per second per client IP on anonymous routes.
+    #[arg(long, env = "RATE_LIMIT_ANONYMOUS_PER_SECOND", default_value = "100")]
+    pub anonymous_per_second: NonZeroU32,
+    /// Burst per client IP on anonymous routes.
+    #[arg(long, env = "RATE_LIMIT_ANONYMOUS_BURST", default_value = "200")]
+    pub anonymous_burst: NonZeroU32,
+    /// Requests per second per user on authenticated routes.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_SECOND", default_value = "100")]
+    pub user_per_second: NonZeroU32,
+    /// Burst per user on authenticated routes.
+    #[arg(long, env = "RATE_LIMIT_USER_BURST", default_value = "200")]
+    pub user_burst: NonZeroU32,
+    /// Login attempts per minute per client IP.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_PER_MINUTE", default_value = "10")]
+    pub login_per_minute: NonZeroU32,
+    /// Login burst per client IP.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_BURST", default_value = "5")]
+    pub login_burst: NonZeroU32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind
+    /// a proxy that sets it; otherwise clients could pick their own bucket).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
+    pub trust_forwarded_for: bool,
+}
+
+/// Edge behaviour: CORS, upstream call limits.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Origins allowed by CORS, comma-separated; `*` allows any; empty
+    /// disables CORS.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_allowed_origins: Vec<String>,
+    /// Limit on one upstream attempt.
+    #[arg(long, env = "UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_attempt_timeout: Duration,
+    /// Limit on a whole upstream call, retries included.
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Calls in flight per upstream; beyond, calls fail fast with 503.
+    #[arg(long, env = "UPSTREAM_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub upstream_max_in_flight: u32,
+}
+
+impl AuthArgs {
+    /// The JWKS URL: configured, or derived from the user service's first URL.
+    pub fn jwks_url(&self, user_url: &str) -> String {
+        self.jwks_url.clone().unwrap_or_else(|| {
+            let first = user_url.split(',').next().unwrap_or(user_url).trim();
+            format!("{}{}", first.trim_end_matches('/'), auth::JWKS_PATH)
+        })
+    }
 }

@@ -1,21 +1,66 @@
 //! `gateway`: wiring only. The public REST and gRPC edge of Ferrishop.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use platform::Service;
 use platform::grpc::GrpcServices;
+use resilience::{RouteConfig, UpstreamConfig};
 
+mod auth;
 mod config;
+mod error;
+mod routes;
+mod upstreams;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: config::Config = platform::config::parse();
     let service = Service::new("gateway", env!("CARGO_PKG_VERSION"), &config.common)
         .unwrap_or_else(|error| platform::fail(error));
-    tracing::debug!(upstreams = ?config.upstreams, "upstreams");
+
+    let edge = &config.edge;
+    let upstream_config = UpstreamConfig {
+        max_in_flight: edge.upstream_max_in_flight as usize,
+        route: RouteConfig {
+            attempt_timeout: edge.upstream_attempt_timeout,
+            timeout: edge.upstream_timeout,
+            ..RouteConfig::default()
+        },
+        ..UpstreamConfig::default()
+    };
+    let services = upstreams::Services::new(&config.upstreams, upstream_config)
+        .unwrap_or_else(|error| platform::fail(error));
+    let keys = auth::Keys::new(auth::KeysConfig {
+        jwks_url: config.auth.jwks_url(&config.upstreams.user_url),
+        issuer: config.auth.issuer.clone(),
+        audience: config.auth.audience.clone(),
+        refresh_interval: config.auth.refresh_interval,
+    });
+    let state = routes::AppState {
+        services,
+        keys: keys.clone(),
+        settings: Arc::new(routes::Settings {
+            order_status_subject_prefix: config.order_status_subject_prefix.clone(),
+        }),
+    };
+
+    let reload = config.auth.reload_period;
+    let loaded = keys.clone();
     service
-        .http(config.http_addr, axum::Router::new())
+        .http(config.http_addr, routes::router(state, edge))
         .grpc(config.grpc_addr, GrpcServices::new())
+        .check("jwks", move || {
+            let loaded = loaded.is_loaded();
+            async move {
+                if loaded {
+                    Ok(())
+                } else {
+                    Err("the user service's JWKS has not been loaded yet".to_owned())
+                }
+            }
+        })
+        .task("jwks", move |cancel| keys.keep_loaded(reload, cancel))
         .run()
         .await
 }

@@ -35,16 +35,14 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use platform::problem::Problem;
-use serde::de::DeserializeOwned;
+use platform::problem::{JsonBody, Problem};
 use serde::{Deserialize, Serialize};
 
 use crate::app::queries::{Cursor, Limit, Page, TransactionKind, TransactionView};
@@ -207,7 +205,7 @@ async fn deposit(
     State(payments): State<Payments>,
     Caller(user): Caller,
     headers: HeaderMap,
-    Body(request): Body<DepositRequest>,
+    JsonBody(request): JsonBody<DepositRequest>,
 ) -> Result<Response, PaymentError> {
     let mut violations = Violations::default();
     let key = headers
@@ -272,7 +270,7 @@ async fn transactions(
 async fn set_payout_iban(
     State(payments): State<Payments>,
     Caller(user): Caller,
-    Body(request): Body<PayoutIbanRequest>,
+    JsonBody(request): JsonBody<PayoutIbanRequest>,
 ) -> Result<Json<AccountResponse>, PaymentError> {
     let iban = match request.iban {
         None => Err(PaymentError::invalid("iban", "required")),
@@ -382,32 +380,6 @@ fn user_id(parts: &Parts) -> Result<UserId, PaymentError> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| UserId::parse(value).ok())
         .ok_or(PaymentError::Unauthenticated)
-}
-
-/// A JSON body whose rejections are problem documents like every other
-/// error: 400 for broken JSON, 415 without a JSON content type, 422 for JSON
-/// of the wrong shape.
-struct Body<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(body_problem(&rejection)),
-        }
-    }
-}
-
-fn body_problem(rejection: &JsonRejection) -> Problem {
-    let code = match rejection {
-        JsonRejection::JsonDataError(_) => "VALIDATION_FAILED",
-        JsonRejection::JsonSyntaxError(_) => "MALFORMED_JSON",
-        JsonRejection::MissingJsonContentType(_) => "UNSUPPORTED_MEDIA_TYPE",
-        _ => "BAD_REQUEST",
-    };
-    Problem::new(rejection.status(), code, rejection.body_text())
 }
 
 /// Collects every bad field of a request, so a client learns all of them at

@@ -20,16 +20,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use platform::problem::Problem;
-use serde::de::DeserializeOwned;
+use platform::problem::{JsonBody, Problem};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, TokenPair};
@@ -127,7 +125,7 @@ impl IntoResponse for TokenPair {
 
 async fn register(
     State(app): State<Arc<App>>,
-    Body(request): Body<RegisterRequest>,
+    JsonBody(request): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), Error> {
     let account = app
         .register(&request.email, request.password, &request.name)
@@ -137,14 +135,14 @@ async fn register(
 
 async fn login(
     State(app): State<Arc<App>>,
-    Body(request): Body<LoginRequest>,
+    JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<TokenPair, Error> {
     app.login(&request.email, request.password).await
 }
 
 async fn refresh(
     State(app): State<Arc<App>>,
-    Body(request): Body<RefreshRequest>,
+    JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<TokenPair, Error> {
     app.refresh(request.refresh_token).await
 }
@@ -156,7 +154,7 @@ async fn me(State(app): State<Arc<App>>, caller: CallerId) -> Result<Json<UserRe
 async fn update_me(
     State(app): State<Arc<App>>,
     caller: CallerId,
-    Body(patch): Body<ProfilePatch>,
+    JsonBody(patch): JsonBody<ProfilePatch>,
 ) -> Result<Json<UserResponse>, Error> {
     let changes = ProfileChanges::parse(patch.name.as_deref()).map_err(Error::Validation)?;
     Ok(Json(app.update_profile(caller.0, changes).await?.into()))
@@ -190,32 +188,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerId {
         tracing::Span::current().record("user_id", tracing::field::display(id));
         Ok(CallerId(id))
     }
-}
-
-/// A JSON body whose rejections are problem documents like every other
-/// error: 400 for broken JSON, 415 without a JSON content type, 422 for JSON
-/// of the wrong shape.
-struct Body<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(body_problem(&rejection)),
-        }
-    }
-}
-
-fn body_problem(rejection: &JsonRejection) -> Problem {
-    let code = match rejection {
-        JsonRejection::JsonDataError(_) => "VALIDATION_FAILED",
-        JsonRejection::JsonSyntaxError(_) => "MALFORMED_JSON",
-        JsonRejection::MissingJsonContentType(_) => "UNSUPPORTED_MEDIA_TYPE",
-        _ => "BAD_REQUEST",
-    };
-    Problem::new(rejection.status(), code, rejection.body_text())
 }
 
 // ---------------------------------------------------------------- errors

@@ -1,0 +1,281 @@
+//! Who is calling: access tokens checked against the user service's keys.
+//!
+//! The gateway holds only the user service's public keys (its JWKS), fetched
+//! at start and kept in memory, so it goes on verifying tokens while the
+//! user service is down. A token signed with a key it has not seen (the user
+//! service rotated) triggers one refetch, at most every
+//! [`Config::jwks_refresh_interval`](crate::config::AuthArgs) (10 s): a flood of
+//! forged `kid`s cannot turn into a flood of JWKS requests.
+//!
+//! [`identify`] runs before every route: a request with a valid token gets a
+//! [`Caller`] in its extensions, one without a token none, and one with a bad
+//! token is refused with 401 there and then (even on public routes: a client
+//! that sends a broken token wants to know). Handlers then ask for what they
+//! need: [`Caller`] (401 without one), [`Admin`] (403 for others), or
+//! `Option<Caller>`.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use auth::{Claims, JwkSet, KeySet, Verifier, VerifyError};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// The verified caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|role| role == auth::ADMIN_ROLE)
+    }
+
+    /// The `x-user-roles` value services read.
+    pub fn roles_header(&self) -> String {
+        self.roles.join(",")
+    }
+}
+
+impl From<Claims> for Caller {
+    fn from(claims: Claims) -> Self {
+        Self {
+            user_id: claims.sub,
+            roles: claims.roles,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthenticated(VerifyError::Missing))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned())
+    }
+}
+
+/// A caller with the `admin` role.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+        if caller.is_admin() {
+            Ok(Self(caller))
+        } else {
+            Err(ApiError::Forbidden(auth::ADMIN_ROLE))
+        }
+    }
+}
+
+/// Middleware: verifies the bearer token, if any, and records the caller.
+pub async fn identify(State(keys): State<Keys>, mut request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or("\u{0}"));
+    if authorization.is_some() {
+        match keys.verify(authorization).await {
+            Ok(claims) => {
+                tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+                request.extensions_mut().insert(Caller::from(claims));
+            }
+            Err(error) => {
+                tracing::info!(reason = error.kind(), %error, "token refused");
+                return ApiError::Unauthenticated(error).into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Settings of [`Keys`].
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Where the user service publishes its JWKS.
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Least time between two fetches triggered by unknown key ids.
+    pub refresh_interval: Duration,
+}
+
+/// The user service's public keys, refreshed on demand.
+#[derive(Clone)]
+pub struct Keys {
+    inner: Arc<KeysInner>,
+}
+
+struct KeysInner {
+    config: KeysConfig,
+    client: reqwest::Client,
+    verifier: RwLock<Arc<Verifier>>,
+    /// When the last fetch was started; the lock also makes concurrent
+    /// refetches wait for one fetch instead of each sending their own.
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("jwks_url", &self.inner.config.jwks_url)
+            .field("keys", &self.current().keys().len())
+            .finish()
+    }
+}
+
+/// Why the JWKS could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("fetching the JWKS from {url} failed: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the JWKS at {url} holds no usable key")]
+    NoKeys { url: String },
+}
+
+impl Keys {
+    /// Keys with none loaded yet; [`Keys::refresh`] loads them.
+    pub fn new(config: KeysConfig) -> Self {
+        let verifier = Verifier::new(KeySet::default(), &config.issuer, &config.audience);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(KeysInner {
+                config,
+                client,
+                verifier: RwLock::new(Arc::new(verifier)),
+                last_fetch: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Whether any key has been loaded: the gateway is ready once it has.
+    pub fn is_loaded(&self) -> bool {
+        !self.current().keys().is_empty()
+    }
+
+    fn current(&self) -> Arc<Verifier> {
+        match self.inner.verifier.read() {
+            Ok(verifier) => verifier.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Verifies an `Authorization` header value, refetching the keys once
+    /// when the token names a key not seen yet.
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, VerifyError> {
+        match self.current().verify_authorization(authorization) {
+            Err(error) if error.is_unknown_key() => {
+                if let Err(fetch) = self.refresh_if_due().await {
+                    tracing::warn!(error = %fetch, "could not refresh the JWKS");
+                }
+                self.current().verify_authorization(authorization)
+            }
+            result => result,
+        }
+    }
+
+    /// Fetches the JWKS unless a fetch started less than the refresh
+    /// interval ago.
+    pub async fn refresh_if_due(&self) -> Result<(), JwksError> {
+        let mut last = self.inner.last_fetch.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.inner.config.refresh_interval) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        self.fetch().await
+    }
+
+    /// Fetches the JWKS now and replaces the keys (an empty or unreadable
+    /// document leaves the current keys in place).
+    pub async fn refresh(&self) -> Result<(), JwksError> {
+        *self.inner.last_fetch.lock().await = Some(Instant::now());
+        self.fetch().await
+    }
+
+    async fn fetch(&self) -> Result<(), JwksError> {
+        let config = &self.inner.config;
+        let fail = |source| JwksError::Fetch {
+            url: config.jwks_url.clone(),
+            source,
+        };
+        let document: JwkSet = self
+            .inner
+            .client
+            .get(&config.jwks_url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(fail)?
+            .json()
+            .await
+            .map_err(fail)?;
+        let keys = KeySet::from_jwks(&document);
+        if keys.is_empty() {
+            return Err(JwksError::NoKeys {
+                url: config.jwks_url.clone(),
+            });
+        }
+        tracing::info!(keys = keys.len(), url = %config.jwks_url, "JWKS loaded");
+        let verifier = Verifier::new(keys, &config.issuer, &config.audience);
+        match self.inner.verifier.write() {
+            Ok(mut current) => *current = Arc::new(verifier),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
+        }
+        Ok(())
+    }
+
+    /// Loads the keys at start, retrying with backoff until it succeeds or
+    /// `cancel` fires; then keeps them fresh every `period`.
+    pub async fn keep_loaded(self, period: Duration, cancel: tokio_util::sync::CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(()) => {
+                    delay = Duration::from_millis(200);
+                    period
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "JWKS not loaded");
+                    let wait = delay;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

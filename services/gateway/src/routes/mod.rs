@@ -1,0 +1,181 @@
+//! The public REST API: DESIGN.md's route table, and the edge around it.
+//!
+//! Layers, outermost first (each request passes them in this order):
+//!
+//! 1. `x-request-id`: the client's, or a new UUID; echoed on the response,
+//!    recorded on the request's span and sent upstream.
+//! 2. CORS, then gzip compression of responses.
+//! 3. [`auth::identify`]: a valid bearer token becomes a [`Caller`]; a bad
+//!    one is refused with 401.
+//! 4. The rate limit, per user when there is a caller, else per client IP.
+//! 5. The body limit (1 MiB → 413) and the handler.
+//!
+//! Handlers are thin: read the request, call one upstream, translate the
+//! answer. Errors become problem+json in [`ApiError`] alone.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use http::{HeaderName, HeaderValue};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+use crate::auth::{self, Caller, Keys};
+use crate::config::EdgeArgs;
+use crate::error::ApiError;
+use crate::upstreams::Services;
+
+pub mod proxy;
+
+/// Largest request body the gateway reads.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The request id header, accepted from clients and generated otherwise.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub keys: Keys,
+    pub settings: Arc<Settings>,
+}
+
+/// Fixed settings handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `<prefix>.<order id>.status` is where order status changes are published.
+    pub order_status_subject_prefix: String,
+}
+
+/// The REST API with its edge layers.
+pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
+    let api = Router::new()
+        .route("/api/v1/users", post(proxy::user))
+        .route("/api/v1/auth/login", post(proxy::user))
+        .route("/api/v1/auth/refresh", post(proxy::user))
+        .route(
+            "/api/v1/users/me",
+            get(proxy::user_authenticated).patch(proxy::user_authenticated),
+        )
+        .route("/api/v1/wallet", get(proxy::payment_authenticated))
+        .route(
+            "/api/v1/wallet/deposits",
+            post(proxy::payment_authenticated),
+        )
+        .route(
+            "/api/v1/wallet/transactions",
+            get(proxy::payment_authenticated),
+        )
+        .route(
+            "/api/v1/wallet/payout-iban",
+            put(proxy::payment_authenticated),
+        )
+        .route(
+            "/api/v1/admin/wallets/{user_id}/{action}",
+            post(proxy::payment_admin),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.keys.clone(),
+            auth::identify,
+        ))
+        .layer(middleware::from_fn(record_request_id))
+        .layer(CompressionLayer::new())
+        .layer(cors(&edge.cors_allowed_origins))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid));
+    api.with_state(state)
+}
+
+/// 404 problem+json for a path no route matches.
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {}", request.uri().path()))
+}
+
+/// 405 problem+json.
+async fn method_not_allowed(request: Request) -> Response {
+    platform::problem::Problem::new(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+/// Puts the request id on the request's span (and so on its log lines).
+async fn record_request_id(request: Request, next: Next) -> Response {
+    if let Some(id) = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+    {
+        tracing::Span::current().record("request_id", id);
+    }
+    next.run(request).await
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .map(|origin| origin.trim())
+        .filter(|origin| !origin.is_empty())
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            REQUEST_ID.clone(),
+            http::header::LOCATION,
+            http::header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ]);
+    if origins.iter().any(|origin| origin == "*") {
+        layer.allow_origin(Any)
+    } else if origins.is_empty() {
+        layer.allow_origin(AllowOrigin::list([]))
+    } else {
+        layer.allow_origin(origins)
+    }
+}
+
+/// The caller of a request as gRPC metadata for order and inventory, with
+/// the request id and trace context: what [`proxy`] does for REST.
+pub fn upstream_request<T>(
+    message: T,
+    caller: Option<&Caller>,
+    request_id: Option<&RequestId>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    if let Some(caller) = caller {
+        if let Ok(id) = caller.user_id.to_string().parse() {
+            metadata.insert(proto::metadata::USER_ID, id);
+        }
+        if let Ok(roles) = caller.roles_header().parse() {
+            metadata.insert(proto::metadata::USER_ROLES, roles);
+        }
+    }
+    if let Some(id) = request_id
+        .and_then(|id| id.header_value().to_str().ok())
+        .and_then(|id| id.parse().ok())
+    {
+        metadata.insert("x-request-id", id);
+    }
+    request
+}

@@ -1,0 +1,176 @@
+//! Routes served by user and payment over REST, forwarded path for path.
+//!
+//! The gateway's part is the edge's: it has already checked the token and
+//! the rate limit; here it drops what a client must not set (`x-user-id`,
+//! `x-user-roles`: services trust them from the gateway alone) and hop-by-hop
+//! headers, sets the verified caller, the request id and the trace context,
+//! and sends the request through the upstream's resilience stack. The
+//! upstream's answer, problem documents included, goes back unchanged.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::{self, HeaderMap, HeaderName};
+use tower::{Service, ServiceExt};
+
+use super::{AppState, BODY_LIMIT};
+use crate::auth::{Admin, Caller};
+use crate::error::ApiError;
+use crate::upstreams::RestClient;
+
+/// Forwards to the user service.
+pub async fn user(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    request: Request,
+) -> Response {
+    forward(state.services.user.clone(), caller.as_ref(), request).await
+}
+
+/// Forwards to the payment service.
+pub async fn payment(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    request: Request,
+) -> Response {
+    forward(state.services.payment.clone(), caller.as_ref(), request).await
+}
+
+/// The same as [`user`] and [`payment`], for routes that require a caller:
+/// refuses anonymous requests at the edge with 401.
+pub async fn user_authenticated(
+    state: State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Response {
+    user(state, Some(caller), request).await
+}
+
+pub async fn payment_authenticated(
+    state: State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Response {
+    payment(state, Some(caller), request).await
+}
+
+/// Payment's admin routes: refused at the edge for non-admins.
+pub async fn payment_admin(
+    state: State<AppState>,
+    Admin(caller): Admin,
+    request: Request,
+) -> Response {
+    payment(state, Some(caller), request).await
+}
+
+async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response(),
+    };
+    prepare_headers(&mut parts.headers, caller);
+    platform::propagation::inject_current(&mut parts.headers);
+    let upstream = http::Request::from_parts(parts, Bytes::from(body));
+    let response = match client.ready().await {
+        Ok(ready) => ready.call(upstream).await,
+        Err(error) => Err(error),
+    };
+    match response {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(error) => ApiError::Upstream(error).into_response(),
+    }
+}
+
+/// Headers a client may not pass on, and those the gateway sets instead.
+fn prepare_headers(headers: &mut HeaderMap, caller: Option<&Caller>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(proto::metadata::USER_ID);
+    headers.remove(proto::metadata::USER_ROLES);
+    if let Some(caller) = caller {
+        if let Ok(id) = HeaderValue::from_str(&caller.user_id.to_string()) {
+            headers.insert(proto::metadata::USER_ID, id);
+        }
+        if let Ok(roles) = HeaderValue::from_str(&caller.roles_header()) {
+            headers.insert(proto::metadata::USER_ROLES, roles);
+        }
+    }
+}
+
+/// RFC 9110 §7.6.1: connection-specific headers end at each hop.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn client_identity_headers_are_replaced_by_the_verified_caller() {
+        let mut headers = HeaderMap::new();
+        headers.insert(proto::metadata::USER_ID, HeaderValue::from_static("forged"));
+        headers.insert(
+            proto::metadata::USER_ROLES,
+            HeaderValue::from_static("admin"),
+        );
+        let caller = Caller {
+            user_id: Uuid::nil(),
+            roles: vec!["customer".into()],
+        };
+        prepare_headers(&mut headers, Some(&caller));
+        assert_eq!(headers[proto::metadata::USER_ID], Uuid::nil().to_string());
+        assert_eq!(headers[proto::metadata::USER_ROLES], "customer");
+    }
+
+    #[test]
+    fn anonymous_requests_carry_no_identity() {
+        let mut headers = HeaderMap::new();
+        headers.insert(proto::metadata::USER_ID, HeaderValue::from_static("forged"));
+        prepare_headers(&mut headers, None);
+        assert!(headers.get(proto::metadata::USER_ID).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+    }
+}

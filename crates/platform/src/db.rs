@@ -147,6 +147,28 @@ impl Database {
     }
 }
 
+/// Whether a statement that failed with `error` may succeed if tried again:
+/// the pool or connection failed, or Postgres reported a serialization
+/// failure, deadlock, lock timeout, shutdown or connection problem. Anything
+/// else (a constraint a use case did not anticipate, a type mismatch) is a
+/// bug, and retrying will not help.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
+}
+
 /// Creates the database named by `options` through the server's `postgres`
 /// database when it does not exist. Concurrent creators are fine: losing the
 /// race (`duplicate_database`) counts as success.
@@ -174,4 +196,19 @@ pub async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), Db
     }
     admin.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connectivity_failures_are_transient_and_bugs_are_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("id".into())));
+    }
 }

@@ -113,35 +113,15 @@ impl InventoryError {
 }
 
 impl From<sqlx::Error> for InventoryError {
-    /// Connectivity problems are worth a retry; anything else reaching here
-    /// (a constraint the use case did not anticipate, a type mismatch) is a
-    /// bug.
+    /// Connectivity problems are worth a retry
+    /// ([`platform::db::is_transient`]); anything else reaching here is a bug.
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(format!("database: {error}")),
-            sqlx::Error::Database(ref database)
-                if database
-                    .code()
-                    .is_some_and(|code| is_transient_sqlstate(&code)) =>
-            {
-                Self::Unavailable(format!("database: {error}"))
-            }
-            other => Self::Internal(format!("database: {other}")),
+        if platform::db::is_transient(&error) {
+            Self::Unavailable(format!("database: {error}"))
+        } else {
+            Self::Internal(format!("database: {error}"))
         }
     }
-}
-
-/// SQLSTATEs after which the same statement may succeed: serialization
-/// failure, deadlock, and the connection/operator-intervention classes.
-fn is_transient_sqlstate(code: &str) -> bool {
-    matches!(
-        code,
-        "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
-    ) || code.starts_with("08")
 }
 
 impl From<platform::faults::InjectedFault> for InventoryError {

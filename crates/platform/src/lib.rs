@@ -35,6 +35,7 @@ pub mod grpc;
 pub mod health;
 pub mod http_layers;
 pub mod metrics;
+pub mod notify;
 pub mod problem;
 pub mod propagation;
 pub mod service;

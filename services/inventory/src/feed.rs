@@ -1,35 +1,18 @@
 //! The stock feed: every stock change, from every replica, as it commits.
 //!
-//! `WatchStock` must see changes made by any replica of the service, not only
-//! its own, so the source of truth is the database: a trigger on the `stock`
-//! table sends a `pg_notify('inventory_stock', <level as JSON>)` with each
-//! change, which Postgres delivers when (and only if) the transaction commits.
-//! Each process holds **one** listening connection, however many clients are
-//! watching — taken from the service's pool for as long as the process runs,
-//! so one of `DATABASE_MAX_CONNECTIONS` serves the feed — and fans
-//! notifications out through an in-process broadcast channel; every watcher
-//! filters it for its product.
+//! A trigger on the `stock` table sends `pg_notify('inventory_stock', <level
+//! as JSON>)` with each change; [`platform::notify`] fans it out, and every
+//! watcher filters it for its product. A missed notification is harmless: a
+//! stock level is a snapshot, the latest one supersedes every one before it.
 //!
 //! The price: Postgres serialises the commits of notifying transactions (a
 //! global lock held while they commit) — small next to the per-product row
 //! lock every reservation already queues on, and it buys cross-replica
 //! watching without another broker.
-//!
-//! Notifications are a hint, not a log: one sent while the listening
-//! connection was down is lost, and a watcher that reads too slowly loses the
-//! oldest ones queued for it. Both cases end the same way — the watcher is
-//! told to re-read the current level ([`FeedEvent::Resync`]) — which is
-//! enough because a stock level is a snapshot: the latest one supersedes
-//! every one before it.
-
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use platform::notify::NotifyFeed;
 use serde::Deserialize;
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::product::ProductId;
@@ -41,87 +24,15 @@ const CHANNEL: &str = "inventory_stock";
 /// Notifications a watcher may fall behind by before it must re-read.
 const CAPACITY: usize = 1024;
 
-/// What a watcher receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedEvent {
-    /// A product's stock changed to this level.
-    Changed(StockLevel),
-    /// Changes may have been missed: re-read the current level.
-    Resync,
-}
+/// What a watcher receives: a product's new stock level, or re-read.
+pub type FeedEvent = platform::notify::FeedEvent<StockLevel>;
 
 /// Fans stock notifications out to the watchers of this process.
-#[derive(Debug, Clone)]
-pub struct StockFeed {
-    sender: broadcast::Sender<FeedEvent>,
-}
+pub type StockFeed = NotifyFeed<StockLevel>;
 
-impl Default for StockFeed {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl StockFeed {
-    pub fn new() -> Self {
-        let (sender, _) = broadcast::channel(CAPACITY);
-        Self { sender }
-    }
-
-    /// Every event from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
-        self.sender.subscribe()
-    }
-
-    /// Listens until `cancel` fires, reconnecting with backoff (250 ms
-    /// doubling to 5 s) whenever the connection fails. After every
-    /// (re)connection watchers are told to resync, since anything sent while
-    /// no one listened is gone.
-    pub async fn run(self, pool: PgPool, cancel: CancellationToken) {
-        let mut delay = Duration::from_millis(250);
-        while !cancel.is_cancelled() {
-            match self.listen(&pool, &cancel).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "stock feed interrupted");
-                }
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    async fn listen(&self, pool: &PgPool, cancel: &CancellationToken) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
-        tracing::info!(channel = CHANNEL, "stock feed listening");
-        self.publish(FeedEvent::Resync);
-        loop {
-            let notification = tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                notification = listener.try_recv() => notification?,
-            };
-            match notification {
-                Some(notification) => match parse(notification.payload()) {
-                    Ok(level) => self.publish(FeedEvent::Changed(level)),
-                    Err(error) => {
-                        tracing::error!(%error, payload = notification.payload(), "unreadable stock notification");
-                        self.publish(FeedEvent::Resync);
-                    }
-                },
-                // The connection dropped; the next try_recv reconnects.
-                None => self.publish(FeedEvent::Resync),
-            }
-        }
-    }
-
-    fn publish(&self, event: FeedEvent) {
-        // An error only means no one is watching right now.
-        let _ = self.sender.send(event);
-    }
+/// The stock feed of this process's database.
+pub fn stock_feed() -> StockFeed {
+    NotifyFeed::new(CHANNEL, CAPACITY, parse)
 }
 
 /// The trigger's payload.

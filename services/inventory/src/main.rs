@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
     let brokers = ::messaging::Messaging::new(&config.messaging, "inventory")
         .unwrap_or_else(|error| platform::fail(error));
 
-    let feed = feed::StockFeed::new();
+    let feed = feed::stock_feed();
     let inventory = app::Inventory::new(
         store::Store::new(database.pool().clone()),
         feed.clone(),

@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
         },
     )
     .unwrap_or_else(|error| platform::fail(error));
-    let feed = feed::StatusFeed::new();
+    let feed = feed::status_feed();
     let read_models = projections::orders::OrderReadModels::new(pool.clone());
     let orders = app::Orders::new(
         store,

@@ -10,6 +10,7 @@ use resilience::{RouteConfig, UpstreamConfig};
 mod auth;
 mod config;
 mod error;
+mod grpc_proxy;
 mod rate_limit;
 mod routes;
 mod upstreams;
@@ -39,6 +40,8 @@ async fn main() -> ExitCode {
         refresh_interval: config.auth.refresh_interval,
     });
     let rate_limiter = rate_limit::RateLimiter::new(&config.limits);
+    let public_grpc = grpc_proxy::Edge::new(keys.clone(), rate_limiter.clone());
+    let grpc_channels = services.grpc.clone();
     let state = routes::AppState {
         services,
         keys: keys.clone(),
@@ -52,7 +55,15 @@ async fn main() -> ExitCode {
     let loaded = keys.clone();
     service
         .http(config.http_addr, routes::router(state, edge))
-        .grpc(config.grpc_addr, GrpcServices::new())
+        .grpc(
+            config.grpc_addr,
+            GrpcServices::new()
+                .add_service(public_grpc.order(grpc_channels.order))
+                .add_service(public_grpc.inventory(grpc_channels.inventory))
+                .add_service(public_grpc.payment(grpc_channels.payment))
+                .add_service(public_grpc.user(grpc_channels.user))
+                .describe(proto::FILE_DESCRIPTOR_SET),
+        )
         .check("jwks", move || {
             let loaded = loaded.is_loaded();
             async move {

@@ -33,7 +33,11 @@ use crate::error::ApiError;
 use crate::rate_limit::{self, RateLimiter};
 use crate::upstreams::Services;
 
+pub mod admin;
+pub mod catalogue;
+pub mod orders;
 pub mod proxy;
+pub mod shared;
 
 /// Largest request body the gateway reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -49,6 +53,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Rate limits, shared with the public gRPC port.
     pub rate_limiter: RateLimiter,
+    /// NATS (order status notifications, fault flags): connects on first
+    /// use, so the gateway serves while NATS is down.
+    pub nats: messaging::Nats,
 }
 
 /// Fixed settings handlers read.
@@ -84,6 +91,24 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         .route(
             "/api/v1/admin/wallets/{user_id}/{action}",
             post(proxy::payment_admin),
+        )
+        .route(
+            "/api/v1/products",
+            get(catalogue::list_products).post(catalogue::create_product),
+        )
+        .route("/api/v1/products/{id}", get(catalogue::get_product))
+        .route("/api/v1/products/{id}/quote", get(catalogue::quote))
+        .route("/api/v1/products/{id}/restock", post(catalogue::restock))
+        .route(
+            "/api/v1/orders",
+            get(orders::list_orders).post(orders::place_order),
+        )
+        .route("/api/v1/orders/{id}", get(orders::get_order))
+        .route("/api/v1/orders/{id}/cancel", post(orders::cancel_order))
+        .route("/api/v1/admin/sagas", get(admin::list_sagas))
+        .route(
+            "/api/v1/admin/faults/{name}",
+            put(admin::put_fault).delete(admin::delete_fault),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -5,6 +5,7 @@
 #   RabbitMQ     127.0.0.1:5672   guest/guest
 #   NATS         127.0.0.1:4222   JetStream enabled
 #   Kafka API    127.0.0.1:9092   tansu (Kafka-compatible broker, in-memory storage)
+#   prometheus   installed, not started: the end-to-end observability test starts its own
 #
 # Whatever is already listening is left alone, so running this again is harmless.
 # The per-service databases (users, orders, payments, inventory) are created if missing.
@@ -460,12 +461,28 @@ kafka_up() {
   fi
 }
 
+# --------------------------------------------------------------------------- Prometheus
+
+# Installed only: crates/e2e/tests/observability.rs starts a prometheus of its
+# own, on a free port, scraping the services it spawned. Debian's package
+# comes with a system service; where systemd runs it, that one listens on 9090.
+prometheus_installed() {
+  local name=prometheus
+  if command -v prometheus >/dev/null 2>&1; then
+    ok $name "installed ($(prometheus --version 2>&1 | sed -n '1s/^prometheus, version \([^ ]*\).*/\1/p'); started by the tests that need it)"
+    return
+  fi
+  apt_install prometheus || { fail $name "could not install the prometheus package (log: $STATE_DIR/apt.log)"; return; }
+  ok $name "installed (started by the tests that need it)"
+}
+
 # ---------------------------------------------------------------------------
 
 postgres_up
 rabbitmq_up
 nats_up
 kafka_up
+prometheus_installed
 
 if ((${#FAILED[@]})); then
   echo "infra-up: could not bring up: ${FAILED[*]} (state and logs in $STATE_DIR)" >&2

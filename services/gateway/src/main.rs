@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
             order_status_subject_prefix: config.order_status_subject_prefix.clone(),
         }),
         rate_limiter: rate_limiter.clone(),
+        nats: messaging::Nats::new(messaging::NatsConfig::new(&config.nats_url, "gateway")),
     };
 
     let reload = config.auth.reload_period;

@@ -4,3 +4,18 @@
 //! `testkit::process`) against the real Postgres and brokers, and check them
 //! only through their public surface: HTTP, gRPC, exit codes and log lines.
 //! `cargo nextest run --workspace --all-targets` builds the binaries first.
+//!
+//! The library is what those tests share:
+//!
+//! - [`stack`]: the five services started as processes, the gateway last,
+//!   each stack with its own databases and broker names;
+//! - [`api`]: a REST client of the gateway that records every exchange;
+//! - [`openapi`]: checks recorded responses against `/api/openapi.json`.
+//!
+//! Like `testkit`, this crate runs only inside tests, where a panic with a
+//! clear message is the failure report.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod api;
+pub mod openapi;
+pub mod stack;

@@ -11,6 +11,7 @@ mod auth;
 mod config;
 mod error;
 mod grpc_proxy;
+mod openapi;
 mod rate_limit;
 mod routes;
 mod upstreams;
@@ -50,7 +51,10 @@ async fn main() -> ExitCode {
         }),
         rate_limiter: rate_limiter.clone(),
         nats: messaging::Nats::new(messaging::NatsConfig::new(&config.nats_url, "gateway")),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     };
+    let nats = state.nats.clone();
+    let streams = state.shutdown.clone();
 
     let reload = config.auth.reload_period;
     let loaded = keys.clone();
@@ -76,6 +80,11 @@ async fn main() -> ExitCode {
             }
         })
         .task("jwks", move |cancel| keys.keep_loaded(reload, cancel))
+        .task("nats", move |cancel| routes::events::connect_nats(nats, cancel))
+        .task("event-streams", move |cancel| async move {
+            cancel.cancelled().await;
+            streams.cancel();
+        })
         .task("rate-limits", move |cancel| {
             rate_limiter.keep_trimmed(rate_limit::TRIM_PERIOD, cancel)
         })

@@ -35,6 +35,8 @@ use crate::upstreams::Services;
 
 pub mod admin;
 pub mod catalogue;
+pub mod dashboard;
+pub mod events;
 pub mod orders;
 pub mod proxy;
 pub mod shared;
@@ -56,6 +58,9 @@ pub struct AppState {
     /// NATS (order status notifications, fault flags): connects on first
     /// use, so the gateway serves while NATS is down.
     pub nats: messaging::Nats,
+    /// Cancelled when the gateway shuts down: long-lived responses (order
+    /// event streams) end then instead of holding the shutdown up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Fixed settings handlers read.
@@ -105,6 +110,9 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         )
         .route("/api/v1/orders/{id}", get(orders::get_order))
         .route("/api/v1/orders/{id}/cancel", post(orders::cancel_order))
+        .route("/api/v1/orders/{id}/events", get(events::follow_order))
+        .route("/api/v1/me/dashboard", get(dashboard::dashboard))
+        .route("/api/openapi.json", get(crate::openapi::document))
         .route("/api/v1/admin/sagas", get(admin::list_sagas))
         .route(
             "/api/v1/admin/faults/{name}",

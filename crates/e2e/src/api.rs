@@ -74,6 +74,14 @@ impl Reply {
     /// Asserts the reply is an RFC 9457 problem with `status` and `code`.
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
+        self.assert_problem_status(status);
+        assert_eq!(self.body["code"], code, "{self}");
+    }
+
+    /// Asserts the reply is an RFC 9457 problem with `status` and a `code`;
+    /// returns the code.
+    #[track_caller]
+    pub fn assert_problem_status(&self, status: u16) -> &str {
         assert_eq!(self.status, status, "{self}");
         assert_eq!(
             self.content_type(),
@@ -81,10 +89,20 @@ impl Reply {
             "a problem document: {self}"
         );
         assert_eq!(self.body["status"], status, "{self}");
-        assert_eq!(self.body["code"], code, "{self}");
         for member in ["type", "title", "detail"] {
             assert!(self.body[member].is_string(), "no {member}: {self}");
         }
+        let code = self.body["code"].as_str().unwrap_or_default();
+        assert!(!code.is_empty(), "no code: {self}");
+        code
+    }
+
+    /// Asserts the reply is a 404 problem (`NOT_FOUND`, or a more specific
+    /// `<THING>_NOT_FOUND`).
+    #[track_caller]
+    pub fn assert_not_found(&self) {
+        let code = self.assert_problem_status(404);
+        assert!(code.ends_with("NOT_FOUND"), "{self}");
     }
 }
 

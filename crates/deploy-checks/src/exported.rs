@@ -66,6 +66,98 @@ impl Scan {
     }
 }
 
+/// A metric recorded without the macros (through a `Recorder` and a `Key`
+/// built by hand, e.g. to cache keys on a hot path): what it is and which
+/// file records it, for [`Scan::add_declared`] to verify.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    /// Relative to the repository root.
+    pub file: &'static str,
+}
+
+impl Scan {
+    /// Adds metrics recorded without the macros. Each must still be backed
+    /// by its file: the name and every label as string literals there, and a
+    /// `register_<kind>` call (or the kind's macro). A declared metric the
+    /// macros record too must agree with them on kind and labels.
+    pub fn add_declared(&mut self, declared: &[Declared]) {
+        self.add_declared_from(declared, |file| {
+            std::fs::read_to_string(crate::repo_path(file)).map_err(|error| error.to_string())
+        });
+    }
+
+    /// [`Scan::add_declared`], reading files with `read`.
+    pub fn add_declared_from(
+        &mut self,
+        declared: &[Declared],
+        read: impl Fn(&str) -> Result<String, String>,
+    ) {
+        for metric in declared {
+            let labels: BTreeSet<String> = metric
+                .labels
+                .iter()
+                .map(|label| (*label).to_owned())
+                .collect();
+            if let Some(found) = self.metrics.get(metric.name) {
+                if found.kind != metric.kind || found.labels != labels {
+                    self.problems.push(format!(
+                        "{} is declared as a {:?} with labels {labels:?} but recorded as a {:?} with {:?} at {}",
+                        metric.name,
+                        metric.kind,
+                        found.kind,
+                        found.labels,
+                        found.sites.join(", ")
+                    ));
+                }
+                continue;
+            }
+            let text = match read(metric.file) {
+                Ok(text) => without_comments(&without_test_modules(&text)),
+                Err(error) => {
+                    self.problems.push(format!(
+                        "{} is declared as recorded in {}, which cannot be read: {error}",
+                        metric.name, metric.file
+                    ));
+                    continue;
+                }
+            };
+            let (register, macro_name) = match metric.kind {
+                Kind::Counter => ("register_counter", "counter!"),
+                Kind::Gauge => ("register_gauge", "gauge!"),
+                Kind::Histogram => ("register_histogram", "histogram!"),
+            };
+            let mut missing: Vec<String> = std::iter::once(metric.name)
+                .chain(metric.labels.iter().copied())
+                .filter(|literal| !text.contains(&format!("\"{literal}\"")))
+                .map(|literal| format!("\"{literal}\""))
+                .collect();
+            if !text.contains(register) && !text.contains(macro_name) {
+                missing.push(register.to_owned());
+            }
+            if missing.is_empty() {
+                self.metrics.insert(
+                    metric.name.to_owned(),
+                    Metric {
+                        kind: metric.kind,
+                        labels,
+                        sites: vec![format!("{} (declared)", metric.file)],
+                    },
+                );
+            } else {
+                self.problems.push(format!(
+                    "{} is declared as recorded in {}, which has no {}: update the declaration",
+                    metric.name,
+                    metric.file,
+                    missing.join(", ")
+                ));
+            }
+        }
+    }
+}
+
 const MACROS: [(&str, Kind); 3] = [
     ("counter!", Kind::Counter),
     ("gauge!", Kind::Gauge),
@@ -509,6 +601,46 @@ fn f() {
         let scan = scan(&sources(&[("d.rs", text)]));
         assert_eq!(scan.metrics.keys().collect::<Vec<_>>(), ["yes"]);
         assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+    }
+
+    #[test]
+    fn declared_metrics_are_checked_against_their_file_and_the_macros() {
+        const LABELS: &[&str] = &["system", "outcome"];
+        let declared = |name| Declared {
+            name,
+            kind: Kind::Histogram,
+            labels: LABELS,
+            file: "t.rs",
+        };
+        let file = "pub const D: &str = \"d_seconds\";\nfn r() { let k = Key::from_parts(D, vec![Label::new(\"system\", s), Label::new(\"outcome\", o)]); recorder.register_histogram(&k, &M); }\n";
+        let read = |_: &str| Ok(file.to_owned());
+        let mut scan = Scan::default();
+        scan.add_declared_from(&[declared("d_seconds")], read);
+        assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+        assert_eq!(scan.metrics["d_seconds"].labels.len(), 2);
+        // Not in the file: reported.
+        let mut scan = Scan::default();
+        scan.add_declared_from(&[declared("e_seconds")], read);
+        assert_eq!(scan.problems.len(), 1, "{:?}", scan.problems);
+        assert!(scan.problems[0].contains("\"e_seconds\""));
+        // Recorded by a macro too, with other labels: reported.
+        let mut scan = scan_from(&[(
+            "m.rs",
+            "fn f() { histogram!(\"d_seconds\", \"system\" => s).record(1.0); }",
+        )]);
+        scan.add_declared_from(&[declared("d_seconds")], read);
+        assert_eq!(scan.problems.len(), 1, "{:?}", scan.problems);
+        // ... with the same labels: fine.
+        let mut scan = scan_from(&[(
+            "m.rs",
+            "fn f() { histogram!(\"d_seconds\", \"system\" => s, \"outcome\" => o).record(1.0); }",
+        )]);
+        scan.add_declared_from(&[declared("d_seconds")], |_| Err("unread".into()));
+        assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+    }
+
+    fn scan_from(files: &[(&str, &str)]) -> Scan {
+        scan(&sources(files))
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! RabbitMQ, confirms), then
 //!
 //! - each service's `/metrics` carries the DESIGN.md metrics it owns, with
-//!   non-zero counts;
+//!   non-zero counts, and the process, runtime and connection-pool gauges;
 //! - a real Prometheus (Debian's `prometheus`, started here) scraping the
 //!   services with `deploy/prometheus.yml`'s job names answers
 //!   `ferrishop_saga_total{outcome="completed"} > 0`, and the dashboards'
@@ -46,6 +46,15 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
     (
         "user",
         &[
+            ("process_resident_memory_bytes", Kind::Gauge, &[]),
+            ("process_open_fds", Kind::Gauge, &[]),
+            ("tokio_runtime_alive_tasks", Kind::Gauge, &[]),
+            (
+                "db_client_connection_count",
+                Kind::Gauge,
+                &[("db_client_connection_state", "idle")],
+            ),
+            ("db_client_connection_max", Kind::Gauge, &[]),
             (
                 "http_server_request_duration_seconds",
                 Kind::Histogram,
@@ -65,6 +74,15 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
     (
         "inventory",
         &[
+            ("process_resident_memory_bytes", Kind::Gauge, &[]),
+            ("process_open_fds", Kind::Gauge, &[]),
+            ("tokio_runtime_alive_tasks", Kind::Gauge, &[]),
+            (
+                "db_client_connection_count",
+                Kind::Gauge,
+                &[("db_client_connection_state", "idle")],
+            ),
+            ("db_client_connection_max", Kind::Gauge, &[]),
             ("http_server_request_duration_seconds", Kind::Histogram, &[]),
             (
                 "rpc_server_duration_seconds",
@@ -88,6 +106,15 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
     (
         "payment",
         &[
+            ("process_resident_memory_bytes", Kind::Gauge, &[]),
+            ("process_open_fds", Kind::Gauge, &[]),
+            ("tokio_runtime_alive_tasks", Kind::Gauge, &[]),
+            (
+                "db_client_connection_count",
+                Kind::Gauge,
+                &[("db_client_connection_state", "idle")],
+            ),
+            ("db_client_connection_max", Kind::Gauge, &[]),
             ("http_server_request_duration_seconds", Kind::Histogram, &[]),
             (
                 "messaging_process_duration_seconds",
@@ -115,6 +142,15 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
     (
         "order",
         &[
+            ("process_resident_memory_bytes", Kind::Gauge, &[]),
+            ("process_open_fds", Kind::Gauge, &[]),
+            ("tokio_runtime_alive_tasks", Kind::Gauge, &[]),
+            (
+                "db_client_connection_count",
+                Kind::Gauge,
+                &[("db_client_connection_state", "idle")],
+            ),
+            ("db_client_connection_max", Kind::Gauge, &[]),
             ("http_server_request_duration_seconds", Kind::Histogram, &[]),
             (
                 "rpc_server_duration_seconds",
@@ -183,8 +219,10 @@ enum Kind {
 
 /// Dashboard panels that must find series once the journey is done:
 /// (file, panel title). Their queries use the labels the services record.
-const CHARTED: [(&str, &str); 12] = [
+const CHARTED: [(&str, &str); 14] = [
     ("overview.json", "Request rate"),
+    ("overview.json", "Resident memory"),
+    ("overview.json", "Database connections"),
     ("overview.json", "Call rate"),
     ("overview.json", "Calls by method and status"),
     ("overview.json", "Requests by status code"),

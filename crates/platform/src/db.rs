@@ -43,6 +43,7 @@ pub fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: PgPool,
+    max_connections: u32,
     options: PgConnectOptions,
     migrators: Vec<&'static Migrator>,
     state: Arc<watch::Sender<BootstrapState>>,
@@ -69,6 +70,7 @@ impl Database {
         let (state, _) = watch::channel(BootstrapState::Pending("not connected yet".into()));
         Self {
             pool,
+            max_connections,
             options,
             migrators: vec![migrator],
             state: Arc::new(state),
@@ -110,7 +112,8 @@ impl Database {
 
     /// Creates the database if needed and migrates it, retrying with
     /// exponential backoff (250 ms doubling to 5 s) until it succeeds or
-    /// `cancel` fires.
+    /// `cancel` fires. From then on the pool's size is recorded
+    /// ([`crate::metrics::watch_pool`]) until `cancel` fires.
     pub async fn bootstrap(self, cancel: CancellationToken) {
         let mut delay = Duration::from_millis(250);
         loop {
@@ -118,6 +121,12 @@ impl Database {
                 Ok(()) => {
                     self.state.send_replace(BootstrapState::Migrated);
                     tracing::info!(database = self.name(), "database ready, migrations applied");
+                    tokio::spawn(crate::metrics::watch_pool(
+                        self.name().to_owned(),
+                        self.pool.clone(),
+                        self.max_connections,
+                        cancel,
+                    ));
                     return;
                 }
                 Err(error) => {

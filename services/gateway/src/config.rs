@@ -160,6 +160,10 @@ pub struct EdgeArgs {
     /// Calls in flight per upstream; beyond, calls fail fast with 503.
     #[arg(long, env = "UPSTREAM_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub upstream_max_in_flight: u32,
+    /// How long an upstream instance's circuit breaker stays open before it
+    /// lets trial calls through (half-open).
+    #[arg(long, env = "BREAKER_OPEN_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub breaker_open_duration: Duration,
 }
 
 impl AuthArgs {

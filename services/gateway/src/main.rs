@@ -25,6 +25,10 @@ async fn main() -> ExitCode {
     let edge = &config.edge;
     let upstream_config = UpstreamConfig {
         max_in_flight: edge.upstream_max_in_flight as usize,
+        breaker: resilience::BreakerConfig {
+            open_for: edge.breaker_open_duration,
+            ..resilience::BreakerConfig::default()
+        },
         route: RouteConfig {
             attempt_timeout: edge.upstream_attempt_timeout,
             timeout: edge.upstream_timeout,

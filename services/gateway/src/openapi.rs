@@ -768,6 +768,12 @@ mod tests {
             Ok(vec![]),
         );
         let dashboard = serde_json::to_value(dashboard).unwrap();
+        let schema = &document["components"]["schemas"]["Dashboard"];
+        assert_eq!(
+            schema["required"],
+            json!(["profile", "wallet", "orders", "errors"]),
+            "every part is always there, null when it failed"
+        );
         let validator = validator(&document, "Dashboard");
         // The profile is passed through as the user service wrote it; only
         // the envelope is checked here.

@@ -5,220 +5,16 @@
 //! The full journey with all five binaries is the end-to-end suite's.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
+
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use proto::ferrishop::order::v1 as pb;
-use proto::ferrishop::order::v1::order_service_server::{OrderService, OrderServiceServer};
 use serde_json::{Value, json};
-use testkit::brokers::{nats, unique_name};
-use testkit::process::{ServiceProcess, Spawn};
-use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use support::{PATIENCE, Setup};
 use uuid::Uuid;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// The order service as far as the route needs it: `GetOrder` of the
-/// orders the test put in, owner-checked like the real one.
-#[derive(Clone, Default)]
-struct FakeOrders {
-    orders: Arc<Mutex<Vec<pb::Order>>>,
-}
-
-impl FakeOrders {
-    fn put(&self, id: Uuid, owner: Uuid, status: pb::OrderStatus) {
-        let mut orders = self.orders.lock().unwrap();
-        orders.retain(|order| order.id != id.to_string());
-        orders.push(pb::Order {
-            id: id.to_string(),
-            customer_id: owner.to_string(),
-            status: status.into(),
-            ..pb::Order::default()
-        });
-    }
-}
-
-#[tonic::async_trait]
-impl OrderService for FakeOrders {
-    type WatchOrderStream = BoxStream<'static, Result<pb::WatchOrderResponse, Status>>;
-
-    async fn get_order(
-        &self,
-        request: Request<pb::GetOrderRequest>,
-    ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let caller = request
-            .metadata()
-            .get(proto::metadata::USER_ID)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| Status::unauthenticated("no x-user-id"))?;
-        let id = &request.get_ref().order_id;
-        let order = self
-            .orders
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|order| &order.id == id && order.customer_id == caller)
-            .cloned()
-            .ok_or_else(|| Status::not_found("order not found"))?;
-        Ok(Response::new(pb::GetOrderResponse { order: Some(order) }))
-    }
-
-    async fn place_order(
-        &self,
-        _: Request<pb::PlaceOrderRequest>,
-    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn list_orders(
-        &self,
-        _: Request<pb::ListOrdersRequest>,
-    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn cancel_order(
-        &self,
-        _: Request<pb::CancelOrderRequest>,
-    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn watch_order(
-        &self,
-        _: Request<pb::WatchOrderRequest>,
-    ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn list_sagas(
-        &self,
-        _: Request<pb::ListSagasRequest>,
-    ) -> Result<Response<pb::ListSagasResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
-
-/// The gateway with its fakes, a signing key for tokens, and NATS.
-struct Setup {
-    gateway: ServiceProcess,
-    orders: FakeOrders,
-    key: Arc<auth::SigningKey>,
-    nats: messaging::Nats,
-    prefix: String,
-    http: reqwest::Client,
-}
-
-impl Setup {
-    async fn start() -> Self {
-        Self::start_with_nats(&nats().await).await
-    }
-
-    async fn start_with_nats(nats_url: &str) -> Self {
-        let key = Arc::new(auth::SigningKey::generate().unwrap());
-
-        // The user service's JWKS.
-        let jwks = auth::jwks([key.public_key()]);
-        let users = axum::Router::new().route(
-            auth::JWKS_PATH,
-            axum::routing::get(move || {
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let user_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, users).await.unwrap() });
-
-        // The order service.
-        let orders = FakeOrders::default();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let order_url = format!("http://{}", listener.local_addr().unwrap());
-        let service = OrderServiceServer::new(orders.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-
-        let prefix = unique_name("orders");
-        let gateway = Spawn::new("gateway")
-            .env("USER_URL", &user_url)
-            .env("ORDER_GRPC_URL", &order_url)
-            .env("NATS_URL", nats_url)
-            .env("ORDER_STATUS_SUBJECT_PREFIX", &prefix)
-            .start()
-            .await;
-        gateway.wait_ready(PATIENCE).await;
-        let nats = messaging::Nats::new(messaging::NatsConfig::new(nats_url, "gateway-test"));
-        Self {
-            gateway,
-            orders,
-            key,
-            nats,
-            prefix,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    fn token(&self, user: Uuid) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        self.key
-            .sign(&auth::Claims {
-                sub: user,
-                roles: vec![],
-                iat: now,
-                exp: now + 600,
-                iss: auth::DEFAULT_ISSUER.into(),
-                aud: auth::DEFAULT_AUDIENCE.into(),
-                jti: Uuid::now_v7(),
-            })
-            .unwrap()
-    }
-
-    async fn open(&self, order: &str, user: Uuid) -> reqwest::Response {
-        self.http
-            .get(format!(
-                "{}/api/v1/orders/{order}/events",
-                self.gateway.http_url()
-            ))
-            .bearer_auth(self.token(user))
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Publishes a status change as the order service does.
-    async fn announce(&self, order: Uuid, status: &str, failure_reason: Option<&str>) {
-        let mut body = json!({
-            "order_id": order,
-            "status": status,
-            "occurred_at": "2025-01-01T00:00:00Z",
-        });
-        if let Some(reason) = failure_reason {
-            body["failure_reason"] = json!(reason);
-        }
-        let client = self.nats.client().await.unwrap();
-        client
-            .publish(
-                format!("{}.{order}.status", self.prefix),
-                serde_json::to_vec(&body).unwrap().into(),
-            )
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
-    }
-}
 
 /// Reads SSE frames off a response body.
 struct Events {
@@ -296,9 +92,11 @@ async fn follows_an_order_from_its_current_status_to_a_terminal_one() {
     let (order, owner) = (Uuid::now_v7(), Uuid::now_v7());
     setup.orders.put(order, owner, pb::OrderStatus::Pending);
 
-    let response = setup.open(&order.to_string(), owner).await;
+    let response = setup.open_as_browser(&order.to_string(), owner).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // Not compressed: a compressor would hold events back.
+    assert!(response.headers().get("content-encoding").is_none());
     let mut events = Events::of(response);
 
     let (name, data) = events.event().await.unwrap();
@@ -394,4 +192,34 @@ async fn without_nats_the_stream_follows_the_order_by_re_reading_it() {
         .unwrap();
     assert_eq!(data["status"], "CONFIRMED");
     assert_eq!(events.event().await, None);
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_a_heartbeat_comment() {
+    let setup = Setup::start().await;
+    let (order, owner) = (Uuid::now_v7(), Uuid::now_v7());
+    setup.orders.put(order, owner, pb::OrderStatus::Pending);
+    let mut events = Events::of(setup.open(&order.to_string(), owner).await);
+    assert_eq!(events.event().await.unwrap().1["status"], "PENDING");
+    let started = std::time::Instant::now();
+    // 15 s without an event.
+    assert_eq!(events.next().await, Some(Frame::Comment("heartbeat".into())));
+    assert!(started.elapsed() >= Duration::from_secs(14), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn open_streams_end_when_the_gateway_shuts_down() {
+    let mut setup = Setup::start().await;
+    let (order, owner) = (Uuid::now_v7(), Uuid::now_v7());
+    setup.orders.put(order, owner, pb::OrderStatus::Pending);
+    let mut events = Events::of(setup.open(&order.to_string(), owner).await);
+    assert_eq!(events.event().await.unwrap().1["status"], "PENDING");
+
+    let started = std::time::Instant::now();
+    setup.gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(events.event().await, None);
+    let status = setup.gateway.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    // Well within the shutdown deadline (10 s in tests) the streams held.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

@@ -55,12 +55,13 @@ pub mod part {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Dashboard {
     /// The caller's profile, as `GET /api/v1/users/me` answers it.
-    #[schema(value_type = Option<User>)]
+    #[schema(value_type = Option<User>, required)]
     pub profile: Option<Value>,
     /// The caller's wallet, as `GET /api/v1/wallet` answers it.
-    #[schema(value_type = Option<Wallet>)]
+    #[schema(value_type = Option<Wallet>, required)]
     pub wallet: Option<Value>,
     /// The caller's 5 newest orders, newest first.
+    #[schema(required)]
     pub orders: Option<Vec<OrderBody>>,
     /// One entry per part that failed; empty when everything is there.
     pub errors: Vec<PartError>,

@@ -10,7 +10,6 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::HeaderValue;
 use http::header::{self, HeaderMap, HeaderName};
 use tower::{Service, ServiceExt};
@@ -73,7 +72,7 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
     };
     prepare_headers(&mut parts.headers, caller);
     platform::propagation::inject_current(&mut parts.headers);
-    let upstream = http::Request::from_parts(parts, Bytes::from(body));
+    let upstream = http::Request::from_parts(parts, body);
     let response = match client.ready().await {
         Ok(ready) => ready.call(upstream).await,
         Err(error) => Err(error),

@@ -21,6 +21,12 @@ async fn main() -> ExitCode {
     let config: config::Config = platform::config::parse();
     let service = Service::new("gateway", env!("CARGO_PKG_VERSION"), &config.common)
         .unwrap_or_else(|error| platform::fail(error));
+    // Each circuit breaker sets its state gauge when it is built, below: the
+    // recorder must exist by then for the series to be there before the
+    // first transition (installing is idempotent; `run` finds this one).
+    if let Err(error) = platform::metrics::install() {
+        platform::fail(error);
+    }
 
     let edge = &config.edge;
     let upstream_config = UpstreamConfig {

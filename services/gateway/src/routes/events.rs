@@ -303,7 +303,8 @@ impl Follower {
                 },
                 _ = self.recheck.tick() => match self.reader.current().await {
                     Ok(update) => (update, true),
-                    Err(ApiError::NotFound(_)) => return None,
+                    // Gone (or no longer the caller's): nothing more to follow.
+                    Err(error) if error.problem().status == 404 => return None,
                     Err(error) => {
                         tracing::debug!(order_id = %self.reader.id, %error, "re-reading the order failed");
                         continue;

@@ -229,3 +229,119 @@ impl Api {
         reply
     }
 }
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEvent {
+    /// The `event:` name (`message` when none is given).
+    pub event: String,
+    /// The `data:` lines, joined with newlines, as JSON (`Null` if not JSON).
+    pub data: Value,
+    /// When it arrived, counted from the request.
+    pub at: Duration,
+}
+
+/// What a client following an event stream saw.
+#[derive(Debug, Clone)]
+pub struct EventStream {
+    pub status: u16,
+    pub content_type: String,
+    pub events: Vec<ServerEvent>,
+    /// Comment lines (`: ...`), e.g. heartbeats.
+    pub comments: Vec<String>,
+    /// The body of a non-stream answer (a problem document).
+    pub body: Value,
+    /// Whether the server ended the stream (rather than `within` passing).
+    pub ended: bool,
+}
+
+impl Api {
+    /// GETs `path` as an event stream and reads it until the server ends it
+    /// or `within` passes, or `until` returns true for an event.
+    pub async fn follow(
+        &self,
+        path: &str,
+        within: Duration,
+        until: impl Fn(&ServerEvent) -> bool,
+    ) -> EventStream {
+        use futures::StreamExt;
+
+        let started = Instant::now();
+        let response = self
+            .request(Method::GET, path)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mut stream = EventStream {
+            status,
+            content_type,
+            events: Vec::new(),
+            comments: Vec::new(),
+            body: Value::Null,
+            ended: false,
+        };
+        if stream.content_type != "text/event-stream" {
+            let text = response.text().await.unwrap_or_default();
+            stream.body = serde_json::from_str(&text).unwrap_or(Value::Null);
+            stream.ended = true;
+            return stream;
+        }
+        let mut bytes = response.bytes_stream();
+        let mut buffer = String::new();
+        let deadline = started + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = match tokio::time::timeout(left, bytes.next()).await {
+                Err(_) => return stream,
+                Ok(None) => {
+                    stream.ended = true;
+                    return stream;
+                }
+                Ok(Some(Err(error))) => panic!("GET {path}: stream failed: {error}"),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            let normalized = buffer.replace("\r\n", "\n");
+            buffer = normalized;
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut event = "message".to_owned();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        stream.comments.push(comment.trim().to_owned());
+                    } else if let Some(name) = line.strip_prefix("event:") {
+                        event = name.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let event = ServerEvent {
+                    event,
+                    data: serde_json::from_str(&data.join("\n")).unwrap_or(Value::Null),
+                    at: started.elapsed(),
+                };
+                let done = until(&event);
+                stream.events.push(event);
+                if done {
+                    return stream;
+                }
+            }
+        }
+    }
+}

@@ -106,7 +106,7 @@ pub async fn identify(State(keys): State<Keys>, mut request: Request, next: Next
             }
             Err(error) => {
                 tracing::info!(reason = error.kind(), %error, "token refused");
-                return ApiError::Unauthenticated(error).into_response();
+                return ApiError::from(error).into_response();
             }
         }
     }
@@ -134,8 +134,9 @@ struct KeysInner {
     config: KeysConfig,
     client: reqwest::Client,
     verifier: RwLock<Arc<Verifier>>,
-    /// When the last fetch was started; the lock also makes concurrent
-    /// refetches wait for one fetch instead of each sending their own.
+    /// When the last token-triggered fetch was started; the lock also makes
+    /// concurrent refetches wait for one fetch instead of each sending their
+    /// own.
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -145,6 +146,29 @@ impl std::fmt::Debug for Keys {
             .field("jwks_url", &self.inner.config.jwks_url)
             .field("keys", &self.current().keys().len())
             .finish()
+    }
+}
+
+/// Why a presented token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The token is refused: 401.
+    #[error(transparent)]
+    Refused(#[from] VerifyError),
+    /// No key has been loaded since start (the user service has not
+    /// answered yet), so no token can be checked: 503, not 401, since the
+    /// token may well be good.
+    #[error("the user service's signing keys are not loaded yet")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// A low-cardinality label for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Refused(error) => error.kind(),
+            Self::KeysUnavailable => "keys_unavailable",
+        }
     }
 }
 
@@ -179,11 +203,6 @@ impl Keys {
         }
     }
 
-    /// Whether any key has been loaded: the gateway is ready once it has.
-    pub fn is_loaded(&self) -> bool {
-        !self.current().keys().is_empty()
-    }
-
     fn current(&self) -> Arc<Verifier> {
         match self.inner.verifier.read() {
             Ok(verifier) => verifier.clone(),
@@ -193,15 +212,19 @@ impl Keys {
 
     /// Verifies an `Authorization` header value, refetching the keys once
     /// when the token names a key not seen yet.
-    pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, VerifyError> {
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
         match self.current().verify_authorization(authorization) {
             Err(error) if error.is_unknown_key() => {
                 if let Err(fetch) = self.refresh_if_due().await {
                     tracing::warn!(error = %fetch, "could not refresh the JWKS");
                 }
-                self.current().verify_authorization(authorization)
+                let verifier = self.current();
+                if verifier.keys().is_empty() {
+                    return Err(TokenError::KeysUnavailable);
+                }
+                Ok(verifier.verify_authorization(authorization)?)
             }
-            result => result,
+            result => Ok(result?),
         }
     }
 
@@ -217,9 +240,9 @@ impl Keys {
     }
 
     /// Fetches the JWKS now and replaces the keys (an empty or unreadable
-    /// document leaves the current keys in place).
+    /// document leaves the current keys in place). Scheduled reloads use
+    /// this; only fetches triggered by tokens count against the interval.
     pub async fn refresh(&self) -> Result<(), JwksError> {
-        *self.inner.last_fetch.lock().await = Some(Instant::now());
         self.fetch().await
     }
 
@@ -277,5 +300,144 @@ impl Keys {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use auth::{SigningKey, jwks};
+    use axum::Json;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A user service stand-in serving whatever JWKS the test sets, counting
+    /// fetches; `None` answers 503 (the user service is down).
+    #[derive(Clone, Default)]
+    struct Issuer {
+        document: Arc<RwLock<Option<JwkSet>>>,
+        fetches: Arc<AtomicUsize>,
+    }
+
+    impl Issuer {
+        fn publish(&self, keys: &[&SigningKey]) {
+            let set = jwks(keys.iter().map(|key| key.public_key()));
+            *self.document.write().unwrap() = Some(set);
+        }
+
+        fn go_down(&self) {
+            *self.document.write().unwrap() = None;
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        async fn serve(&self) -> String {
+            let issuer = self.clone();
+            let app = axum::Router::new().route(
+                auth::JWKS_PATH,
+                get(move || {
+                    let issuer = issuer.clone();
+                    async move {
+                        issuer.fetches.fetch_add(1, Ordering::SeqCst);
+                        match issuer.document.read().unwrap().clone() {
+                            Some(set) => Ok(Json(set)),
+                            None => Err(http::StatusCode::SERVICE_UNAVAILABLE),
+                        }
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{address}{}", auth::JWKS_PATH)
+        }
+    }
+
+    fn keys(jwks_url: String, refresh_interval: Duration) -> Keys {
+        Keys::new(KeysConfig {
+            jwks_url,
+            issuer: auth::DEFAULT_ISSUER.into(),
+            audience: auth::DEFAULT_AUDIENCE.into(),
+            refresh_interval,
+        })
+    }
+
+    fn bearer(key: &SigningKey) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            roles: vec!["customer".into()],
+            iat: now,
+            exp: now + 300,
+            iss: auth::DEFAULT_ISSUER.into(),
+            aud: auth::DEFAULT_AUDIENCE.into(),
+            jti: Uuid::now_v7(),
+        };
+        format!("Bearer {}", key.sign(&claims).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_flood_the_issuer() {
+        let issuer = Issuer::default();
+        let old = SigningKey::generate().unwrap();
+        issuer.publish(&[&old]);
+        let keys = keys(issuer.serve().await, Duration::from_secs(10));
+        keys.refresh().await.unwrap();
+        assert!(keys.verify(Some(&bearer(&old))).await.is_ok());
+
+        // The issuer rotates: a token with the new kid triggers one refetch.
+        let new = SigningKey::generate().unwrap();
+        issuer.publish(&[&new, &old]);
+        let fetches = issuer.fetches();
+        assert!(keys.verify(Some(&bearer(&new))).await.is_ok());
+        assert_eq!(issuer.fetches(), fetches + 1);
+
+        // Forged kids within the interval: refused without another fetch.
+        let forger = SigningKey::generate().unwrap();
+        for _ in 0..20 {
+            let refused = keys.verify(Some(&bearer(&forger))).await.unwrap_err();
+            assert!(
+                matches!(refused, TokenError::Refused(ref error) if error.is_unknown_key()),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            issuer.fetches(),
+            fetches + 1,
+            "at most one fetch per interval"
+        );
+    }
+
+    #[tokio::test]
+    async fn cached_keys_keep_verifying_while_the_user_service_is_down() {
+        let issuer = Issuer::default();
+        let key = SigningKey::generate().unwrap();
+        issuer.publish(&[&key]);
+        let keys = keys(issuer.serve().await, Duration::ZERO);
+        keys.refresh().await.unwrap();
+
+        issuer.go_down();
+        assert!(keys.refresh().await.is_err());
+        assert!(keys.verify(Some(&bearer(&key))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn without_any_key_a_token_is_unverifiable_not_refused() {
+        let issuer = Issuer::default();
+        let keys = keys(issuer.serve().await, Duration::ZERO);
+        let key = SigningKey::generate().unwrap();
+        let error = keys.verify(Some(&bearer(&key))).await.unwrap_err();
+        assert_eq!(error, TokenError::KeysUnavailable);
+        assert_eq!(ApiError::from(error).problem().status, 503);
+        // A malformed token is refused whatever keys there are.
+        let refused = keys.verify(Some("Bearer not.a.token")).await.unwrap_err();
+        assert_eq!(ApiError::from(refused).problem().status, 401);
     }
 }

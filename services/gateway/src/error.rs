@@ -22,6 +22,11 @@ pub enum ApiError {
     #[error("not authenticated: {0}")]
     Unauthenticated(#[from] auth::VerifyError),
 
+    /// 503 `UPSTREAM_UNAVAILABLE`: a token was presented, but the user
+    /// service's keys have not been loaded since start.
+    #[error("{0}")]
+    KeysUnavailable(crate::auth::TokenError),
+
     /// 403 `FORBIDDEN`: authenticated, but the route needs a role the caller
     /// does not have.
     #[error("this route needs the {0:?} role")]
@@ -65,6 +70,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::auth::TokenError> for ApiError {
+    fn from(error: crate::auth::TokenError) -> Self {
+        match error {
+            crate::auth::TokenError::Refused(refused) => Self::Unauthenticated(refused),
+            unavailable => Self::KeysUnavailable(unavailable),
+        }
+    }
+}
+
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         Self::Status(Box::new(status))
@@ -82,6 +96,11 @@ impl ApiError {
             Self::Unauthenticated(error) => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
+                error.to_string(),
+            ),
+            Self::KeysUnavailable(error) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UPSTREAM_UNAVAILABLE",
                 error.to_string(),
             ),
             Self::Forbidden(_) => {

@@ -69,7 +69,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Service, ServiceExt};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Keys};
+use crate::auth::{Caller, Keys, TokenError};
 use crate::rate_limit::{RATELIMIT, RATELIMIT_POLICY, RateLimiter, Subject};
 use crate::upstreams::GrpcUpstream;
 
@@ -264,7 +264,10 @@ impl Edge {
                 proto::metadata::ERROR_CODE,
                 MetadataValue::from_static("RATE_LIMITED"),
             );
-            metadata.insert("retry-after", MetadataValue::from(retry_seconds(retry_after)));
+            metadata.insert(
+                "retry-after",
+                MetadataValue::from(retry_seconds(retry_after)),
+            );
             let mut headers = HeaderMap::new();
             decision.write_headers(&mut headers);
             for name in [&RATELIMIT_POLICY, &RATELIMIT] {
@@ -290,6 +293,11 @@ impl Edge {
         let authorization = value.to_str().unwrap_or("\u{0}");
         match self.keys.verify(Some(authorization)).await {
             Ok(claims) => Ok(Some(Caller::from(claims))),
+            Err(error @ TokenError::KeysUnavailable) => Err(refusal(
+                Code::Unavailable,
+                "UPSTREAM_UNAVAILABLE",
+                error.to_string(),
+            )),
             Err(error) => {
                 tracing::info!(reason = error.kind(), %error, "token refused");
                 Err(refusal(
@@ -443,9 +451,10 @@ mod tests {
                 "x-request-id",
             ] {
                 if let Some(value) = request.headers().get(name) {
-                    response
-                        .headers_mut()
-                        .insert(format!("seen-{name}").parse::<http::HeaderName>().unwrap(), value.clone());
+                    response.headers_mut().insert(
+                        format!("seen-{name}").parse::<http::HeaderName>().unwrap(),
+                        value.clone(),
+                    );
                 }
             }
             response
@@ -564,7 +573,10 @@ mod tests {
         let user = Uuid::now_v7();
         let token = fixture.token(user, &[]);
         let forged = [
-            (proto::metadata::USER_ID, "0190b3a0-0000-7000-8000-000000000000"),
+            (
+                proto::metadata::USER_ID,
+                "0190b3a0-0000-7000-8000-000000000000",
+            ),
             (proto::metadata::USER_ROLES, "admin"),
         ];
         let seen = send(&proxy, call(PLACE_ORDER, Some(&token), &forged))
@@ -581,7 +593,9 @@ mod tests {
         let fixture = Fixture::new().await;
         let upstream = Echo::default();
         let proxy = fixture.edge.proxy::<OrderApi, _>(upstream.clone());
-        let missing = send(&proxy, call(PLACE_ORDER, None, &[])).await.unwrap_err();
+        let missing = send(&proxy, call(PLACE_ORDER, None, &[]))
+            .await
+            .unwrap_err();
         assert_eq!(missing.code(), Code::Unauthenticated);
         assert_eq!(
             missing.metadata().get(proto::metadata::ERROR_CODE).unwrap(),
@@ -623,11 +637,15 @@ mod tests {
 
         let reserve = "/ferrishop.inventory.v1.InventoryService/ReserveStock";
         for token in [None, Some(customer.as_str()), Some(admin.as_str())] {
-            let refused = send(&inventory, call(reserve, token, &[])).await.unwrap_err();
+            let refused = send(&inventory, call(reserve, token, &[]))
+                .await
+                .unwrap_err();
             assert_eq!(refused.code(), Code::PermissionDenied, "{token:?}");
         }
         let unknown = "/ferrishop.inventory.v1.InventoryService/DropTables";
-        let refused = send(&inventory, call(unknown, None, &[])).await.unwrap_err();
+        let refused = send(&inventory, call(unknown, None, &[]))
+            .await
+            .unwrap_err();
         assert_eq!(refused.code(), Code::Unimplemented);
 
         let restock = "/ferrishop.inventory.v1.InventoryService/Restock";
@@ -645,7 +663,9 @@ mod tests {
 
         let users = fixture.edge.proxy::<UserApi, _>(upstream.clone());
         let batch = "/ferrishop.user.v1.UserService/BatchGetUsers";
-        let refused = send(&users, call(batch, Some(&admin), &[])).await.unwrap_err();
+        let refused = send(&users, call(batch, Some(&admin), &[]))
+            .await
+            .unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied);
         let get_user = "/ferrishop.user.v1.UserService/GetUser";
         let refused = send(&users, call(get_user, None, &[])).await.unwrap_err();
@@ -669,9 +689,15 @@ mod tests {
         let refused = &refusals[0];
         assert_eq!(refused.code(), Code::ResourceExhausted);
         let metadata = refused.metadata();
-        assert_eq!(metadata.get(proto::metadata::ERROR_CODE).unwrap(), "RATE_LIMITED");
+        assert_eq!(
+            metadata.get(proto::metadata::ERROR_CODE).unwrap(),
+            "RATE_LIMITED"
+        );
         assert_eq!(metadata.get("retry-after").unwrap(), "1");
-        assert_eq!(metadata.get("ratelimit-policy").unwrap(), "\"user\";q=2;w=2");
+        assert_eq!(
+            metadata.get("ratelimit-policy").unwrap(),
+            "\"user\";q=2;w=2"
+        );
         assert_eq!(metadata.get("ratelimit").unwrap(), "\"user\";r=0;t=1");
         let retry = refused.get_details_retry_info().unwrap();
         assert!(retry.retry_delay.unwrap() <= Duration::from_secs(1));
@@ -688,10 +714,13 @@ mod tests {
         fn check<P: PublicService>() {
             let contract = proto::FILE_DESCRIPTOR_SET;
             assert!(
-                contract.windows(P::NAME.len()).any(|w| w == P::NAME.as_bytes()) || {
-                    let short = P::NAME.rsplit('.').next().unwrap();
-                    contract.windows(short.len()).any(|w| w == short.as_bytes())
-                },
+                contract
+                    .windows(P::NAME.len())
+                    .any(|w| w == P::NAME.as_bytes())
+                    || {
+                        let short = P::NAME.rsplit('.').next().unwrap();
+                        contract.windows(short.len()).any(|w| w == short.as_bytes())
+                    },
                 "{}",
                 P::NAME
             );

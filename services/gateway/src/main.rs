@@ -67,7 +67,6 @@ async fn main() -> ExitCode {
     let streams = state.shutdown.clone();
 
     let reload = config.auth.reload_period;
-    let loaded = keys.clone();
     service
         .http(config.http_addr, routes::router(state, edge))
         .grpc(
@@ -79,18 +78,10 @@ async fn main() -> ExitCode {
                 .add_service(public_grpc.user(grpc_channels.user))
                 .describe(proto::FILE_DESCRIPTOR_SET),
         )
-        .check("jwks", move || {
-            let loaded = loaded.is_loaded();
-            async move {
-                if loaded {
-                    Ok(())
-                } else {
-                    Err("the user service's JWKS has not been loaded yet".to_owned())
-                }
-            }
-        })
         .task("jwks", move |cancel| keys.keep_loaded(reload, cancel))
-        .task("nats", move |cancel| routes::events::connect_nats(nats, cancel))
+        .task("nats", move |cancel| {
+            routes::events::connect_nats(nats, cancel)
+        })
         .task("event-streams", move |cancel| async move {
             cancel.cancelled().await;
             streams.cancel();

@@ -23,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -43,6 +44,23 @@ impl Caller {
     /// The `x-user-roles` value services read.
     pub fn roles_header(&self) -> String {
         self.roles.join(",")
+    }
+}
+
+/// Replaces whatever identity a client sent (`x-user-id`, `x-user-roles`,
+/// which services trust from the gateway alone) with the verified caller's,
+/// and keeps the bearer token at the edge.
+pub fn vouch_for(caller: Option<&Caller>, headers: &mut HeaderMap) {
+    headers.remove(AUTHORIZATION);
+    headers.remove(proto::metadata::USER_ID);
+    headers.remove(proto::metadata::USER_ROLES);
+    if let Some(caller) = caller {
+        if let Ok(id) = HeaderValue::from_str(&caller.user_id.to_string()) {
+            headers.insert(proto::metadata::USER_ID, id);
+        }
+        if let Ok(roles) = HeaderValue::from_str(&caller.roles_header()) {
+            headers.insert(proto::metadata::USER_ROLES, roles);
+        }
     }
 }
 

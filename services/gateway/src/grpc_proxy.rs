@@ -69,7 +69,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Service, ServiceExt};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Keys, TokenError};
+use crate::auth::{Caller, Keys, TokenError, vouch_for};
 use crate::rate_limit::{RATELIMIT, RATELIMIT_POLICY, RateLimiter, Subject};
 use crate::upstreams::GrpcUpstream;
 
@@ -325,20 +325,9 @@ fn retry_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// Replaces whatever identity the client sent with the verified caller's,
-/// and keeps the token at the edge.
+/// The verified identity, and a request id when the client sent none.
 fn set_identity(headers: &mut HeaderMap, caller: Option<&Caller>) {
-    headers.remove(AUTHORIZATION);
-    headers.remove(proto::metadata::USER_ID);
-    headers.remove(proto::metadata::USER_ROLES);
-    if let Some(caller) = caller {
-        if let Ok(id) = HeaderValue::from_str(&caller.user_id.to_string()) {
-            headers.insert(proto::metadata::USER_ID, id);
-        }
-        if let Ok(roles) = HeaderValue::from_str(&caller.roles_header()) {
-            headers.insert(proto::metadata::USER_ROLES, roles);
-        }
-    }
+    vouch_for(caller, headers);
     if !headers.contains_key("x-request-id")
         && let Ok(id) = HeaderValue::from_str(&Uuid::now_v7().to_string())
     {

@@ -10,12 +10,11 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderValue;
 use http::header::{self, HeaderMap, HeaderName};
 use tower::{Service, ServiceExt};
 
 use super::{AppState, BODY_LIMIT};
-use crate::auth::{Admin, Caller};
+use crate::auth::{Admin, Caller, vouch_for};
 use crate::error::ApiError;
 use crate::upstreams::RestClient;
 
@@ -91,16 +90,7 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
 fn prepare_headers(headers: &mut HeaderMap, caller: Option<&Caller>) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    headers.remove(proto::metadata::USER_ID);
-    headers.remove(proto::metadata::USER_ROLES);
-    if let Some(caller) = caller {
-        if let Ok(id) = HeaderValue::from_str(&caller.user_id.to_string()) {
-            headers.insert(proto::metadata::USER_ID, id);
-        }
-        if let Ok(roles) = HeaderValue::from_str(&caller.roles_header()) {
-            headers.insert(proto::metadata::USER_ROLES, roles);
-        }
-    }
+    vouch_for(caller, headers);
 }
 
 /// RFC 9110 §7.6.1: connection-specific headers end at each hop.
@@ -132,6 +122,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use uuid::Uuid;
 
     #[test]

@@ -13,14 +13,15 @@
 //! it, so a trace continues through the broker.
 //!
 //! The event store's relay and the messaging crate's brokers know nothing of
-//! each other; this crate is the one bridge between them ([`BrokerPublisher`]).
+//! each other; this crate is the one bridge between them ([`BrokerPublisher`]),
+//! and the consuming side's start-up ([`subscribe`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
-use messaging::{Broker, DestinationSpec, MessagingError, envelope};
+use messaging::{Broker, DeliveryStream, DestinationSpec, MessagingError, Subscription, envelope};
 use platform::db::Database;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -131,6 +132,42 @@ pub async fn relay(database: Database, broker: Broker, topic: String, cancel: Ca
     OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
         .run(cancel)
         .await;
+}
+
+/// Waits for the schema, then subscribes, retrying with backoff (250 ms
+/// doubling to 10 s) while the broker is unreachable. `None` once `cancel`
+/// fires.
+pub async fn subscribe(
+    database: &Database,
+    broker: &Broker,
+    subscription: &Subscription,
+    cancel: &CancellationToken,
+) -> Option<DeliveryStream> {
+    tokio::select! {
+        () = database.migrated() => {}
+        () = cancel.cancelled() => return None,
+    }
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match broker.subscribe(subscription).await {
+            Ok(stream) => {
+                tracing::info!(
+                    destination = %subscription.destination,
+                    group = %subscription.group,
+                    "consuming"
+                );
+                return Some(stream);
+            }
+            Err(error) => {
+                tracing::warn!(destination = %subscription.destination, %error, retry_in_ms = delay.as_millis() as u64, "cannot subscribe yet");
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
+use integration::{EventAttributes, outbox_message};
 use messaging::{Broker, DestinationSpec, MessagingError, envelope};
 use platform::db::Database;
 use serde::Serialize;
@@ -203,25 +204,15 @@ impl Announcements {
         body: &T,
     ) -> Result<OutboxMessage, OrderError> {
         let key = order.id.to_string();
-        let message = OutboxMessage::json(destination, &key, body).map_err(OrderError::internal)?;
-        let id = message.id.to_string();
-        let time = envelope::format_time(message.created_at);
-        let mut message = message
-            .with_header(envelope::SPEC_VERSION, envelope::SPEC_VERSION_1_0)
-            .with_header(envelope::ID, id)
-            .with_header(envelope::TYPE, event_type)
-            .with_header(envelope::SOURCE, contract::SOURCE)
-            .with_header(envelope::SUBJECT, &key)
-            .with_header(envelope::TIME, time)
-            .with_header(envelope::PARTITION_KEY, &key);
-        let mut trace = http::HeaderMap::new();
-        platform::propagation::inject_current(&mut trace);
-        for (name, value) in &trace {
-            if let Ok(value) = value.to_str() {
-                message = message.with_header(name.as_str(), value);
-            }
-        }
-        Ok(message)
+        let attributes = EventAttributes {
+            topic: destination,
+            source: contract::SOURCE,
+            event_type,
+            key: &key,
+            subject: &key,
+            time: None,
+        };
+        outbox_message(&attributes, body).map_err(OrderError::internal)
     }
 }
 

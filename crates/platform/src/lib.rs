@@ -25,6 +25,8 @@
 //! - [`http_layers`], [`propagation`]: server spans that continue the
 //!   caller's W3C trace context, and the carriers that move it across HTTP
 //!   headers and gRPC metadata.
+//! - [`http_client`]: client spans, `traceparent` and
+//!   `http_client_request_duration_seconds` for outgoing HTTP requests.
 //! - [`problem`]: RFC 9457 problem details, the one error body every HTTP
 //!   surface speaks.
 
@@ -33,6 +35,7 @@ pub mod db;
 pub mod faults;
 pub mod grpc;
 pub mod health;
+pub mod http_client;
 pub mod http_layers;
 pub mod metrics;
 pub mod notify;

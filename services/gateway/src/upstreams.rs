@@ -11,6 +11,7 @@
 //! REST and gRPC clients share one set of breakers per service.
 
 use bytes::Bytes;
+use platform::http_client::ObserveHttpClient;
 use proto::ferrishop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
 use resilience::grpc::{GrpcChannel, Replayable, replayable};
@@ -21,10 +22,13 @@ use crate::config::Upstreams as UpstreamUrls;
 /// The resilient REST client of one service.
 pub type RestClient = Resilient<RestInstance, Http>;
 
-/// One REST instance: a pooled HTTP client aimed at its base URL.
+/// One REST instance: a pooled HTTP client aimed at its base URL. Each
+/// call (each attempt, beneath the balancer and the retries) gets an HTTP
+/// client span whose `traceparent` it carries, and a sample of
+/// `http_client_request_duration_seconds` ([`platform::http_client`]).
 #[derive(Debug, Clone)]
 pub struct RestInstance {
-    client: reqwest::Client,
+    client: ObserveHttpClient<Reqwest>,
     endpoint: Endpoint,
 }
 
@@ -41,10 +45,33 @@ impl tower::Service<http::Request<Bytes>> for RestInstance {
     }
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
-        let client = self.client.clone();
-        let request = self.endpoint.rebase(request);
+        match self.endpoint.rebase(request) {
+            Ok(request) => self.client.call(request),
+            Err(error) => Box::pin(futures::future::ready(Err(error.into()))),
+        }
+    }
+}
+
+/// Sends one request with the shared reqwest client.
+#[derive(Debug, Clone)]
+pub struct Reqwest(reqwest::Client);
+
+impl tower::Service<http::Request<Bytes>> for Reqwest {
+    type Response = http::Response<reqwest::Body>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
+        let client = self.0.clone();
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request?)?;
+            let request = reqwest::Request::try_from(request)?;
             let response = client.execute(request).await?;
             Ok(http::Response::from(response))
         })
@@ -99,7 +126,7 @@ impl Services {
                 .config(config)
                 .build(move |endpoint: &Endpoint| {
                     Ok(RestInstance {
-                        client: client.clone(),
+                        client: ObserveHttpClient::new(Reqwest(client.clone())),
                         endpoint: endpoint.clone(),
                     })
                 })

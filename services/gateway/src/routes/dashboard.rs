@@ -234,7 +234,6 @@ async fn rest_get(
     if let Some(id) = request_id {
         headers.insert(REQUEST_ID.clone(), id.header_value().clone());
     }
-    platform::propagation::inject_current(headers);
 
     let response = match client.ready().await {
         Ok(ready) => ready.call(request).await,

@@ -3,9 +3,11 @@
 //! The gateway's part is the edge's: it has already checked the token and
 //! the rate limit; here it drops what a client must not set (`x-user-id`,
 //! `x-user-roles`: services trust them from the gateway alone) and hop-by-hop
-//! headers, sets the verified caller, the request id and the trace context,
-//! and sends the request through the upstream's resilience stack. The
-//! upstream's answer, problem documents included, goes back unchanged.
+//! headers, sets the verified caller (the request id is already on the
+//! request), and sends the request through the upstream's resilience stack,
+//! whose every attempt is an HTTP client span carrying its own
+//! `traceparent` ([`crate::upstreams::RestInstance`]). The upstream's
+//! answer, problem documents included, goes back unchanged.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -70,7 +72,6 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
         Err(_) => return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response(),
     };
     prepare_headers(&mut parts.headers, caller);
-    platform::propagation::inject_current(&mut parts.headers);
     let upstream = http::Request::from_parts(parts, body);
     let response = match client.ready().await {
         Ok(ready) => ready.call(upstream).await,

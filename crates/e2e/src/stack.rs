@@ -413,6 +413,9 @@ impl Stack {
             ),
         );
         gateway.start().await;
+        // The gateway is ready before it holds the user service's keys
+        // (anonymous routes need none); tests use tokens at once.
+        gateway.wait_for_log(&["JWKS loaded"]).await;
 
         Self {
             user,
@@ -462,6 +465,7 @@ impl Stack {
         self.part_mut(service).start().await;
         let names = self.names.clone();
         match service {
+            Service::Gateway => self.gateway.wait_for_log(&["JWKS loaded"]).await,
             Service::Payment => {
                 self.payment
                     .wait_for_log(&["\"consuming\"", &names.payment_commands])

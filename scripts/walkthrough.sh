@@ -136,6 +136,9 @@ done < <(curl -sSN --max-time "$WAIT_SECONDS" -H "Authorization: Bearer $TOKEN" 
   -H 'Accept: text/event-stream' "$GATEWAY/api/v1/orders/$ORDER/events" || true)
 
 api GET "/api/v1/orders/$ORDER"
+[[ $STATUS == 200 ]] || fail "reading the order back answered $STATUS"
 final=${final:-$(jq -r .status <<<"$RESPONSE")}
 step "Order $ORDER is $final"
+[[ $final == CONFIRMED ]] || fail "the order ended $final ($(jq -c '.failure_reason // empty' <<<"$RESPONSE")), not CONFIRMED"
+[[ $(jq -r .status <<<"$RESPONSE") == CONFIRMED ]] || fail "the event stream said CONFIRMED, the order says otherwise"
 echo "Its trace: http://127.0.0.1:16686/search?service=gateway   Dashboards: http://127.0.0.1:3000"

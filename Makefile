@@ -10,7 +10,7 @@ BUF_VERSION ?= 1.75.0
 BUF := npx --yes @bufbuild/buf@$(BUF_VERSION)
 SERVICES := gateway user order payment inventory
 
-.PHONY: help infra-up dev test lint fmt bench deploy-check ensure-nextest
+.PHONY: help infra-up dev test lint fmt bench bench-gateway deploy-check ensure-nextest
 
 help: ## List the targets
 	@echo "Ferrishop — make <target>"
@@ -42,6 +42,9 @@ fmt: ## Format the Rust code
 
 bench: ## Run the benchmarks
 	$(CARGO) bench --workspace
+
+bench-gateway: ## wrk: GET /users/me through the gateway, direct, and through nginx (release build)
+	scripts/bench-gateway.sh
 
 ensure-nextest:
 	@command -v cargo-nextest >/dev/null 2>&1 || { \

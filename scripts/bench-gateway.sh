@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# Benchmark of the gateway's REST pass-through against the service itself and
+# against nginx, with wrk, in one run:
+#
+#   GET /api/v1/users/me with a valid access token, measured
+#     1. through the gateway   (JWT verified against the user service's JWKS,
+#                               rate limit checked, request id, CORS,
+#                               compression, resilience stack, then proxied)
+#     2. directly at the user service (the gateway's `x-user-id` set by hand)
+#     3. through nginx, a plain reverse proxy in front of the user service
+#                              (upstream keepalive, HTTP/1.1 to the upstream,
+#                               no access log: a fair, well-configured nginx)
+#
+# The route reads the profile from Postgres, so every variant includes the
+# same user-service work; the differences are what each proxy adds.
+#
+# It installs wrk and nginx (Debian packages) when missing, builds the release
+# binaries of the gateway and the user service, starts the infrastructure
+# (scripts/infra-up.sh), then the user service and the gateway on ports of
+# their own (so a `make dev` stack may keep running), registers a user and
+# logs in through the gateway. Only these two services take part in the
+# route; the others would sit idle.
+#
+# Every proxy is warmed up first, then measured for BENCH_DURATION. A summary
+# table is printed and written to $CARGO_TARGET_DIR/bench-gateway.md.
+#
+# Usage: scripts/bench-gateway.sh [-h|--help]
+#
+# Environment (all optional):
+#   BENCH_DURATION      measured run per target          (default 20s)
+#   BENCH_WARMUP        warm-up run per target           (default 5s)
+#   BENCH_CONNECTIONS   wrk connections                  (default 32)
+#   BENCH_THREADS       wrk threads                      (default 1; the machine's
+#                       cores are shared by wrk, the proxy, the user service
+#                       and Postgres)
+#   BENCH_PORT_BASE     first of the ports used          (default 19080)
+#   BENCH_PROFILE       1: also record the gateway with `perf` during an
+#                       extra run and print its hottest symbols
+#   BENCH_SKIP_BUILD    1: use the release binaries as they are
+#   CARGO_TARGET_DIR    where the binaries are built     (default target)
+set -euo pipefail
+
+case "${1:-}" in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  "") ;;
+  *)
+    echo "bench-gateway: unknown argument: $1 (try --help)" >&2
+    exit 2
+    ;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-20s}
+WARMUP=${BENCH_WARMUP:-5s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-1}
+BASE=${BENCH_PORT_BASE:-19080}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN_DIR=$TARGET_DIR/release
+
+GATEWAY_HTTP=$BASE
+GATEWAY_GRPC=$((BASE + 1))
+USER_HTTP=$((BASE + 2))
+USER_GRPC=$((BASE + 3))
+NGINX_HTTP=$((BASE + 4))
+
+section() { printf '\n==> %s\n' "$*"; }
+fail() {
+  echo "bench-gateway: $*" >&2
+  exit 1
+}
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"; else sudo -n "$@"; fi
+}
+
+# ------------------------------------------------------------------ tools
+
+section "tools"
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+echo "wrk: $(wrk --version 2>&1 | head -n 1)"
+echo "nginx: $("$NGINX" -v 2>&1)"
+
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  section "release build (gateway, user)"
+  cargo build --release --bins -p gateway -p user
+fi
+for bin in gateway user; do
+  [[ -x $BIN_DIR/$bin ]] || fail "$BIN_DIR/$bin not found (build it, or unset BENCH_SKIP_BUILD)"
+done
+
+section "infrastructure"
+scripts/infra-up.sh
+
+for port in $GATEWAY_HTTP $GATEWAY_GRPC $USER_HTTP $USER_GRPC $NGINX_HTTP; do
+  if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+    fail "port $port is taken (set BENCH_PORT_BASE to another range)"
+  fi
+done
+
+# ---------------------------------------------------------------- services
+
+WORK=$(mktemp -d -t bench-gateway.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  if [[ -f $WORK/nginx.pid ]]; then
+    "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -s quit 2>/dev/null || true
+  fi
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  echo "logs: $WORK"
+}
+trap cleanup EXIT
+
+wait_ready() {
+  local name=$1 url=$2
+  for _ in $(seq 300); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  tail -n 20 "$WORK/$name.log" >&2 || true
+  fail "$name is not ready at $url"
+}
+
+section "user service on :$USER_HTTP, gateway on :$GATEWAY_HTTP"
+# Logs at warn: no service writes a line per request at info anyway, and
+# nginx runs without an access log.
+env DATABASE_URL="postgres://postgres@127.0.0.1:5432/ferrishop_bench_users" \
+  HTTP_ADDR="127.0.0.1:$USER_HTTP" GRPC_ADDR="127.0.0.1:$USER_GRPC" \
+  USER_EVENTS_TOPIC=ferrishop.bench.user.events RUST_LOG=warn \
+  "$BIN_DIR/user" >"$WORK/user.log" 2>&1 &
+PIDS+=($!)
+wait_ready user "http://127.0.0.1:$USER_HTTP/readyz"
+
+# The user's own limit is lifted (the limiter still runs on every request):
+# at the default 100/s the benchmark would measure the limiter's refusals.
+env HTTP_ADDR="127.0.0.1:$GATEWAY_HTTP" GRPC_ADDR="127.0.0.1:$GATEWAY_GRPC" \
+  USER_URL="http://127.0.0.1:$USER_HTTP" USER_GRPC_URL="http://127.0.0.1:$USER_GRPC" \
+  RATE_LIMIT_USER_PER_SECOND=1000000 RATE_LIMIT_USER_BURST=1000000 RUST_LOG=warn \
+  "$BIN_DIR/gateway" >"$WORK/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+PIDS+=("$GATEWAY_PID")
+wait_ready gateway "http://127.0.0.1:$GATEWAY_HTTP/readyz"
+
+section "nginx on :$NGINX_HTTP"
+mkdir -p "$WORK/logs"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events {
+    worker_connections 4096;
+    multi_accept on;
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 100000;
+    upstream user_service {
+        server 127.0.0.1:$USER_HTTP;
+        keepalive 128;
+        keepalive_requests 100000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_HTTP reuseport backlog=4096;
+        location / {
+            proxy_pass http://user_service;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_buffering on;
+        }
+    }
+}
+EOF
+as_root "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -t 2>&1 | tail -n 1
+as_root "$NGINX" -p "$WORK" -c "$WORK/nginx.conf"
+wait_ready nginx "http://127.0.0.1:$NGINX_HTTP/readyz"
+
+# --------------------------------------------------------------- the user
+
+section "a user and their token"
+EMAIL="bench-$(date +%s)-$$@example.com"
+PASSWORD=correct-horse-battery-staple
+curl -fsS -o /dev/null -X POST -H 'content-type: application/json' \
+  --data "$(jq -nc --arg e "$EMAIL" --arg p "$PASSWORD" '{email: $e, password: $p, name: "Bench"}')" \
+  "http://127.0.0.1:$GATEWAY_HTTP/api/v1/users"
+TOKEN=$(curl -fsS -X POST -H 'content-type: application/json' \
+  --data "$(jq -nc --arg e "$EMAIL" --arg p "$PASSWORD" '{email: $e, password: $p}')" \
+  "http://127.0.0.1:$GATEWAY_HTTP/api/v1/auth/login" | jq -r .access_token)
+[[ -n $TOKEN && $TOKEN != null ]] || fail "no access token"
+# The gateway may still be fetching the user service's keys (503 until then).
+USER_ID=
+for _ in $(seq 100); do
+  USER_ID=$(curl -fsS -H "authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$GATEWAY_HTTP/api/v1/users/me" 2>/dev/null | jq -r .id) && break
+  sleep 0.2
+done
+[[ -n $USER_ID && $USER_ID != null ]] || fail "the gateway does not accept the token"
+echo "user $USER_ID ($EMAIL)"
+
+# The same request, answered 200 by each target, before measuring.
+check() {
+  local name=$1 url=$2
+  shift 2
+  local status
+  status=$(curl -sS -o /dev/null -w '%{http_code}' "$@" "$url")
+  [[ $status == 200 ]] || fail "$name answered $status for $url"
+}
+ROUTE=/api/v1/users/me
+check gateway "http://127.0.0.1:$GATEWAY_HTTP$ROUTE" -H "authorization: Bearer $TOKEN"
+check direct "http://127.0.0.1:$USER_HTTP$ROUTE" -H "x-user-id: $USER_ID"
+check nginx "http://127.0.0.1:$NGINX_HTTP$ROUTE" -H "x-user-id: $USER_ID"
+
+# --------------------------------------------------------------- measuring
+
+# run NAME URL HEADER: warm-up, then the measured run; sets RPS, P50, P99, ERRORS.
+run() {
+  local name=$1 url=$2 header=$3 out=$WORK/wrk-$1.txt
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "$header" "$url" >/dev/null
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$header" "$url" >"$out"
+  sed 's/^/    /' "$out"
+  RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  P50=$(awk '$1 == "50%" {print $2}' "$out")
+  P99=$(awk '$1 == "99%" {print $2}' "$out")
+  # Socket errors and non-2xx answers both count.
+  ERRORS=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$out")
+}
+
+# wrk prints latencies with their unit (us, ms, s): in microseconds.
+micros() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); print v + 0 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v * 1000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000000 }
+    else print v + 0 }'
+}
+
+declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS
+for target in direct nginx gateway; do
+  case $target in
+    gateway) url="http://127.0.0.1:$GATEWAY_HTTP$ROUTE" header="Authorization: Bearer $TOKEN" ;;
+    direct) url="http://127.0.0.1:$USER_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
+    nginx) url="http://127.0.0.1:$NGINX_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
+  esac
+  section "$target: $url ($WARMUP warm-up, then $DURATION, $CONNECTIONS connections, $THREADS thread(s))"
+  run "$target" "$url" "$header"
+  RESULT_RPS[$target]=$RPS
+  RESULT_P50[$target]=$P50
+  RESULT_P99[$target]=$P99
+  RESULT_ERRORS[$target]=$ERRORS
+done
+
+if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
+  command -v perf >/dev/null 2>&1 || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf
+  }
+  section "profile of the gateway (perf, $DURATION)"
+  as_root perf record -F 999 -g -o "$WORK/perf.data" -p "$GATEWAY_PID" -- sleep "${DURATION%s}" \
+    >"$WORK/perf-record.log" 2>&1 &
+  perf_pid=$!
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$GATEWAY_HTTP$ROUTE" >/dev/null
+  wait "$perf_pid" || true
+  as_root perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none \
+    2>/dev/null | grep -E '^ +[0-9.]+%' | tr -s ' ' | cut -d' ' -f2- >"$WORK/perf-symbols.txt" || true
+  head -n 20 "$WORK/perf-symbols.txt"
+  # The same samples by what they are spent on.
+  share() { grep -Ei "$1" "$WORK/perf-symbols.txt" | awk '{s += $1} END {printf "%.1f%%", s}'; }
+  echo "by area:"
+  echo "  Ed25519 signature checks (JWT)   $(share 'ed25519|edwards25519|curve25519')"
+  echo "  allocator and memcpy             $(share 'malloc|free|memmove|memcpy|realloc')"
+  echo "  kernel (TCP, both sides)         $(share '\[k\]')"
+  echo "  hyper / h2                       $(share 'hyper|h2::')"
+  echo "  reqwest                          $(share 'reqwest')"
+  echo "  serde / JSON                     $(share 'serde|json')"
+  echo "  rate limiter (governor)          $(share 'governor')"
+fi
+
+# ----------------------------------------------------------------- summary
+
+direct_p50=$(micros "${RESULT_P50[direct]}")
+gateway_p50=$(micros "${RESULT_P50[gateway]}")
+direct_p99=$(micros "${RESULT_P99[direct]}")
+gateway_p99=$(micros "${RESULT_P99[gateway]}")
+SUMMARY=$WORK/summary.md
+{
+  echo "GET $ROUTE, wrk -t$THREADS -c$CONNECTIONS -d$DURATION ($(nproc) cores, $(date -u +%Y-%m-%d))"
+  echo
+  echo "| target | requests/s | p50 | p99 | errors |"
+  echo "|---|---:|---:|---:|---:|"
+  for target in direct nginx gateway; do
+    echo "| $target | ${RESULT_RPS[$target]} | ${RESULT_P50[$target]} | ${RESULT_P99[$target]} | ${RESULT_ERRORS[$target]} |"
+  done
+  echo
+  awk -v d="${RESULT_RPS[direct]}" -v n="${RESULT_RPS[nginx]}" -v g="${RESULT_RPS[gateway]}" \
+    -v dp50="$direct_p50" -v gp50="$gateway_p50" -v dp99="$direct_p99" -v gp99="$gateway_p99" 'BEGIN {
+      printf "- gateway overhead over direct: %+.0f us at p50, %+.0f us at p99; throughput %.0f%% of direct\n", gp50 - dp50, gp99 - dp99, 100 * g / d
+      printf "- gateway throughput relative to nginx: %.2fx (%s)\n", g / n, (g >= n ? "goal met: >= nginx" : "below nginx")
+    }'
+} >"$SUMMARY"
+section "summary"
+cat "$SUMMARY"
+cp "$SUMMARY" "$TARGET_DIR/bench-gateway.md" 2>/dev/null || true

@@ -176,10 +176,14 @@ where
                 rpc.method = %method,
                 rpc.grpc.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
+                request_id = tracing::field::Empty,
             )
         };
         if !infrastructure {
             let _ = span.set_parent(crate::propagation::extract(request.headers()));
+            if let Some(id) = crate::http_layers::request_id(request.headers()) {
+                span.record("request_id", id);
+            }
         }
         Box::pin(async move {
             let started = std::time::Instant::now();

@@ -11,6 +11,7 @@
 //!   each stack with its own databases and broker names;
 //! - [`api`]: a REST client of the gateway that records every exchange;
 //! - [`openapi`]: checks recorded responses against `/api/openapi.json`.
+//! - [`otlp`]: an OTLP/gRPC trace receiver, and span trees to assert on.
 //!
 //! Like `testkit`, this crate runs only inside tests, where a panic with a
 //! clear message is the failure report.
@@ -18,4 +19,5 @@
 
 pub mod api;
 pub mod openapi;
+pub mod otlp;
 pub mod stack;

@@ -450,6 +450,17 @@ impl Stack {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) `key` in `service`'s environment
+    /// for its next [`Stack::start_again`] — e.g. a fault point armed for
+    /// one run and gone in the next.
+    pub fn set_env(&mut self, service: Service, key: &str, value: Option<&str>) {
+        let env = &mut self.part_mut(service).env;
+        env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
     /// Stops `service` gracefully (SIGTERM) and waits for it to exit.
     pub async fn stop(&mut self, service: Service) {
         self.part_mut(service).stop(Signal::SIGTERM).await;

@@ -249,17 +249,15 @@ impl InventoryServiceApi {
             None => violations.reject("price", "is required"),
             Some(money) => match Currency::parse(&money.currency) {
                 Err(error) => violations.reject("price.currency", error),
-                Ok(currency) => {
-                    match Price::parse(Money::new(money.amount, currency), self.shop_currency) {
-                        Ok(price) => Some(price),
-                        Err(error @ PriceError::NotPositive(_)) => {
-                            violations.reject("price.amount", error)
-                        }
-                        Err(error @ PriceError::WrongCurrency { .. }) => {
-                            violations.reject("price.currency", error)
-                        }
+                Ok(currency) => match Price::parse(money.amount, currency, self.shop_currency) {
+                    Ok(price) => Some(price),
+                    Err(error @ PriceError::NotPositive(_)) => {
+                        violations.reject("price.amount", error)
                     }
-                }
+                    Err(error @ PriceError::WrongCurrency { .. }) => {
+                        violations.reject("price.currency", error)
+                    }
+                },
             },
         };
         let category = match violations.check("category", category_filter(request.category)) {

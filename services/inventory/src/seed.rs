@@ -3,7 +3,7 @@
 //! stack has something to browse, quote and order — and a few products with
 //! little stock left, to see low-stock events and `INSUFFICIENT_STOCK`.
 
-use crate::domain::money::{Currency, Money};
+use crate::domain::money::Currency;
 use crate::domain::product::{Category, Description, NewProduct, Price, ProductName, Sku};
 use crate::domain::stock::ReorderPolicy;
 
@@ -57,8 +57,7 @@ pub fn catalog(currency: Currency) -> Result<Vec<NewProduct>, String> {
                     sku: Sku::parse(sku).map_err(|e| bad(&e))?,
                     name: ProductName::parse(name).map_err(|e| bad(&e))?,
                     description: Description::parse(description).map_err(|e| bad(&e))?,
-                    price: Price::parse(Money::new(price, currency), currency)
-                        .map_err(|e| bad(&e))?,
+                    price: Price::parse(price, currency, currency).map_err(|e| bad(&e))?,
                     category,
                     initial_stock: stock,
                     reorder_policy: ReorderPolicy {

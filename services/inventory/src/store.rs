@@ -32,7 +32,7 @@ use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::domain::events::InventoryEvent;
-use crate::domain::money::{Currency, Money};
+use crate::domain::money::Currency;
 use crate::domain::product::{
     CatalogEntry, CatalogFilter, Category, Description, NewProduct, Price, Product, ProductId,
     ProductName, Sku,
@@ -415,8 +415,7 @@ impl EntryRow {
             name: ProductName::parse(&self.name).map_err(|e| bad("name", &e))?,
             description: Description::parse(&self.description)
                 .map_err(|e| bad("description", &e))?,
-            price: Price::from_stored(Money::new(self.price_amount, currency))
-                .map_err(|e| bad("price", &e))?,
+            price: Price::from_stored(self.price_amount, currency).map_err(|e| bad("price", &e))?,
             category: self.category.parse().map_err(|e| bad("category", &e))?,
             active: self.active,
             reorder_policy: ReorderPolicy {
@@ -493,7 +492,7 @@ impl LineRow {
             product_id: ProductId::from_uuid(id),
             product_name: ProductName::parse(&self.product_name).map_err(|e| bad("name", &e))?,
             quantity: Quantity::from_stored(self.quantity).map_err(|e| bad("quantity", &e))?,
-            unit_price: Price::from_stored(Money::new(self.unit_price_amount, currency))
+            unit_price: Price::from_stored(self.unit_price_amount, currency)
                 .map_err(|e| bad("price", &e))?,
         })
     }

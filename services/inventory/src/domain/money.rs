@@ -1,145 +1,23 @@
-//! Money: whole minor units of one currency, never a float.
+//! Money: the platform's shared [`money`](::money) kernel, plus the
+//! inventory's own rates and rounding.
 //!
-//! Every amount the service stores, compares or sends is an `i64` count of the
-//! currency's minor units (cents for EUR) tagged with its ISO 4217 code. Adding
-//! or subtracting amounts of different currencies is an error rather than a
-//! silent conversion, and every operation that can overflow says so.
+//! Every amount the service stores, compares or sends is a kernel [`Money`]:
+//! a non-negative `i64` count of the currency's minor units (cents for EUR)
+//! tagged with its ISO 4217 code. Combining amounts of different currencies is
+//! an error rather than a silent conversion, and every operation that can
+//! overflow says so. Those rules are shared with the order and payment
+//! services, so a price means the same here as on the order that pays it.
 //!
-//! Rates (discounts, taxes) are integer basis points, so applying one is an
-//! exact rational multiplication followed by **one** explicit rounding step to
-//! the minor unit: round half to even ("banker's rounding"). Half-even is used
-//! instead of the schoolbook half-away-from-zero because it is unbiased: over
-//! many quotes the half-cent cases round up and down equally often, so totals
-//! and tax remitted do not drift upwards. (The course material this platform was
+//! What is the inventory's own is pricing arithmetic: rates (discounts, taxes)
+//! are integer basis points, so applying one is an exact rational
+//! multiplication followed by **one** explicit rounding step to the minor
+//! unit: round half to even ("banker's rounding"). Half-even is used instead
+//! of the schoolbook half-away-from-zero because it is unbiased: over many
+//! quotes the half-cent cases round up and down equally often, so totals and
+//! tax remitted do not drift upwards. (The course material this platform was
 //! specified from rounds half away from zero; that bias is why we do not.)
 
-use std::fmt;
-
-/// An ISO 4217 alphabetic currency code: exactly three ASCII upper-case
-/// letters, e.g. `EUR`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Currency([u8; 3]);
-
-/// Why a currency code was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be a three-letter upper-case ISO 4217 code such as \"EUR\", got {0:?}")]
-pub struct CurrencyError(pub String);
-
-impl Currency {
-    /// The euro, for tests (the service's currency is configured).
-    #[cfg(test)]
-    pub const EUR: Self = Self(*b"EUR");
-
-    /// Parses a code such as `EUR`. Lower case is refused rather than fixed:
-    /// the contract (`common.proto`) says upper case, and a client sending
-    /// `eur` is more likely confused about the field than about case.
-    pub fn parse(code: &str) -> Result<Self, CurrencyError> {
-        match code.as_bytes() {
-            &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
-            _ => Err(CurrencyError(code.to_owned())),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ASCII letters are ever stored, so this never falls back.
-        std::str::from_utf8(&self.0).unwrap_or("???")
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why an arithmetic operation on money failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MoneyError {
-    #[error("cannot combine {left} and {right} amounts")]
-    CurrencyMismatch { left: Currency, right: Currency },
-    #[error("amount out of range")]
-    Overflow,
-}
-
-/// An amount in minor units of one currency. May be negative (a refund, a
-/// difference); types that must be positive, such as a price, wrap it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Money {
-    amount: i64,
-    currency: Currency,
-}
-
-impl Money {
-    pub const fn new(amount: i64, currency: Currency) -> Self {
-        Self { amount, currency }
-    }
-
-    /// The amount in minor units.
-    pub const fn amount(&self) -> i64 {
-        self.amount
-    }
-
-    pub const fn currency(&self) -> Currency {
-        self.currency
-    }
-
-    pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
-        let currency = self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Self::new(amount, currency))
-    }
-
-    pub fn checked_sub(self, other: Self) -> Result<Self, MoneyError> {
-        let currency = self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Self::new(amount, currency))
-    }
-
-    /// This amount `factor` times, e.g. a unit price times a quantity.
-    pub fn checked_mul(self, factor: u32) -> Result<Self, MoneyError> {
-        let amount = self
-            .amount
-            .checked_mul(i64::from(factor))
-            .ok_or(MoneyError::Overflow)?;
-        Ok(Self::new(amount, self.currency))
-    }
-
-    /// `self × rate`, rounded half to even to the minor unit.
-    ///
-    /// The product is computed exactly in 128 bits; since a [`Rate`] is at
-    /// most 100 %, the result's magnitude never exceeds `self`'s.
-    pub fn apply_rate(self, rate: Rate) -> Result<Self, MoneyError> {
-        let exact = i128::from(self.amount) * i128::from(rate.basis_points());
-        let rounded = div_round_half_even(exact, i128::from(Rate::ONE_HUNDRED_PERCENT));
-        let amount = i64::try_from(rounded).map_err(|_| MoneyError::Overflow)?;
-        Ok(Self::new(amount, self.currency))
-    }
-
-    fn same_currency(self, other: Self) -> Result<Currency, MoneyError> {
-        if self.currency == other.currency {
-            Ok(self.currency)
-        } else {
-            Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
-        }
-    }
-}
-
-impl fmt::Display for Money {
-    /// `1999 EUR` reads as minor units on purpose: the service never guesses a
-    /// currency's number of decimals.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.amount, self.currency)
-    }
-}
+pub use ::money::{Currency, Money, MoneyError};
 
 /// A proportion in basis points (1 bp = 0.01 %), from 0 % to 100 %.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,6 +50,17 @@ impl Rate {
     pub const fn basis_points(self) -> u16 {
         self.0
     }
+
+    /// `money × self`, rounded half to even to the minor unit.
+    ///
+    /// The product is computed exactly in 128 bits; since a rate is at most
+    /// 100 %, the result never exceeds `money`.
+    pub fn apply_to(self, money: Money) -> Result<Money, MoneyError> {
+        let exact = i128::from(money.amount()) * i128::from(self.0);
+        let rounded = div_round_half_even(exact, i128::from(Self::ONE_HUNDRED_PERCENT));
+        let amount = i64::try_from(rounded).map_err(|_| MoneyError::Overflow)?;
+        Money::new(amount, money.currency())
+    }
 }
 
 /// `numerator / denominator` rounded to the nearest integer, ties to the even
@@ -196,51 +85,12 @@ mod tests {
 
     use super::*;
 
-    const USD: Currency = Currency(*b"USD");
-
-    #[test]
-    fn currency_codes_must_be_three_upper_case_letters() {
-        assert_eq!(Currency::parse("EUR"), Ok(Currency::EUR));
-        for bad in ["", "EU", "EURO", "eur", "E1R", "ÉUR"] {
-            assert!(Currency::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-        assert_eq!(Currency::EUR.to_string(), "EUR");
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::EUR).unwrap()
     }
 
-    #[test]
-    fn different_currencies_do_not_add() {
-        let error = Money::new(1, Currency::EUR).checked_add(Money::new(1, USD));
-        assert_eq!(
-            error,
-            Err(MoneyError::CurrencyMismatch {
-                left: Currency::EUR,
-                right: USD
-            })
-        );
-        assert!(
-            Money::new(1, Currency::EUR)
-                .checked_sub(Money::new(1, USD))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn overflow_is_an_error_not_a_wrap() {
-        let max = Money::new(i64::MAX, Currency::EUR);
-        assert_eq!(
-            max.checked_add(Money::new(1, Currency::EUR)),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(max.checked_mul(2), Err(MoneyError::Overflow));
-        assert_eq!(
-            Money::new(i64::MIN, Currency::EUR).checked_sub(Money::new(1, Currency::EUR)),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(
-            max.checked_mul(1).map(|m| m.amount()),
-            Ok(i64::MAX),
-            "multiplying by one is exact even at the edge"
-        );
+    fn rate(basis_points: u32) -> Rate {
+        Rate::from_basis_points(basis_points).unwrap()
     }
 
     #[test]
@@ -260,29 +110,11 @@ mod tests {
 
     #[test]
     fn applying_a_rate_rounds_once_half_even() {
-        let rate = |bp| Rate::from_basis_points(bp).unwrap();
         // 50 × 5 % = 2.5 → 2 (even); 70 × 5 % = 3.5 → 4 (even).
-        assert_eq!(
-            Money::new(50, Currency::EUR)
-                .apply_rate(rate(500))
-                .unwrap()
-                .amount(),
-            2
-        );
-        assert_eq!(
-            Money::new(70, Currency::EUR)
-                .apply_rate(rate(500))
-                .unwrap()
-                .amount(),
-            4
-        );
-        assert_eq!(
-            Money::new(i64::MAX, Currency::EUR)
-                .apply_rate(rate(10_000))
-                .unwrap()
-                .amount(),
-            i64::MAX
-        );
+        assert_eq!(rate(500).apply_to(eur(50)), Ok(eur(2)));
+        assert_eq!(rate(500).apply_to(eur(70)), Ok(eur(4)));
+        assert_eq!(rate(10_000).apply_to(eur(i64::MAX)), Ok(eur(i64::MAX)));
+        assert_eq!(Rate::ZERO.apply_to(eur(i64::MAX)), Ok(eur(0)));
     }
 
     #[test]
@@ -311,17 +143,10 @@ mod tests {
         }
 
         #[test]
-        fn a_rate_never_grows_an_amount(amount in any::<i64>(), bp in 0_u32..=10_000) {
-            let rate = Rate::from_basis_points(bp).unwrap();
-            let applied = Money::new(amount, Currency::EUR).apply_rate(rate).unwrap();
-            prop_assert!(applied.amount().unsigned_abs() <= amount.unsigned_abs());
-            prop_assert_eq!(applied.amount().signum() * amount.signum() >= 0, true);
-        }
-
-        #[test]
-        fn currency_parse_round_trips(code in "[A-Z]{3}") {
-            let currency = Currency::parse(&code).unwrap();
-            prop_assert_eq!(currency.as_str(), code.as_str());
+        fn a_rate_never_grows_an_amount(amount in 0..=i64::MAX, bp in 0_u32..=10_000) {
+            let applied = rate(bp).apply_to(eur(amount)).unwrap();
+            prop_assert!(applied.amount() <= amount);
+            prop_assert_eq!(applied.currency(), Currency::EUR);
         }
     }
 }

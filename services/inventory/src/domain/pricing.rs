@@ -58,9 +58,9 @@ pub fn quote(unit_price: Price, quantity: Quantity, tax_rate: Rate) -> Result<Qu
     let unit_price = unit_price.money();
     let subtotal = unit_price.checked_mul(quantity.get())?;
     let discount_rate = bulk_discount(quantity);
-    let discount = subtotal.apply_rate(discount_rate)?;
+    let discount = discount_rate.apply_to(subtotal)?;
     let taxable = subtotal.checked_sub(discount)?;
-    let tax = taxable.apply_rate(tax_rate)?;
+    let tax = tax_rate.apply_to(taxable)?;
     let total = taxable.checked_add(tax)?;
     Ok(Quote {
         unit_price,
@@ -81,7 +81,7 @@ mod tests {
     use crate::domain::money::Currency;
 
     fn price(amount: i64) -> Price {
-        Price::parse(Money::new(amount, Currency::EUR), Currency::EUR).unwrap()
+        Price::parse(amount, Currency::EUR, Currency::EUR).unwrap()
     }
 
     fn q(units: u32) -> Quantity {

@@ -191,24 +191,29 @@ pub enum PriceError {
 }
 
 impl Price {
-    /// A price in `shop_currency`: every product of one shop shares a
-    /// currency, so an order's total (Σ unit price × quantity) is well defined.
-    pub fn parse(money: Money, shop_currency: Currency) -> Result<Self, PriceError> {
-        if money.currency() != shop_currency {
+    /// A price of `amount` minor units of `currency`, which must be
+    /// `shop_currency`: every product of one shop shares a currency, so an
+    /// order's total (Σ unit price × quantity) is well defined.
+    pub fn parse(
+        amount: i64,
+        currency: Currency,
+        shop_currency: Currency,
+    ) -> Result<Self, PriceError> {
+        if currency != shop_currency {
             return Err(PriceError::WrongCurrency {
                 expected: shop_currency,
-                got: money.currency(),
+                got: currency,
             });
         }
-        if money.amount() <= 0 {
-            return Err(PriceError::NotPositive(money.amount()));
+        match Money::new(amount, currency) {
+            Ok(money) if !money.is_zero() => Ok(Self(money)),
+            _ => Err(PriceError::NotPositive(amount)),
         }
-        Ok(Self(money))
     }
 
     /// A price read back from storage, in whatever currency it was stored.
-    pub fn from_stored(money: Money) -> Result<Self, PriceError> {
-        Self::parse(money, money.currency())
+    pub fn from_stored(amount: i64, currency: Currency) -> Result<Self, PriceError> {
+        Self::parse(amount, currency, currency)
     }
 
     pub const fn money(&self) -> Money {
@@ -363,19 +368,16 @@ mod tests {
 
     #[test]
     fn prices_are_positive_and_in_the_shop_currency() {
-        let eur = |amount| Money::new(amount, Currency::EUR);
-        assert!(Price::parse(eur(1), Currency::EUR).is_ok());
+        let eur = |amount| Price::parse(amount, Currency::EUR, Currency::EUR);
         assert_eq!(
-            Price::parse(eur(0), Currency::EUR),
-            Err(PriceError::NotPositive(0))
+            eur(1).map(|price| price.money()),
+            Ok(Money::new(1, Currency::EUR).unwrap())
         );
-        assert_eq!(
-            Price::parse(eur(-5), Currency::EUR),
-            Err(PriceError::NotPositive(-5))
-        );
+        assert_eq!(eur(0), Err(PriceError::NotPositive(0)));
+        assert_eq!(eur(-5), Err(PriceError::NotPositive(-5)));
         let usd = Currency::parse("USD").unwrap();
         assert_eq!(
-            Price::parse(eur(100), usd),
+            Price::parse(100, Currency::EUR, usd),
             Err(PriceError::WrongCurrency {
                 expected: usd,
                 got: Currency::EUR
@@ -432,7 +434,7 @@ mod tests {
 
         #[test]
         fn only_positive_amounts_are_prices(amount in any::<i64>()) {
-            let price = Price::parse(Money::new(amount, Currency::EUR), Currency::EUR);
+            let price = Price::parse(amount, Currency::EUR, Currency::EUR);
             prop_assert_eq!(price.is_ok(), amount > 0);
         }
     }

@@ -352,7 +352,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::money::{Currency, Money};
+    use crate::domain::money::Currency;
 
     use ReservationAction as A;
     use ReservationStatus as S;
@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn a_repeated_request_must_ask_for_the_same_lines() {
-        let price = Price::parse(Money::new(100, Currency::EUR), Currency::EUR).unwrap();
+        let price = Price::parse(100, Currency::EUR, Currency::EUR).unwrap();
         let line = |product, units| ReservedLine {
             product_id: id(product),
             product_name: ProductName::parse("Kettle").unwrap(),

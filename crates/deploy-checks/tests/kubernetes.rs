@@ -2,7 +2,7 @@
 //! the Kubernetes schemas (kubernetes-validate, offline); the services'
 //! probes, ports and environment agree with the binaries; every workload has
 //! resources and runs as non-root; the canary overlay is the documented
-//! Argo Rollouts canary.
+//! Argo Rollouts canary; the dev overlay ships every Grafana dashboard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -846,4 +846,85 @@ fn the_dev_overlay_shares_the_compose_stacks_configuration() {
         ));
     }
     assert_no_problems("k8s/overlays/dev", &problems);
+}
+
+/// The `*.json` file names of a directory below the repository root.
+fn json_files(dir: &str) -> BTreeSet<String> {
+    std::fs::read_dir(deploy_checks::repo_path(dir))
+        .unwrap_or_else(|error| panic!("cannot list {dir}: {error}"))
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json"))
+        .collect()
+}
+
+#[test]
+fn the_dev_overlay_ships_every_dashboard() {
+    const DASHBOARDS: &str = "deploy/grafana/dashboards";
+    const COPIES: &str = "k8s/overlays/dev/config/grafana/dashboards";
+    let dashboards = json_files(DASHBOARDS);
+    assert!(!dashboards.is_empty(), "no dashboards in {DASHBOARDS}");
+    let mut problems = Vec::new();
+    // kustomize reads nothing outside k8s/overlays/dev: each dashboard has a
+    // copy there, identical to its original.
+    let copies = json_files(COPIES);
+    for name in &dashboards {
+        if !copies.contains(name) {
+            problems.push(format!(
+                "{DASHBOARDS}/{name} has no copy: `cp {DASHBOARDS}/{name} {COPIES}/` and list it in the grafana-dashboards configMapGenerator"
+            ));
+        } else if read(format!("{COPIES}/{name}")) != read(format!("{DASHBOARDS}/{name}")) {
+            problems.push(format!(
+                "{COPIES}/{name} differs from {DASHBOARDS}/{name}: copy it over"
+            ));
+        }
+    }
+    for name in copies.difference(&dashboards) {
+        problems.push(format!(
+            "{COPIES}/{name} is no dashboard of {DASHBOARDS} any more: remove it"
+        ));
+    }
+    // The rendered ConfigMap holds them all, one key per file, and it is
+    // what Grafana mounts.
+    let rendered = overlay("dev");
+    let configmap = rendered.of_kind("ConfigMap").find(|doc| {
+        str_at(doc, "/metadata/name").is_some_and(|name| {
+            name == "grafana-dashboards" || name.starts_with("grafana-dashboards-")
+        })
+    });
+    match configmap {
+        None => problems.push("k8s/overlays/dev renders no ConfigMap grafana-dashboards".into()),
+        Some(configmap) => {
+            let keys: BTreeSet<String> = entries(configmap.get("data"))
+                .into_iter()
+                .map(|(key, _)| key.clone())
+                .collect();
+            if keys != dashboards {
+                problems.push(format!(
+                    "ConfigMap grafana-dashboards holds {keys:?}, {DASHBOARDS} has {dashboards:?}"
+                ));
+            }
+            for name in keys.intersection(&dashboards) {
+                let shipped = str_at(configmap, &format!("/data/{name}")).unwrap_or_default();
+                if shipped != read(format!("{DASHBOARDS}/{name}")) {
+                    problems.push(format!(
+                        "ConfigMap grafana-dashboards: {name} is not {DASHBOARDS}/{name}"
+                    ));
+                }
+            }
+            let name = str_at(configmap, "/metadata/name").unwrap_or_default();
+            let mounted = rendered
+                .get("Deployment", "grafana")
+                .map(|grafana| {
+                    items(grafana.pointer("/spec/template/spec/volumes"))
+                        .iter()
+                        .any(|volume| str_at(volume, "/configMap/name") == Some(name))
+                })
+                .unwrap_or(false);
+            if !mounted {
+                problems.push(format!("grafana mounts no volume of ConfigMap {name}"));
+            }
+        }
+    }
+    assert_no_problems("k8s/overlays/dev dashboards", &problems);
 }

@@ -116,7 +116,10 @@ pub fn json() -> &'static str {
 )]
 pub async fn document() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         json(),
     )
         .into_response()
@@ -542,7 +545,12 @@ mod tests {
         let paths = document["paths"].as_object().unwrap();
         let missing: Vec<String> = DESIGN_ROUTES
             .iter()
-            .filter(|(method, path)| paths.get(*path).and_then(|item| item.get(*method)).is_none())
+            .filter(|(method, path)| {
+                paths
+                    .get(*path)
+                    .and_then(|item| item.get(*method))
+                    .is_none()
+            })
             .map(|(method, path)| format!("{} {path}", method.to_uppercase()))
             .collect();
         assert!(missing.is_empty(), "missing from the document: {missing:?}");
@@ -562,8 +570,7 @@ mod tests {
                 for (status, response) in responses {
                     if status.starts_with('4') || status.starts_with('5') {
                         assert_eq!(
-                            response["content"]["application/problem+json"]["schema"],
-                            problem_ref,
+                            response["content"]["application/problem+json"]["schema"], problem_ref,
                             "{method} {path} {status}"
                         );
                     }
@@ -602,8 +609,8 @@ mod tests {
     #[test]
     fn the_event_stream_is_text_event_stream() {
         let document = document();
-        let content = &document["paths"]["/api/v1/orders/{id}/events"]["get"]["responses"]["200"]
-            ["content"];
+        let content =
+            &document["paths"]["/api/v1/orders/{id}/events"]["get"]["responses"]["200"]["content"];
         assert_eq!(
             content["text/event-stream"]["schema"],
             json!({"$ref": "#/components/schemas/OrderStatusEvent"})

@@ -280,8 +280,7 @@ impl<C: Clock + Clone> RateLimiter<C> {
     pub fn with_clock(config: &RateLimits, clock: C) -> Self {
         let per_second =
             |rate: NonZeroU32, burst: NonZeroU32| Quota::per_second(rate).allow_burst(burst);
-        let login =
-            Quota::per_minute(config.login_per_minute).allow_burst(config.login_burst);
+        let login = Quota::per_minute(config.login_per_minute).allow_burst(config.login_burst);
         Self {
             inner: Arc::new(Limiters {
                 anonymous: Policy::new(
@@ -494,7 +493,10 @@ mod tests {
 
     #[tokio::test]
     async fn within_the_burst_every_request_passes_and_learns_its_budget() {
-        let app = app(RateLimiter::with_clock(&config(), FakeRelativeClock::default()));
+        let app = app(RateLimiter::with_clock(
+            &config(),
+            FakeRelativeClock::default(),
+        ));
         for remaining in (0..3).rev() {
             let response = send(&app, product([10, 0, 0, 1], None)).await;
             assert_eq!(response.status(), StatusCode::OK);
@@ -549,11 +551,16 @@ mod tests {
 
     #[tokio::test]
     async fn users_have_buckets_of_their_own_wherever_they_connect_from() {
-        let app = app(RateLimiter::with_clock(&config(), FakeRelativeClock::default()));
+        let app = app(RateLimiter::with_clock(
+            &config(),
+            FakeRelativeClock::default(),
+        ));
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         for _ in 0..3 {
             assert_eq!(
-                send(&app, product([10, 0, 0, 1], Some(alice))).await.status(),
+                send(&app, product([10, 0, 0, 1], Some(alice)))
+                    .await
+                    .status(),
                 StatusCode::OK
             );
         }
@@ -605,7 +612,10 @@ mod tests {
 
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        let app = app(RateLimiter::with_clock(&config(), FakeRelativeClock::default()));
+        let app = app(RateLimiter::with_clock(
+            &config(),
+            FakeRelativeClock::default(),
+        ));
         metrics::with_local_recorder(&recorder, || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()

@@ -203,8 +203,15 @@ async fn an_idle_stream_gets_a_heartbeat_comment() {
     assert_eq!(events.event().await.unwrap().1["status"], "PENDING");
     let started = std::time::Instant::now();
     // 15 s without an event.
-    assert_eq!(events.next().await, Some(Frame::Comment("heartbeat".into())));
-    assert!(started.elapsed() >= Duration::from_secs(14), "{:?}", started.elapsed());
+    assert_eq!(
+        events.next().await,
+        Some(Frame::Comment("heartbeat".into()))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -221,5 +228,9 @@ async fn open_streams_end_when_the_gateway_shuts_down() {
     let status = setup.gateway.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     // Well within the shutdown deadline (10 s in tests) the streams held.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

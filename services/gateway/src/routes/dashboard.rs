@@ -375,7 +375,10 @@ mod tests {
         let open = PartFailure::from(ApiError::Upstream(resilience::Error::CircuitOpen {
             upstream: "payment".into(),
         }));
-        assert_eq!((open.status, open.code.as_str()), (503, "UPSTREAM_UNAVAILABLE"));
+        assert_eq!(
+            (open.status, open.code.as_str()),
+            (503, "UPSTREAM_UNAVAILABLE")
+        );
         let missing = PartFailure::from(ApiError::from(tonic::Status::unavailable("order down")));
         assert_eq!(missing.status, 503);
     }

@@ -156,7 +156,9 @@ impl OrderStatusEvent {
         Ok(Self {
             id,
             status,
-            failure_reason: notification.failure_reason.filter(|reason| !reason.is_empty()),
+            failure_reason: notification
+                .failure_reason
+                .filter(|reason| !reason.is_empty()),
             cancellation_pending: false,
             occurred_at: notification.occurred_at,
         })
@@ -546,13 +548,13 @@ mod tests {
             "failure_reason": "INSUFFICIENT_STOCK",
             "occurred_at": "2025-01-01T12:00:00.5Z"
         });
-        let update =
-            OrderStatusEvent::of_notification(id, payload.to_string().as_bytes()).unwrap();
+        let update = OrderStatusEvent::of_notification(id, payload.to_string().as_bytes()).unwrap();
         assert_eq!(update.status, OrderStatus::Rejected);
         assert_eq!(update.failure_reason.as_deref(), Some("INSUFFICIENT_STOCK"));
         assert!(update.occurred_at.is_some());
 
-        let bare = json!({"order_id": id, "status": "CONFIRMED", "occurred_at": "2025-01-01T12:00:00Z"});
+        let bare =
+            json!({"order_id": id, "status": "CONFIRMED", "occurred_at": "2025-01-01T12:00:00Z"});
         let update = OrderStatusEvent::of_notification(id, bare.to_string().as_bytes()).unwrap();
         assert_eq!(update.status, OrderStatus::Confirmed);
         assert_eq!(update.failure_reason, None);
@@ -591,7 +593,10 @@ mod tests {
         assert_eq!(event.status, OrderStatus::Confirmed);
         assert!(event.cancellation_pending);
         assert_eq!(event.failure_reason, None);
-        assert_eq!(event.occurred_at, DateTime::from_timestamp(1_700_000_000, 0));
+        assert_eq!(
+            event.occurred_at,
+            DateTime::from_timestamp(1_700_000_000, 0)
+        );
 
         let unspecified = pb::Order {
             id: id.to_string(),

@@ -98,10 +98,7 @@ impl OrderService for FakeOrders {
             .take(limit)
             .cloned()
             .collect();
-        Ok(Response::new(pb::ListOrdersResponse {
-            orders,
-            page: None,
-        }))
+        Ok(Response::new(pb::ListOrdersResponse { orders, page: None }))
     }
 
     async fn cancel_order(
@@ -162,7 +159,10 @@ impl Setup {
             .route(
                 "/api/v1/users/me",
                 axum::routing::get(|headers: http::HeaderMap| async move {
-                    let id = headers[proto::metadata::USER_ID].to_str().unwrap().to_owned();
+                    let id = headers[proto::metadata::USER_ID]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
                     axum::Json(json!({
                         "id": id,
                         "email": "ada@example.com",
@@ -278,4 +278,3 @@ impl Setup {
         client.flush().await.unwrap();
     }
 }
-

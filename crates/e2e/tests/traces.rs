@@ -9,9 +9,11 @@
 //!   → order (producer → consumer), order's events over Kafka (the outbox
 //!   relay's producer → a consumer), each consumer span the child of the
 //!   producer span whose `traceparent` its message carried.
-//! - A registration's `user.registered` crosses services over Kafka: the
-//!   user service's relay → the payment service's consumer, in the
-//!   registration's trace.
+//! - A registration is forwarded by the gateway over REST in an HTTP client
+//!   span (OpenTelemetry's attributes, a sample of
+//!   `http_client_request_duration_seconds`), and its `user.registered`
+//!   crosses services over Kafka: the user service's relay → the payment
+//!   service's consumer, in the registration's trace.
 //! - A REJECTED order's trace holds the failed step (error status) and its
 //!   compensation, inventory's `ReleaseReservation`.
 //! - The gateway's JSON log lines of a request carry its request id and,
@@ -267,11 +269,18 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     // 2. A Kafka hop across services: user.registered, from the user
     // service's relay to the payment service's consumer, in the
     // registration's trace.
+    // The gateway forwards the registration over REST: its client span
+    // follows OpenTelemetry's HTTP client conventions, and the call is a
+    // sample of http_client_request_duration_seconds.
     let registration = edge_span(&collector, "POST /api/v1/users", &registration_id).await;
-    wait_for_edges(
+    let trace = wait_for_edges(
         &collector,
         &registration.trace_id,
         &[
+            (
+                server("gateway", "POST /api/v1/users"),
+                client("gateway", "POST /api/v1/users"),
+            ),
             (
                 client("gateway", "POST /api/v1/users"),
                 server("user", "POST /api/v1/users"),
@@ -283,6 +292,51 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
         ],
     )
     .await;
+    let user_addr = stack
+        .user
+        .http_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let (host, port) = user_addr.rsplit_once(':').unwrap();
+    let forwarded = trace.find(&client("gateway", "POST /api/v1/users"));
+    for (key, value) in [
+        ("http.request.method", "POST".to_owned()),
+        ("server.address", host.to_owned()),
+        ("server.port", port.to_owned()),
+        ("url.full", format!("http://{user_addr}/api/v1/users")),
+        ("url.template", "/api/v1/users".to_owned()),
+        ("http.response.status_code", "201".to_owned()),
+    ] {
+        assert_eq!(
+            forwarded[0].attribute(key).as_deref(),
+            Some(value.as_str()),
+            "{key} of {:?}",
+            forwarded[0]
+        );
+    }
+    let metrics = stack
+        .http
+        .get(format!("{}/metrics", stack.gateway_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sampled = metrics.lines().any(|line| {
+        line.starts_with("http_client_request_duration_seconds_count{")
+            && [
+                "http_request_method=\"POST\"".to_owned(),
+                format!("server_address=\"{host}\""),
+                "http_response_status_code=\"201\"".to_owned(),
+            ]
+            .iter()
+            .all(|label| line.contains(label.as_str()))
+    });
+    assert!(
+        sampled,
+        "the gateway's /metrics has no http_client_request_duration_seconds of the registration:\n{metrics}"
+    );
 
     // 3. A REJECTED order: more than the wallet holds (a new wallet's
     // opening balance and no deposit), so the charge fails and the

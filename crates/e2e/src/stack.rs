@@ -293,6 +293,12 @@ impl Stack {
                 {
                     env.push(("DATABASE_URL".to_owned(), database.url.clone()));
                 }
+                // Stacks of parallel tests share one Postgres server (100
+                // connections by default): smaller pools than production's.
+                if database.is_some() && !env.iter().any(|(k, _)| k == "DATABASE_MAX_CONNECTIONS") {
+                    let pool = if service == Service::Order { "8" } else { "4" };
+                    env.push(("DATABASE_MAX_CONNECTIONS".to_owned(), pool.to_owned()));
+                }
                 Part {
                     service,
                     database,

@@ -28,7 +28,17 @@
 //!
 //! User-facing RPCs take the caller from gRPC metadata set by the gateway, never
 //! from a request field; failed calls may carry a stable error code. The keys are
-//! in [`metadata`]; the rules are documented in `ferrishop/common/v1/common.proto`.
+//! in [`metadata`]; the rules are documented in `ferrishop/common/v1/common.proto`,
+//! and [`status::ErrorDomain`] is how a service's failed call follows them.
+//!
+//! # Conversions
+//!
+//! [`convert`] holds the domain → wire conversions every service needs: times
+//! to `google.protobuf.Timestamp`, and the shared `money` kernel's amounts to
+//! `common.v1.Money`.
+
+pub mod convert;
+pub mod status;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of every Ferrishop proto file and
 /// its imports (with source info, so comments show in reflection clients).

@@ -10,18 +10,18 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::num::NonZeroU32;
 
-use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
-use proto::ferrishop::common::v1 as common;
+use proto::convert::timestamp;
 use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_server::InventoryService;
+use proto::status::ErrorDomain;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 
 use crate::app::Inventory;
-use crate::domain::money::{Currency, Money, Rate};
+use crate::domain::money::{Currency, Rate};
 use crate::domain::pricing::Quote;
 use crate::domain::product::{
     CatalogEntry, CatalogFilter, Category, Description, NewProduct, Price, PriceError, ProductId,
@@ -32,7 +32,7 @@ use crate::domain::stock::{Quantity, ReorderPolicy, StockLevel};
 use crate::error::{FieldViolation, InventoryError};
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
-pub const ERROR_DOMAIN: &str = "inventory.ferrishop.dev";
+pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("inventory.ferrishop.dev");
 
 /// The role CreateProduct and Restock require.
 const ADMIN_ROLE: &str = "admin";
@@ -431,25 +431,12 @@ pub fn status(error: InventoryError) -> Status {
         | InventoryError::Unavailable(_)
         | InventoryError::Internal(_) => {}
     }
-    details.set_error_info(error.code(), ERROR_DOMAIN, info);
-
-    let message = match &error {
-        InventoryError::Internal(detail) => {
-            tracing::error!(error = %detail, "internal error");
-            "internal error".to_owned()
-        }
-        InventoryError::Unavailable(detail) => {
-            tracing::warn!(error = %detail, "unavailable");
-            error.to_string()
-        }
-        _ => error.to_string(),
-    };
-    let mut metadata = MetadataMap::new();
-    metadata.insert(
-        proto::metadata::ERROR_CODE,
-        MetadataValue::from_static(error.code()),
-    );
-    Status::with_error_details_and_metadata(code, message, details, metadata)
+    match &error {
+        InventoryError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+        InventoryError::Unavailable(detail) => tracing::warn!(error = %detail, "unavailable"),
+        _ => {}
+    }
+    ERROR_DOMAIN.status_with(code, error.code(), error.to_string(), info, details)
 }
 
 impl From<InventoryError> for Status {
@@ -459,21 +446,6 @@ impl From<InventoryError> for Status {
 }
 
 // Domain → proto.
-
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        // Always below 2·10⁹ (leap seconds included), so it fits.
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
-    }
-}
-
-fn money(money: Money) -> common::Money {
-    common::Money {
-        amount: money.amount(),
-        currency: money.currency().to_string(),
-    }
-}
 
 fn category(category: Category) -> pb::Category {
     match category {
@@ -503,7 +475,7 @@ fn product(entry: &CatalogEntry) -> pb::Product {
         sku: product.sku.to_string(),
         name: product.name.as_str().to_owned(),
         description: product.description.as_str().to_owned(),
-        price: Some(money(product.price.money())),
+        price: Some(product.price.money().into()),
         category: category(product.category).into(),
         active: product.active,
         on_hand: stock.on_hand(),
@@ -535,12 +507,12 @@ fn quote_response(id: ProductId, quote: &Quote) -> pb::QuoteResponse {
     pb::QuoteResponse {
         product_id: id.to_string(),
         quantity: quote.quantity.get(),
-        unit_price: Some(money(quote.unit_price)),
-        subtotal: Some(money(quote.subtotal)),
+        unit_price: Some(quote.unit_price.into()),
+        subtotal: Some(quote.subtotal.into()),
         discount_rate_bps: u32::from(quote.discount_rate.basis_points()),
-        discount: Some(money(quote.discount)),
-        tax: Some(money(quote.tax)),
-        total: Some(money(quote.total)),
+        discount: Some(quote.discount.into()),
+        tax: Some(quote.tax.into()),
+        total: Some(quote.total.into()),
     }
 }
 
@@ -555,7 +527,7 @@ fn reserve_response(reservation: &Reservation) -> pb::ReserveStockResponse {
                 product_id: line.product_id.to_string(),
                 product_name: line.product_name.as_str().to_owned(),
                 quantity: line.quantity.get(),
-                unit_price: Some(money(line.unit_price.money())),
+                unit_price: Some(line.unit_price.money().into()),
             })
             .collect(),
         expires_at: Some(timestamp(reservation.expires_at)),
@@ -564,6 +536,8 @@ fn reserve_response(reservation: &Reservation) -> pb::ReserveStockResponse {
 
 #[cfg(test)]
 mod tests {
+    use tonic::metadata::MetadataValue;
+    use tonic_types::StatusExt;
     use uuid::Uuid;
 
     use super::*;
@@ -646,7 +620,7 @@ mod tests {
             let info = status.get_details_error_info().unwrap();
             assert_eq!(
                 (info.reason.as_str(), info.domain.as_str()),
-                (x_error_code, ERROR_DOMAIN)
+                (x_error_code, ERROR_DOMAIN.as_str())
             );
         }
     }

@@ -10,16 +10,17 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 
-use chrono::{DateTime, Utc};
 use eventstore::GlobalPosition;
 use futures::stream::{BoxStream, StreamExt};
+use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
 use proto::ferrishop::order::v1 as pb;
 use proto::ferrishop::order::v1::order_service_server::OrderService;
+use proto::status::ErrorDomain;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::ErrorDetails;
 use uuid::Uuid;
 
 use crate::app::commands::{Accepted, PlaceOrder};
@@ -27,14 +28,13 @@ use crate::app::queries::{Page, SagaSummary, StepStatus, StepSummary};
 use crate::app::{ADMIN_ROLE, Caller, Orders};
 use crate::domain::ids::{CustomerId, OrderId, ProductId};
 use crate::domain::items::{OrderItem, OrderItems, Quantity};
-use crate::domain::money::Money;
 use crate::domain::order::OrderStatus;
 use crate::domain::request::IdempotencyKey;
 use crate::error::{FieldViolation, OrderError};
 use crate::projections::orders::OrderSummary;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
-pub const ERROR_DOMAIN: &str = "order.ferrishop.dev";
+pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("order.ferrishop.dev");
 
 /// The `OrderService` implementation.
 #[derive(Debug, Clone)]
@@ -383,25 +383,14 @@ pub fn status(error: OrderError) -> Status {
         }
         _ => {}
     }
-    details.set_error_info(error.code(), ERROR_DOMAIN, info);
-
-    let message = match &error {
-        OrderError::Internal(detail) => {
-            tracing::error!(error = %detail, "internal error");
-            "internal error".to_owned()
-        }
+    match &error {
+        OrderError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
         OrderError::Unavailable(detail) | OrderError::UpstreamUnavailable(detail) => {
             tracing::warn!(error = %detail, "unavailable");
-            error.to_string()
         }
-        _ => error.to_string(),
-    };
-    let mut metadata = MetadataMap::new();
-    metadata.insert(
-        proto::metadata::ERROR_CODE,
-        MetadataValue::from_static(error.code()),
-    );
-    Status::with_error_details_and_metadata(code, message, details, metadata)
+        _ => {}
+    }
+    ERROR_DOMAIN.status_with(code, error.code(), error.to_string(), info, details)
 }
 
 impl From<OrderError> for Status {
@@ -411,21 +400,6 @@ impl From<OrderError> for Status {
 }
 
 // Domain → proto.
-
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        // Always below 2·10⁹ (leap seconds included), so it fits.
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
-    }
-}
-
-fn money(money: Money) -> common::Money {
-    common::Money {
-        amount: money.amount(),
-        currency: money.currency().to_string(),
-    }
-}
 
 fn order_status(status: OrderStatus) -> pb::OrderStatus {
     match status {
@@ -448,11 +422,11 @@ fn order_message(order: &OrderSummary) -> pb::Order {
                 product_id: line.product_id.to_string(),
                 product_name: line.product_name.clone(),
                 quantity: line.quantity,
-                unit_price: Some(money(line.unit_price)),
-                line_total: Some(money(line.line_total)),
+                unit_price: Some(line.unit_price.into()),
+                line_total: Some(line.line_total.into()),
             })
             .collect(),
-        total: Some(money(order.total)),
+        total: Some(order.total.into()),
         failure_reason: order.failure_reason.clone().unwrap_or_default(),
         created_at: Some(timestamp(order.created_at)),
         updated_at: Some(timestamp(order.updated_at)),

@@ -4,21 +4,26 @@
 //! metadata the gateway sets (see `common.proto`). Handlers are thin: parse
 //! the request into domain values, call one use case, convert the result.
 //! [`PaymentError`] becomes a [`Status`] in exactly one place, [`status`],
-//! which sets the gRPC code and the stable `x-error-code` metadata.
+//! which sets the gRPC code, the stable `x-error-code` metadata and its
+//! `google.rpc.ErrorInfo`.
 
-use chrono::{DateTime, Utc};
+use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
 use proto::ferrishop::payment::v1 as pb;
 use proto::ferrishop::payment::v1::payment_service_server::PaymentService;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use proto::status::ErrorDomain;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::Payments;
 use crate::app::queries::{Cursor, Limit, TransactionKind, TransactionView};
 use crate::domain::ids::{IdempotencyKey, UserId};
-use crate::domain::money::{Amount, Currency, Money};
+use crate::domain::money::{Amount, Currency};
 use crate::domain::wallet::{Account, AccountStatus};
 use crate::error::{FieldViolation, PaymentError};
+
+/// `google.rpc.ErrorInfo.domain` of this service's errors.
+pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("payment.ferrishop.dev");
 
 /// The `PaymentService` implementation.
 #[derive(Debug, Clone)]
@@ -167,30 +172,7 @@ fn status(error: PaymentError) -> Status {
         PaymentError::Unavailable(_) => Code::Unavailable,
         PaymentError::Internal(_) => Code::Internal,
     };
-    let message = match &error {
-        PaymentError::Internal(_) => "an internal error occurred".to_owned(),
-        other => other.to_string(),
-    };
-    let mut status = Status::new(code, message);
-    status.metadata_mut().insert(
-        proto::metadata::ERROR_CODE,
-        MetadataValue::from_static(error.code()),
-    );
-    status
-}
-
-fn money_message(money: Money) -> common::Money {
-    common::Money {
-        amount: money.amount(),
-        currency: money.currency().as_str().to_owned(),
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    ERROR_DOMAIN.status(code, error.code(), error.to_string())
 }
 
 fn account_message(account: &Account) -> pb::Account {
@@ -202,7 +184,7 @@ fn account_message(account: &Account) -> pb::Account {
     pb::Account {
         id: account.id.to_string(),
         owner_id: account.owner.to_string(),
-        balance: Some(money_message(account.balance)),
+        balance: Some(account.balance.into()),
         status: status.into(),
         created_at: Some(timestamp(account.opened_at)),
         updated_at: Some(timestamp(account.updated_at)),
@@ -225,8 +207,8 @@ fn transaction_message(view: &TransactionView) -> pb::Transaction {
         id: view.id.to_string(),
         account_id: view.account_id.to_string(),
         kind: kind.into(),
-        amount: Some(money_message(view.amount)),
-        balance_after: Some(money_message(view.balance_after)),
+        amount: Some(view.amount.into()),
+        balance_after: Some(view.balance_after.into()),
         order_id: view.order_id.map(|id| id.to_string()).unwrap_or_default(),
         idempotency_key: view.idempotency_key.clone().unwrap_or_default(),
         created_at: Some(timestamp(view.created_at)),
@@ -235,6 +217,8 @@ fn transaction_message(view: &TransactionView) -> pb::Transaction {
 
 #[cfg(test)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
 
     #[test]
@@ -248,7 +232,17 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("ACCOUNT_FROZEN")
         );
+        let info = frozen.get_details_error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("ACCOUNT_FROZEN", ERROR_DOMAIN.as_str())
+        );
         assert_eq!(status(PaymentError::AccountNotFound).code(), Code::NotFound);
+        let internal = status(PaymentError::internal("db-1.internal:5432 refused"));
+        assert_eq!(
+            (internal.code(), internal.message()),
+            (Code::Internal, "internal error")
+        );
         assert_eq!(
             status(PaymentError::invalid("amount", "required")).code(),
             Code::InvalidArgument

@@ -10,16 +10,21 @@
 
 use std::sync::Arc;
 
+use proto::convert::timestamp;
 use proto::ferrishop::user::v1::user_service_server::UserService;
 use proto::ferrishop::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, GetUserRequest, GetUserResponse, User,
 };
-use tonic::metadata::{MetadataMap, MetadataValue};
+use proto::status::ErrorDomain;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::App;
 use crate::domain::{Account, Caller, FieldErrors, UserId};
 use crate::error::Error;
+
+/// `google.rpc.ErrorInfo.domain` of this service's errors.
+pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("user.ferrishop.dev");
 
 /// The `UserService` implementation.
 #[derive(Debug, Clone)]
@@ -100,16 +105,12 @@ fn parse_id(field: &'static str, text: &str) -> Result<UserId, Error> {
 }
 
 fn to_proto(account: Account) -> User {
-    let created_at = account.user.created_at;
     User {
         roles: account.role_names(),
         id: account.user.id.to_string(),
         email: account.user.email.into_string(),
         name: account.user.name.as_str().to_owned(),
-        created_at: Some(prost_types::Timestamp {
-            seconds: created_at.timestamp(),
-            nanos: i32::try_from(created_at.timestamp_subsec_nanos()).unwrap_or_default(),
-        }),
+        created_at: Some(timestamp(account.user.created_at)),
     }
 }
 
@@ -127,11 +128,6 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         };
-        let mut metadata = MetadataMap::new();
-        metadata.insert(
-            proto::metadata::ERROR_CODE,
-            MetadataValue::from_static(error.code()),
-        );
-        Status::with_metadata(code, error.to_string(), metadata)
+        ERROR_DOMAIN.status(code, error.code(), error.to_string())
     }
 }

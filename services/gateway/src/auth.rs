@@ -14,6 +14,7 @@
 //! need: [`Caller`] (401 without one), [`Admin`] (403 for others), or
 //! `Option<Caller>`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,55 @@ pub async fn identify(State(keys): State<Keys>, mut request: Request, next: Next
     next.run(request).await
 }
 
+/// Tokens already verified, until they expire.
+///
+/// Checking an Ed25519 signature costs more than the rest of the edge's work
+/// on a proxied request, and a client sends the same token with every
+/// request for its lifetime, so a positive result is kept (as Envoy's JWT
+/// filter does) — keyed by the whole token, so any change to it misses.
+/// Only successes are kept; expiry is checked on every hit (without the
+/// verifier's leeway, so a cached token never outlives a fresh check); the
+/// cache is emptied when the keys change, and when it is full (a flood of
+/// distinct tokens gets no more from it than a check each).
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    entries: RwLock<HashMap<Box<str>, Claims>>,
+}
+
+/// Tokens kept at most (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 10_000;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<Claims> {
+        let entries = self.entries.read().ok()?;
+        let claims = entries.get(token)?;
+        (claims.exp > unix_now()).then(|| claims.clone())
+    }
+
+    fn insert(&self, token: &str, claims: &Claims) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= VERIFIED_TOKENS {
+                entries.clear();
+            }
+            entries.insert(token.into(), claims.clone());
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Settings of [`Keys`].
 #[derive(Debug, Clone)]
 pub struct KeysConfig {
@@ -152,6 +202,7 @@ struct KeysInner {
     config: KeysConfig,
     client: reqwest::Client,
     verifier: RwLock<Arc<Verifier>>,
+    verified: VerifiedTokens,
     /// When the last token-triggered fetch was started; the lock also makes
     /// concurrent refetches wait for one fetch instead of each sending their
     /// own.
@@ -216,6 +267,7 @@ impl Keys {
                 config,
                 client,
                 verifier: RwLock::new(Arc::new(verifier)),
+                verified: VerifiedTokens::default(),
                 last_fetch: Mutex::new(None),
             }),
         }
@@ -231,7 +283,11 @@ impl Keys {
     /// Verifies an `Authorization` header value, refetching the keys once
     /// when the token names a key not seen yet.
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
-        match self.current().verify_authorization(authorization) {
+        let token = auth::bearer_token(authorization)?;
+        if let Some(claims) = self.inner.verified.get(token) {
+            return Ok(claims);
+        }
+        let claims = match self.current().verify(token) {
             Err(error) if error.is_unknown_key() => {
                 if let Err(fetch) = self.refresh_if_due().await {
                     tracing::warn!(error = %fetch, "could not refresh the JWKS");
@@ -240,10 +296,12 @@ impl Keys {
                 if verifier.keys().is_empty() {
                     return Err(TokenError::KeysUnavailable);
                 }
-                Ok(verifier.verify_authorization(authorization)?)
+                verifier.verify(token)?
             }
-            result => Ok(result?),
-        }
+            result => result?,
+        };
+        self.inner.verified.insert(token, &claims);
+        Ok(claims)
     }
 
     /// Fetches the JWKS unless a fetch started less than the refresh
@@ -293,6 +351,8 @@ impl Keys {
             Ok(mut current) => *current = Arc::new(verifier),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
         }
+        // A key may have been withdrawn: tokens are checked anew.
+        self.inner.verified.clear();
         Ok(())
     }
 
@@ -431,6 +491,44 @@ mod tests {
             fetches + 1,
             "at most one fetch per interval"
         );
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_not_checked_again_until_the_keys_change() {
+        let issuer = Issuer::default();
+        let key = SigningKey::generate().unwrap();
+        issuer.publish(&[&key]);
+        let keys = keys(issuer.serve().await, Duration::ZERO);
+        keys.refresh().await.unwrap();
+        let token = bearer(&key);
+        let first = keys.verify(Some(&token)).await.unwrap();
+        assert_eq!(
+            keys.inner.verified.get(token.trim_start_matches("Bearer ")),
+            Some(first.clone())
+        );
+        assert_eq!(keys.verify(Some(&token)).await.unwrap(), first);
+
+        // The key is withdrawn: the cached result goes with it.
+        let other = SigningKey::generate().unwrap();
+        issuer.publish(&[&other]);
+        keys.refresh().await.unwrap();
+        let refused = keys.verify(Some(&token)).await.unwrap_err();
+        assert!(matches!(refused, TokenError::Refused(_)), "{refused:?}");
+    }
+
+    #[test]
+    fn an_expired_token_is_never_served_from_the_cache() {
+        let cache = VerifiedTokens::default();
+        let mut claims: Claims = serde_json::from_value(serde_json::json!({
+            "sub": Uuid::now_v7(), "roles": [], "iat": 0, "exp": unix_now() - 1,
+            "iss": auth::DEFAULT_ISSUER, "aud": auth::DEFAULT_AUDIENCE, "jti": Uuid::now_v7(),
+        }))
+        .unwrap();
+        cache.insert("expired", &claims);
+        assert_eq!(cache.get("expired"), None);
+        claims.exp = unix_now() + 60;
+        cache.insert("fresh", &claims);
+        assert_eq!(cache.get("fresh"), Some(claims));
     }
 
     #[tokio::test]

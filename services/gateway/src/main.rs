@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
     let public_grpc = grpc_proxy::Edge::new(keys.clone(), rate_limiter.clone());
     let grpc_channels = services.grpc.clone();
     let state = routes::AppState {
-        services,
+        services: Arc::new(services),
         keys: keys.clone(),
         settings: Arc::new(routes::Settings {
             order_status_subject_prefix: config.order_status_subject_prefix.clone(),

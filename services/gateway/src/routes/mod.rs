@@ -50,7 +50,9 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub services: Services,
+    /// Behind one `Arc`: cloning the state per request must not clone
+    /// every upstream's stack.
+    pub services: Arc<Services>,
     pub keys: Keys,
     pub settings: Arc<Settings>,
     /// Rate limits, shared with the public gRPC port.

@@ -223,6 +223,11 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     ];
     let trace = wait_for_edges(&collector, &edge.trace_id, &order_edges).await;
     let tree = trace.tree();
+    assert_eq!(
+        edge.attribute("http.response.status_code").as_deref(),
+        Some("202"),
+        "{edge}"
+    );
     // The gateway's server span is where it all starts.
     let gateway_server = server("gateway", "POST /api/v1/orders");
     for pattern in [

@@ -1,8 +1,10 @@
 //! Tower layers every HTTP server gets.
 
 use axum::extract::{MatchedPath, Request};
+use std::time::Duration;
+
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{MakeSpan, TraceLayer};
+use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, OnResponse, TraceLayer};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -11,9 +13,18 @@ use crate::propagation;
 /// A server span per request, named `METHOD /route/{template}` and parented
 /// to the caller's `traceparent`, with OpenTelemetry HTTP attributes and the
 /// caller's `x-request-id` as `request_id` (so on every log line written
-/// within the request).
-pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, ServerSpan> {
-    TraceLayer::new_for_http().make_span_with(ServerSpan)
+/// within the request). The response's status is recorded on the span
+/// (`http.response.status_code`); a 5xx sets its error status, as the HTTP
+/// server conventions ask (a 4xx is the client's error, not the server's).
+pub fn trace_layer() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    ServerSpan,
+    DefaultOnRequest,
+    ServerResponse,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(ServerSpan)
+        .on_response(ServerResponse::default())
 }
 
 /// [`MakeSpan`] for [`trace_layer`].
@@ -35,6 +46,7 @@ impl<B> MakeSpan<B> for ServerSpan {
             http.route = route,
             url.path = request.uri().path(),
             http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
             request_id = tracing::field::Empty,
             user_id = tracing::field::Empty,
         );
@@ -51,6 +63,24 @@ impl<B> MakeSpan<B> for ServerSpan {
     }
 }
 
+/// [`OnResponse`] for [`trace_layer`]: records the status on the span, then
+/// logs as tower-http's default does (`finished processing request`, debug).
+#[derive(Debug, Clone, Default)]
+pub struct ServerResponse {
+    log: DefaultOnResponse,
+}
+
+impl<B> OnResponse<B> for ServerResponse {
+    fn on_response(self, response: &http::Response<B>, latency: Duration, span: &Span) {
+        let status = response.status();
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.log.on_response(response, latency, span);
+    }
+}
+
 /// The `x-request-id` a caller sent, if it is printable and of sane length.
 pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<&str> {
     headers
@@ -62,8 +92,69 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use http::{HeaderMap, HeaderValue};
+    use opentelemetry::trace::{Status, TracerProvider as _};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
 
-    use super::request_id;
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn server_spans_carry_the_status_and_fail_on_5xx_only() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = axum::Router::new()
+            .route("/ok", axum::routing::get(|| async { "fine" }))
+            .route(
+                "/missing/{id}",
+                axum::routing::get(|| async { http::StatusCode::NOT_FOUND }),
+            )
+            .route(
+                "/broken",
+                axum::routing::get(|| async { http::StatusCode::SERVICE_UNAVAILABLE }),
+            )
+            .route_layer(trace_layer());
+        for path in ["/ok", "/missing/7", "/broken"] {
+            let request = http::Request::get(path)
+                .header("x-request-id", "req-7")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let seen: Vec<(String, String, bool)> = spans
+            .iter()
+            .map(|span| {
+                let attribute = |key: &str| {
+                    span.attributes
+                        .iter()
+                        .find(|kv| kv.key.as_str() == key)
+                        .map(|kv| kv.value.to_string())
+                        .unwrap_or_default()
+                };
+                assert_eq!(attribute("request_id"), "req-7");
+                (
+                    span.name.to_string(),
+                    attribute("http.response.status_code"),
+                    matches!(span.status, Status::Error { .. }),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("GET /ok".to_owned(), "200".to_owned(), false),
+                ("GET /missing/{id}".to_owned(), "404".to_owned(), false),
+                ("GET /broken".to_owned(), "503".to_owned(), true),
+            ]
+        );
+    }
 
     #[test]
     fn request_ids_are_taken_when_sane() {

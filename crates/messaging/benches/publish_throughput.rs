@@ -1,23 +1,35 @@
 //! Publish throughput with broker confirmation on, this crate's API next to a
 //! minimal raw client loop, per broker, in the same run.
 //!
-//! Three columns: the raw client with a bare message; the raw client with
+//! Three sides: the raw client with a bare message; the raw client with
 //! headers the size of the CloudEvents envelope the API adds (and, on NATS,
 //! the `Nats-Msg-Id` de-duplication the API turns on) — which separates what
 //! the envelope costs the broker from what the API's own code costs; and the
-//! API. Every side publishes the same 1 KiB payloads with the same keys, the
-//! same number of publishes in flight, each waiting for its own confirmation
-//! (RabbitMQ publisher confirm of a persistent message routed to a durable
-//! queue, Kafka `acks=all` idempotent delivery report, JetStream publish
-//! ack). Each round runs the three sides in a rotating order, emptying the
-//! queue or stream between runs, and the best round of each side counts,
-//! which keeps the comparison fair on a shared machine.
+//! API, recording its publish metric into the Prometheus recorder the
+//! services install (no tracing subscriber: the producer span is disabled,
+//! as it is in a service that exports no traces). Every side publishes the
+//! same 1 KiB payloads with the same keys, the same number of publishes in
+//! flight, each waiting for its own confirmation (RabbitMQ publisher confirm
+//! of a persistent message routed to a durable queue, Kafka `acks=all`
+//! idempotent delivery report, JetStream publish ack).
+//!
+//! Each round runs the three sides in a rotating order, emptying the queue or
+//! stream between runs. Reported: each side's best round, the ratios of those,
+//! and the median over rounds of the API's rate over the raw sides' rates in
+//! the same round — on a shared machine the fairer figure, since a burst from
+//! another process lands on one side's run, not on a whole round's. Also the
+//! client's CPU time per message (all threads of this process, lowest round),
+//! which separates the API's own cost from the broker's.
 //!
 //! ```text
 //! cargo bench -p messaging --bench publish_throughput
 //! BENCH_MESSAGES=20000 BENCH_IN_FLIGHT=128 BENCH_ROUNDS=3 BENCH_BROKERS=rabbitmq,kafka,nats \
 //!     cargo bench -p messaging --bench publish_throughput
 //! ```
+//!
+//! `BENCH_SIDES=api` (or `raw`, `raw+env`, comma-separated) runs only those
+//! sides, e.g. under a profiler; `BENCH_VERBOSE=1` prints every run;
+//! `BENCH_NO_RECORDER=1` leaves the metrics recorder out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -54,14 +66,33 @@ struct Settings {
     payload: Bytes,
 }
 
-/// Runs `publish(i)` for `messages` indices with `in_flight` tasks; msgs/s.
-async fn measure<F, Fut>(settings: &Settings, publish: F) -> f64
+/// CPU time this process has used so far (all threads), from
+/// `/proc/self/task/*/schedstat`; `None` where that is not available.
+fn process_cpu() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// One side's run: throughput and the client's CPU time per message.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    rate: f64,
+    cpu_per_message: Option<Duration>,
+}
+
+/// Runs `publish(i)` for `messages` indices with `in_flight` tasks.
+async fn measure<F, Fut>(settings: &Settings, publish: F) -> Run
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let publish = Arc::new(publish);
     let per_task = settings.messages / settings.in_flight;
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let tasks: Vec<_> = (0..settings.in_flight)
         .map(|task| {
@@ -76,7 +107,15 @@ where
     for task in tasks {
         task.await.unwrap();
     }
-    (per_task * settings.in_flight) as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed();
+    let sent = per_task * settings.in_flight;
+    let cpu_per_message = cpu_before
+        .zip(process_cpu())
+        .map(|(before, after)| after.saturating_sub(before) / u32::try_from(sent).unwrap());
+    Run {
+        rate: sent as f64 / elapsed.as_secs_f64(),
+        cpu_per_message,
+    }
 }
 
 fn key(i: usize) -> String {
@@ -95,10 +134,76 @@ fn envelope(i: usize) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The three columns: raw, raw + envelope, API.
-type Figures = [f64; 3];
+/// The three sides, as `BENCH_SIDES` and `BENCH_VERBOSE` name them.
+const SIDES: [&str; 3] = ["raw", "raw+env", "api"];
 
-async fn api_round(settings: &Settings, broker: &Broker, destination: &str) -> f64 {
+/// Which sides a run measures (`BENCH_SIDES`; all three by default), e.g.
+/// `api` alone under a profiler.
+fn measured(column: usize) -> bool {
+    std::env::var("BENCH_SIDES").map_or(true, |sides| {
+        sides.split(',').any(|side| side.trim() == SIDES[column])
+    })
+}
+
+/// Prints `run` when `BENCH_VERBOSE` is set; the run, for the figures.
+fn note(round: usize, column: usize, run: Run) -> Option<Run> {
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        let cpu = run
+            .cpu_per_message
+            .map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6);
+        println!(
+            "  round {round} {:<7} {:>8.0} msg/s {cpu:>5.1} µs/msg",
+            SIDES[column], run.rate
+        );
+    }
+    Some(run)
+}
+
+/// Every round's run of the three sides: raw, raw + envelope, API.
+type Figures = Vec<[Option<Run>; 3]>;
+
+/// What one broker's rounds come to.
+struct Summary {
+    /// Best rate of each side.
+    rate: [f64; 3],
+    /// Lowest client CPU per message of each side.
+    cpu: [Option<Duration>; 3],
+    /// Median over rounds of the API's rate over the raw sides' in the same
+    /// round (raw, raw + envelope): the fairer ratio on a shared machine,
+    /// where another process's burst can favour one side's best round.
+    median_ratio: [Option<f64>; 2],
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
+fn summarise(figures: &Figures) -> Summary {
+    let side = |column: usize| figures.iter().filter_map(move |round| round[column]);
+    let rate = [0, 1, 2].map(|column| side(column).map(|run| run.rate).fold(0.0, f64::max));
+    let cpu = [0, 1, 2].map(|column| side(column).filter_map(|run| run.cpu_per_message).min());
+    let median_ratio = [0, 1].map(|column| {
+        median(
+            figures
+                .iter()
+                .filter_map(|round| Some(round[2]?.rate / round[column]?.rate))
+                .collect(),
+        )
+    });
+    Summary {
+        rate,
+        cpu,
+        median_ratio,
+    }
+}
+
+async fn api_round(settings: &Settings, broker: &Broker, destination: &str) -> Run {
     let broker = broker.clone();
     let destination = destination.to_owned();
     let payload = settings.payload.clone();
@@ -168,14 +273,17 @@ async fn rabbitmq(settings: &Settings) -> Figures {
         .await
         .unwrap();
 
-    let mut best: Figures = [0.0; 3];
-    for round in 0..settings.rounds {
+    let mut figures: Figures = vec![[None; 3]; settings.rounds];
+    for (round, runs) in figures.iter_mut().enumerate() {
         // Rotating the order keeps a growing queue or stream from favouring
         // whichever side runs first.
         for step in 0..3 {
             let column = (round + step) % 3;
+            if !measured(column) {
+                continue;
+            }
             if column == 2 {
-                best[2] = best[2].max(api_round(settings, &broker, &exchange).await);
+                runs[2] = note(round, 2, api_round(settings, &broker, &exchange).await);
                 setup
                     .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                     .await
@@ -215,7 +323,7 @@ async fn rabbitmq(settings: &Settings) -> Figures {
                 }
             })
             .await;
-            best[column] = best[column].max(raw);
+            runs[column] = note(round, column, raw);
             setup
                 .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                 .await
@@ -228,7 +336,7 @@ async fn rabbitmq(settings: &Settings) -> Figures {
     let _ = setup
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await;
-    best
+    figures
 }
 
 async fn kafka(settings: &Settings) -> Figures {
@@ -252,14 +360,17 @@ async fn kafka(settings: &Settings) -> Figures {
         .unwrap();
     let producer = Arc::new(producer);
 
-    let mut best: Figures = [0.0; 3];
-    for round in 0..settings.rounds {
+    let mut figures: Figures = vec![[None; 3]; settings.rounds];
+    for (round, runs) in figures.iter_mut().enumerate() {
         // Rotating the order keeps a growing queue or stream from favouring
         // whichever side runs first.
         for step in 0..3 {
             let column = (round + step) % 3;
+            if !measured(column) {
+                continue;
+            }
             if column == 2 {
-                best[2] = best[2].max(api_round(settings, &broker, &topic).await);
+                runs[2] = note(round, 2, api_round(settings, &broker, &topic).await);
 
                 continue;
             }
@@ -291,10 +402,10 @@ async fn kafka(settings: &Settings) -> Figures {
                 }
             })
             .await;
-            best[column] = best[column].max(raw);
+            runs[column] = note(round, column, raw);
         }
     }
-    best
+    figures
 }
 
 async fn nats(settings: &Settings) -> Figures {
@@ -311,14 +422,17 @@ async fn nats(settings: &Settings) -> Figures {
     let purger = js.clone();
     let stream_name = messaging::nats::sanitize_name(&subject);
 
-    let mut best: Figures = [0.0; 3];
-    for round in 0..settings.rounds {
+    let mut figures: Figures = vec![[None; 3]; settings.rounds];
+    for (round, runs) in figures.iter_mut().enumerate() {
         // Rotating the order keeps a growing queue or stream from favouring
         // whichever side runs first.
         for step in 0..3 {
             let column = (round + step) % 3;
+            if !measured(column) {
+                continue;
+            }
             if column == 2 {
-                best[2] = best[2].max(api_round(settings, &broker, &subject).await);
+                runs[2] = note(round, 2, api_round(settings, &broker, &subject).await);
                 purger
                     .get_stream(&stream_name)
                     .await
@@ -356,7 +470,7 @@ async fn nats(settings: &Settings) -> Figures {
                 }
             })
             .await;
-            best[column] = best[column].max(raw);
+            runs[column] = note(round, column, raw);
             purger
                 .get_stream(&stream_name)
                 .await
@@ -369,12 +483,15 @@ async fn nats(settings: &Settings) -> Figures {
     let _ = js
         .delete_stream(messaging::nats::sanitize_name(&subject))
         .await;
-    best
+    figures
 }
 
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
+    if std::env::var("BENCH_NO_RECORDER").is_err() {
+        platform::metrics::install().unwrap();
+    }
     let settings = Settings {
         messages: setting("BENCH_MESSAGES", 20_000),
         in_flight: setting("BENCH_IN_FLIGHT", 128).max(1),
@@ -383,15 +500,27 @@ async fn main() {
     };
     let brokers = std::env::var("BENCH_BROKERS").unwrap_or_else(|_| "rabbitmq,kafka,nats".into());
     println!(
-        "publish throughput, 1 KiB payload, {} messages per round, {} in flight, best of {} rounds",
+        "publish throughput, 1 KiB payload, {} messages per round, {} in flight, {} rounds",
         settings.messages, settings.in_flight, settings.rounds
     );
     println!(
-        "{:<10} {:>11} {:>15} {:>11} {:>8} {:>12}",
-        "broker", "raw msg/s", "raw+env msg/s", "API msg/s", "API/raw", "API/raw+env"
+        "best round of each side; ratios: of the best rounds, and (median) the median of the \
+         rounds' own ratios"
     );
+    println!(
+        "{:<9} {:>10} {:>14} {:>10} {:>8} {:>12} {:>17} {:>21}",
+        "broker",
+        "raw msg/s",
+        "raw+env msg/s",
+        "API msg/s",
+        "API/raw",
+        "API/raw+env",
+        "median API/raw",
+        "median API/raw+env"
+    );
+    let mut cpu_lines = Vec::new();
     for broker in brokers.split(',').map(str::trim) {
-        let [raw, raw_envelope, api] = match broker {
+        let figures = match broker {
             "rabbitmq" => rabbitmq(&settings).await,
             "kafka" => kafka(&settings).await,
             "nats" => nats(&settings).await,
@@ -400,10 +529,31 @@ async fn main() {
                 continue;
             }
         };
+        let Summary {
+            rate: [raw, raw_envelope, api],
+            cpu,
+            median_ratio,
+        } = summarise(&figures);
+        let ratio =
+            |ratio: Option<f64>| ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
         println!(
-            "{broker:<10} {raw:>11.0} {raw_envelope:>15.0} {api:>11.0} {:>8.2} {:>12.2}",
+            "{broker:<9} {raw:>10.0} {raw_envelope:>14.0} {api:>10.0} {:>8.2} {:>12.2} {:>17} {:>21}",
             api / raw,
-            api / raw_envelope
+            api / raw_envelope,
+            ratio(median_ratio[0]),
+            ratio(median_ratio[1]),
         );
+        let [raw, raw_envelope, api] = cpu.map(|cpu| {
+            cpu.map_or_else(
+                || "n/a".to_owned(),
+                |cpu| format!("{:.1}", cpu.as_secs_f64() * 1e6),
+            )
+        });
+        cpu_lines.push(format!(
+            "{broker:<9} client CPU µs/msg (lowest round): raw {raw}, raw+env {raw_envelope}, API {api}"
+        ));
+    }
+    for line in cpu_lines {
+        println!("{line}");
     }
 }

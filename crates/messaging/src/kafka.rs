@@ -48,6 +48,7 @@ use crate::delivery::{
     DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, ReceivedMessage,
     RetryPolicy, Settler,
 };
+use crate::envelope::Added;
 use crate::error::{MessagingError, MessagingSystem, Result};
 use crate::message::{Headers, OutgoingMessage, Reply};
 use crate::propagation::{self, KafkaHeaderExtractor, KafkaHeaderInjector};
@@ -144,7 +145,7 @@ impl Kafka {
 
     /// The broker-neutral handle; `source` is the default `ce_source`.
     pub fn into_broker(self, source: &str) -> Broker {
-        Broker::new(Arc::new(self), source)
+        Broker::new(self, source)
     }
 }
 
@@ -198,35 +199,29 @@ impl Shared {
         Ok(())
     }
 
+    /// Produces one record and waits for its delivery report.
     async fn produce(
         &self,
         topic: &str,
         key: Option<&str>,
-        headers: &Headers,
+        headers: OwnedHeaders,
         payload: &[u8],
-        trace: Option<&Context>,
     ) -> Result<()> {
-        let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len() + 2);
-        for (name, value) in headers.iter() {
-            kafka_headers = kafka_headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
-        if let Some(trace) = trace {
-            propagation::inject(trace, &mut KafkaHeaderInjector(&mut kafka_headers));
-        }
         let mut record = FutureRecord::<str, [u8]>::to(topic)
             .payload(payload)
-            .headers(kafka_headers);
+            .headers(headers);
         if let Some(key) = key {
             record = record.key(key);
         }
-        self.producer
-            .send(record, Timeout::After(self.config.delivery_timeout))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| self.map_error(topic, "publish", error))
+        // Boxed: rdkafka's send future would be most of the publish future,
+        // which every layer above copies per publish.
+        Box::pin(
+            self.producer
+                .send(record, Timeout::After(self.config.delivery_timeout)),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| self.map_error(topic, "publish", error))
     }
 
     fn map_error(&self, topic: &str, operation: &'static str, error: KafkaError) -> MessagingError {
@@ -261,12 +256,32 @@ impl Shared {
     }
 }
 
+/// Kafka record headers: `headers` (names and values) and the producer's
+/// trace context.
+fn record_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    trace: Option<&Context>,
+) -> OwnedHeaders {
+    let (least, most) = headers.size_hint();
+    // Room for the trace context too.
+    let mut record_headers = OwnedHeaders::new_with_capacity(most.unwrap_or(least) + 2);
+    for (name, value) in headers {
+        record_headers = record_headers.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    if let Some(trace) = trace {
+        propagation::inject(trace, &mut KafkaHeaderInjector(&mut record_headers));
+    }
+    record_headers
+}
+
 /// `<topic>.<group>.dlq`.
 fn dead_letter_topic(subscription: &Subscription) -> String {
     format!("{}.{}.dlq", subscription.destination, subscription.group)
 }
 
-#[async_trait]
 impl Transport for Kafka {
     fn system(&self) -> MessagingSystem {
         SYSTEM
@@ -276,16 +291,28 @@ impl Transport for Kafka {
         self.shared.create_topic(&spec.name, spec.partitions).await
     }
 
-    async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()> {
-        self.shared
-            .produce(
-                &message.destination,
-                message.key.as_deref(),
-                &message.headers,
-                &message.payload,
-                trace,
-            )
-            .await
+    // A plain `fn` returning the future: the record's headers are built
+    // before it, so the future does not hold the envelope as well.
+    fn publish(
+        &self,
+        message: OutgoingMessage,
+        added: Added,
+        trace: Option<&Context>,
+    ) -> impl Future<Output = Result<()>> {
+        let added = added
+            .iter(&message)
+            .map(|(name, value)| (name as &str, value));
+        let headers = record_headers(message.headers.iter().chain(added), trace);
+        async move {
+            self.shared
+                .produce(
+                    &message.destination,
+                    message.key.as_deref(),
+                    headers,
+                    &message.payload,
+                )
+                .await
+        }
     }
 
     async fn subscribe(
@@ -372,6 +399,7 @@ impl Transport for Kafka {
     async fn request(
         &self,
         _message: &OutgoingMessage,
+        _added: &Added,
         _trace: Option<&Context>,
         _timeout: Duration,
     ) -> Result<Reply> {
@@ -741,9 +769,8 @@ impl Settler for KafkaSettler {
                 .produce(
                     topic,
                     letter.key.as_deref(),
-                    &letter.headers,
+                    record_headers(letter.headers.iter(), None),
                     &letter.payload,
-                    None,
                 )
                 .await?;
         }

@@ -214,12 +214,6 @@ impl OutgoingMessage {
     pub fn encoded_len(&self) -> usize {
         self.payload.len() + self.headers.encoded_len() + self.key.as_ref().map_or(0, String::len)
     }
-
-    pub(crate) fn metric_destination(&self) -> &str {
-        self.destination_template
-            .as_deref()
-            .unwrap_or(&self.destination)
-    }
 }
 
 /// What a request got back.
@@ -251,7 +245,7 @@ mod tests {
         assert_eq!(message.key.as_deref(), Some("order-1"));
         assert_eq!(message.headers.get("ce_type"), Some("order.placed"));
         assert_eq!(message.persistence, Persistence::Durable);
-        assert_eq!(message.metric_destination(), "ferrishop.order.events");
+        assert_eq!(message.destination_template, None);
         assert_eq!(message.encoded_len(), 2 + 7 + 12 + 7);
     }
 

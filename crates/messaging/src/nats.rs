@@ -20,14 +20,18 @@
 //! transiently). A subject captured by a stream cannot also be a request
 //! subject: the stream would answer every request with its publish ack.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, stream};
-use async_nats::{Client, ConnectOptions, HeaderMap, RequestErrorKind, connection::State};
+use async_nats::{
+    Client, ConnectOptions, HeaderMap, HeaderValue, RequestErrorKind, connection::State,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use opentelemetry::Context;
@@ -38,7 +42,7 @@ use crate::delivery::{
     DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, NoopSettler,
     ReceivedMessage, Replier, RetryPolicy, Settler,
 };
-use crate::envelope;
+use crate::envelope::{self, Added};
 use crate::error::{MessagingError, MessagingSystem, Result};
 use crate::message::{Headers, OutgoingMessage, Persistence, Reply};
 use crate::propagation::{self, NatsHeaderExtractor, NatsHeaderInjector};
@@ -107,7 +111,7 @@ impl Nats {
 
     /// The broker-neutral handle; `source` is the default `ce_source`.
     pub fn into_broker(self, source: &str) -> Broker {
-        Broker::new(Arc::new(self), source)
+        Broker::new(self, source)
     }
 
     /// The underlying client, connecting if needed.
@@ -156,8 +160,20 @@ impl Shared {
     }
 
     async fn connect(&self) -> Result<&(Client, jetstream::Context)> {
-        let connection = self
-            .connection
+        let connection = match self.connection.get() {
+            Some(connection) => connection,
+            // Connecting is a large future; boxed, it stays out of the
+            // future of every publish that finds the connection open.
+            None => Box::pin(self.open()).await?,
+        };
+        if connection.0.connection_state() == State::Disconnected {
+            return Err(self.unreachable("the connection is down; reconnecting"));
+        }
+        Ok(connection)
+    }
+
+    async fn open(&self) -> Result<&(Client, jetstream::Context)> {
+        self.connection
             .get_or_try_init(|| async {
                 let client = ConnectOptions::new()
                     .name(&self.config.client_name)
@@ -174,11 +190,7 @@ impl Shared {
                 js.set_timeout(self.config.ack_timeout);
                 Ok::<_, MessagingError>((client, js))
             })
-            .await?;
-        if connection.0.connection_state() == State::Disconnected {
-            return Err(self.unreachable("the connection is down; reconnecting"));
-        }
-        Ok(connection)
+            .await
     }
 
     /// The stream capturing `subject`, created (capturing `create_as` and
@@ -215,10 +227,20 @@ impl Shared {
         Ok(name)
     }
 
-    fn header_map(&self, headers: &Headers, trace: Option<&Context>) -> HeaderMap {
+    /// The NATS header map of a message: the envelope attributes `added`, the
+    /// caller's `headers` (names and values moved rather than copied) and
+    /// the producer's trace context.
+    fn header_map<'a>(
+        added: impl Iterator<Item = (&'static str, Cow<'a, str>)>,
+        headers: Headers,
+        trace: Option<&Context>,
+    ) -> HeaderMap {
         let mut map = HeaderMap::new();
         // Names and values were validated by `Broker::publish`.
-        for (name, value) in headers.iter() {
+        for (name, value) in added {
+            map.insert(HeaderName::from_static(name), value.into_owned());
+        }
+        for (name, value) in headers {
             map.insert(name, value);
         }
         if let Some(trace) = trace {
@@ -227,25 +249,48 @@ impl Shared {
         map
     }
 
-    async fn publish_durable(
-        &self,
-        subject: &str,
-        headers: &Headers,
-        payload: bytes::Bytes,
+    /// `message` as NATS sends it, with the envelope attributes `added`, the
+    /// trace context and, when `deduplicate`, `Nats-Msg-Id` = `ce_id` (the
+    /// stream then stores a retried publish once). Built before any await,
+    /// so the publish future carries the wire form only.
+    fn wire(
+        mut message: OutgoingMessage,
+        added: Added,
         trace: Option<&Context>,
-    ) -> Result<()> {
-        let (_, js) = self.connect().await?;
-        let mut map = self.header_map(headers, trace);
-        if let Some(id) = headers.get(envelope::ID) {
-            map.insert("Nats-Msg-Id", id);
+        deduplicate: bool,
+    ) -> Wire {
+        let id = deduplicate
+            .then(|| added.message_id(&message.headers).map(HeaderValue::from))
+            .flatten();
+        let headers = std::mem::take(&mut message.headers);
+        let mut map = Self::header_map(added.into_iter(&message), headers, trace);
+        if let Some(id) = id {
+            map.insert(NATS_MESSAGE_ID, id);
         }
+        Wire {
+            subject: message.destination,
+            headers: map,
+            payload: message.payload,
+        }
+    }
+
+    async fn publish_durable(&self, wire: Wire) -> Result<()> {
+        let (_, js) = self.connect().await?;
+        let Wire {
+            subject,
+            headers,
+            payload,
+        } = wire;
         let not_confirmed = |reason: String| MessagingError::NotConfirmed {
             system: SYSTEM,
-            destination: subject.to_owned(),
+            destination: subject.clone(),
             reason,
         };
-        let ack = js
-            .publish_with_headers(subject.to_owned(), map, payload)
+        // Boxed: async-nats' publish future (about 1 KiB) would be most of
+        // this one, and every layer of futures above copies all of it per
+        // publish; boxed it is one allocation of a size the allocator keeps
+        // ready.
+        let ack = Box::pin(js.publish_with_headers(subject.clone(), headers, payload))
             .await
             .map_err(|error| not_confirmed(error.to_string()))?;
         match ack.await {
@@ -253,7 +298,7 @@ impl Shared {
             Err(error) => Err(match error.kind() {
                 PublishErrorKind::StreamNotFound => MessagingError::NotFound {
                     system: SYSTEM,
-                    destination: subject.to_owned(),
+                    destination: subject.clone(),
                     detail: " (no JetStream stream captures this subject; create one with ensure_destination)".into(),
                 },
                 PublishErrorKind::BrokenPipe => self.unreachable(error),
@@ -261,6 +306,13 @@ impl Shared {
             }),
         }
     }
+}
+
+/// A message as NATS sends it.
+struct Wire {
+    subject: String,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
 }
 
 /// Headers NATS adds for its own bookkeeping; not part of the message.
@@ -282,7 +334,6 @@ fn headers_from_nats(map: Option<&HeaderMap>) -> Headers {
     .unwrap_or_default()
 }
 
-#[async_trait]
 impl Transport for Nats {
     fn system(&self) -> MessagingSystem {
         SYSTEM
@@ -300,25 +351,27 @@ impl Transport for Nats {
         }
     }
 
-    async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()> {
-        match message.persistence {
-            Persistence::Durable => {
-                self.shared
-                    .publish_durable(
-                        &message.destination,
-                        &message.headers,
-                        message.payload.clone(),
-                        trace,
-                    )
-                    .await
-            }
-            Persistence::Transient => {
-                let (client, _) = self.shared.connect().await?;
-                let map = self.shared.header_map(&message.headers, trace);
-                client
-                    .publish_with_headers(message.destination.clone(), map, message.payload.clone())
-                    .await
-                    .map_err(|error| self.shared.unreachable(error))
+    // A plain `fn` returning the future: the wire form is built before it,
+    // so the future does not hold the message, its headers and the envelope
+    // as well.
+    fn publish(
+        &self,
+        message: OutgoingMessage,
+        added: Added,
+        trace: Option<&Context>,
+    ) -> impl Future<Output = Result<()>> {
+        let persistence = message.persistence;
+        let wire = Shared::wire(message, added, trace, persistence == Persistence::Durable);
+        async move {
+            match persistence {
+                Persistence::Durable => self.shared.publish_durable(wire).await,
+                Persistence::Transient => {
+                    let (client, _) = self.shared.connect().await?;
+                    // Boxed for the same reason as the JetStream publish.
+                    Box::pin(client.publish_with_headers(wire.subject, wire.headers, wire.payload))
+                        .await
+                        .map_err(|error| self.shared.unreachable(error))
+                }
             }
         }
     }
@@ -431,11 +484,15 @@ impl Transport for Nats {
     async fn request(
         &self,
         message: &OutgoingMessage,
+        added: &Added,
         trace: Option<&Context>,
         timeout: Duration,
     ) -> Result<Reply> {
         let (client, _) = self.shared.connect().await?;
-        let map = self.shared.header_map(&message.headers, trace);
+        let added = added
+            .iter(message)
+            .map(|(name, value)| (name, Cow::Borrowed(value)));
+        let map = Shared::header_map(added, message.headers.clone(), trace);
         let request = async_nats::Request::new()
             .payload(message.payload.clone())
             .headers(map)
@@ -541,13 +598,7 @@ impl Replier for CoreReplier {
             });
         };
         crate::broker::check_headers(SYSTEM, &reply.headers)?;
-        let mut map = HeaderMap::new();
-        for (name, value) in reply.headers.iter() {
-            map.insert(name, value);
-        }
-        if let Some(trace) = &trace {
-            propagation::inject(trace, &mut NatsHeaderInjector(&mut map));
-        }
+        let map = Shared::header_map(std::iter::empty(), reply.headers, trace.as_ref());
         let fail = |error: &dyn std::fmt::Display| {
             MessagingError::broker(SYSTEM, reply_to, "reply", error)
         };
@@ -700,8 +751,8 @@ impl Settler for JetStreamSettler {
             if let Some(id) = headers.get(envelope::ID).map(str::to_owned) {
                 headers.insert("x-original-id", id);
             }
-            let mut map = self.shared.header_map(&headers, None);
-            map.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string());
+            let mut map = Shared::header_map(std::iter::empty(), headers, None);
+            map.insert(NATS_MESSAGE_ID, uuid::Uuid::now_v7().to_string());
             let (_, js) = self.shared.connect().await?;
             js.publish_with_headers(subject.clone(), map, letter.payload)
                 .await

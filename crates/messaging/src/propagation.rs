@@ -145,7 +145,10 @@ pub(crate) fn is_valid_header_name(name: &str) -> bool {
 
 /// Header values every broker can carry: no line breaks.
 pub(crate) fn is_valid_header_value(value: &str) -> bool {
-    !value.contains(['\r', '\n'])
+    // Bytes, not chars (`\r` and `\n` never occur inside a UTF-8 sequence):
+    // the byte search scans a word at a time.
+    let bytes = value.as_bytes();
+    !bytes.contains(&b'\n') && !bytes.contains(&b'\r')
 }
 
 #[cfg(test)]
@@ -210,5 +213,7 @@ mod tests {
         assert!(!is_valid_header_name("é"));
         assert!(is_valid_header_value("anything: at all"));
         assert!(!is_valid_header_value("two\nlines"));
+        assert!(!is_valid_header_value("a carriage\rreturn"));
+        assert!(is_valid_header_value("é ü ✓"));
     }
 }

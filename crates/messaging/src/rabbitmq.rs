@@ -51,7 +51,7 @@ use crate::delivery::{
     DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, ReceivedMessage,
     RetryPolicy, Settler,
 };
-use crate::envelope;
+use crate::envelope::{self, Added};
 use crate::error::{MessagingError, MessagingSystem, Result};
 use crate::message::{Headers, OutgoingMessage, Persistence, Reply};
 use crate::propagation::{self, AmqpHeaderExtractor, AmqpHeaderInjector, amqp_text};
@@ -130,8 +130,9 @@ impl PublishSession {
 
 /// Why one publish attempt failed.
 enum AttemptError {
-    /// The connection or channel went away: worth one more try on a new one.
-    Lost(lapin::Error),
+    /// The connection or channel went away (the session that lost it): worth
+    /// one more try on a new one.
+    Lost(lapin::Error, Arc<PublishSession>),
     /// Final.
     Failed(MessagingError),
 }
@@ -152,7 +153,7 @@ impl RabbitMq {
 
     /// The broker-neutral handle; `source` is the default `ce_source`.
     pub fn into_broker(self, source: &str) -> Broker {
-        Broker::new(Arc::new(self), source)
+        Broker::new(self, source)
     }
 
     /// The `connection_name` this client's connections carry.
@@ -199,6 +200,13 @@ impl Shared {
         {
             return Ok(session);
         }
+        // Reconnecting is a large future; boxed, it stays out of the future
+        // of every publish that finds the session usable.
+        Box::pin(self.reconnect()).await
+    }
+
+    /// The slow path of [`Self::session`]: one task reconnects, the rest wait.
+    async fn reconnect(&self) -> Result<Arc<PublishSession>> {
         let mut slot = self.publisher.lock().await;
         if let Some(session) = slot.as_ref().filter(|s| s.is_usable()) {
             return Ok(session.clone());
@@ -266,6 +274,11 @@ impl Shared {
         if exchange.is_empty() || known(&session.known_exchanges, exchange) {
             return Ok(());
         }
+        Box::pin(self.declare_passive(session, exchange)).await
+    }
+
+    /// The slow path of [`Self::check_exchange`], once per exchange and connection.
+    async fn declare_passive(&self, session: &PublishSession, exchange: &str) -> Result<()> {
         let channel = session
             .connection
             .create_channel()
@@ -303,76 +316,103 @@ impl Shared {
     }
 
     /// Publishes and waits for the confirm, retrying once on a fresh
-    /// connection if the old one was lost meanwhile.
+    /// connection if the old one was lost meanwhile. `properties` builds the
+    /// message's properties for each attempt (the retry is rare; cloning a
+    /// header table up front for it on every publish is not).
     async fn publish_confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
-        properties: BasicProperties,
+        properties: impl Fn() -> BasicProperties + Send + Sync,
         request: Option<&str>,
     ) -> Result<()> {
-        let mut last_loss = None;
-        for _ in 0..2 {
-            let session = self.session().await?;
-            self.check_exchange(&session, exchange).await?;
-            let mut properties = properties.clone();
-            if let Some(correlation_id) = request {
-                let reply_queue = self.reply_queue(&session).await?;
-                properties = properties
-                    .with_reply_to(reply_queue)
-                    .with_correlation_id(correlation_id.into());
-            }
-            match self
-                .publish_once(
-                    &session,
-                    exchange,
-                    routing_key,
-                    payload,
-                    properties,
-                    request.is_some(),
-                )
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(AttemptError::Failed(error)) => return Err(error),
-                Err(AttemptError::Lost(error)) => {
+        let lost = match self
+            .attempt(exchange, routing_key, payload, &properties, request)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(AttemptError::Failed(error)) => return Err(error),
+            Err(AttemptError::Lost(error, session)) => (error, session),
+        };
+        // Rare: boxed so that the future of every publish stays small.
+        Box::pin(async move {
+            let (mut error, mut session) = lost;
+            for retry in [true, false] {
+                if retry {
                     tracing::warn!(%error, exchange, "RabbitMQ channel lost while publishing; retrying on a new one");
-                    self.invalidate(&session).await;
-                    last_loss = Some(error);
+                } else {
+                    tracing::warn!(%error, exchange, "RabbitMQ channel lost while publishing, again");
+                }
+                self.invalidate(&session).await;
+                if !retry {
+                    break;
+                }
+                match self
+                    .attempt(exchange, routing_key, payload, &properties, request)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(AttemptError::Failed(failed)) => return Err(failed),
+                    Err(AttemptError::Lost(again, on)) => (error, session) = (again, on),
                 }
             }
-        }
-        Err(MessagingError::NotConfirmed {
-            system: SYSTEM,
-            destination: exchange.to_owned(),
-            reason: last_loss.map_or_else(|| "connection lost".to_owned(), |e| e.to_string()),
+            Err(MessagingError::NotConfirmed {
+                system: SYSTEM,
+                destination: exchange.to_owned(),
+                reason: error.to_string(),
+            })
         })
+        .await
     }
 
-    async fn publish_once(
+    /// One publish on the current session, waiting for the confirm.
+    async fn attempt(
         &self,
-        session: &PublishSession,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
-        properties: BasicProperties,
-        mandatory: bool,
+        properties: &(impl Fn() -> BasicProperties + Send + Sync),
+        request: Option<&str>,
     ) -> std::result::Result<(), AttemptError> {
+        let session = self.session().await.map_err(AttemptError::Failed)?;
+        self.check_exchange(&session, exchange)
+            .await
+            .map_err(AttemptError::Failed)?;
+        let reply_to = match request {
+            // Set up once per session; boxed to keep it out of the future of
+            // every publish.
+            Some(_) => Some(match session.reply_queue.get() {
+                Some(queue) => queue.clone(),
+                None => Box::pin(self.reply_queue(&session))
+                    .await
+                    .map_err(AttemptError::Failed)?,
+            }),
+            None => None,
+        };
+        // Built after the last await before the publish, so the properties
+        // are not kept in this future next to lapin's copy of them.
+        let mut properties = properties();
+        if let (Some(reply_to), Some(correlation_id)) = (reply_to, request) {
+            properties = properties
+                .with_reply_to(reply_to)
+                .with_correlation_id(correlation_id.into());
+        }
+        let lost = |error| AttemptError::Lost(error, session.clone());
         let confirm = session
             .channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
-                    mandatory,
+                    mandatory: request.is_some(),
                     ..BasicPublishOptions::default()
                 },
                 payload,
                 properties,
             )
             .await
-            .map_err(AttemptError::Lost)?;
+            .map_err(lost)?;
         let confirmation = tokio::time::timeout(self.config.confirm_timeout, confirm)
             .await
             .map_err(|_| {
@@ -382,7 +422,7 @@ impl Shared {
                     reason: format!("no confirm within {:?}", self.config.confirm_timeout),
                 })
             })?
-            .map_err(AttemptError::Lost)?;
+            .map_err(lost)?;
         if confirmation.is_nack() {
             return Err(AttemptError::Failed(MessagingError::NotConfirmed {
                 system: SYSTEM,
@@ -768,15 +808,24 @@ fn headers_from_amqp(table: Option<&FieldTable>) -> Headers {
         .unwrap_or_default()
 }
 
-/// Properties for a message: persistent unless transient, its headers as
-/// long strings plus the producer's trace context, `message_id` = `ce_id`.
-fn properties(
-    headers: &Headers,
+/// Properties for a message: persistent unless transient, its headers and
+/// the envelope attributes `added` as long strings plus the producer's trace
+/// context, `message_id` = `ce_id`.
+fn properties<'a>(
+    headers: &'a Headers,
+    added: impl Iterator<Item = (&'static str, &'a str)>,
     persistence: Persistence,
     trace: Option<&Context>,
 ) -> BasicProperties {
     let mut table = FieldTable::default();
     for (name, value) in headers.iter() {
+        table.insert(name.into(), long_string(value));
+    }
+    let mut message_id = headers.get(envelope::ID);
+    for (name, value) in added {
+        if name == envelope::ID {
+            message_id = Some(value);
+        }
         table.insert(name.into(), long_string(value));
     }
     if let Some(trace) = trace {
@@ -789,7 +838,7 @@ fn properties(
             1
         })
         .with_headers(table);
-    if let Some(id) = headers.get(envelope::ID) {
+    if let Some(id) = message_id {
         properties = properties.with_message_id(id.into());
     }
     if let Some(content_type) = headers.get(envelope::CONTENT_TYPE) {
@@ -798,7 +847,6 @@ fn properties(
     properties
 }
 
-#[async_trait]
 impl Transport for RabbitMq {
     fn system(&self) -> MessagingSystem {
         SYSTEM
@@ -819,8 +867,20 @@ impl Transport for RabbitMq {
         Ok(())
     }
 
-    async fn publish(&self, message: &OutgoingMessage, trace: Option<&Context>) -> Result<()> {
-        let properties = properties(&message.headers, message.persistence, trace);
+    async fn publish(
+        &self,
+        message: OutgoingMessage,
+        added: Added,
+        trace: Option<&Context>,
+    ) -> Result<()> {
+        let properties = || {
+            properties(
+                &message.headers,
+                added.iter(&message),
+                message.persistence,
+                trace,
+            )
+        };
         self.shared
             .publish_confirmed(
                 &message.destination,
@@ -860,6 +920,7 @@ impl Transport for RabbitMq {
     async fn request(
         &self,
         message: &OutgoingMessage,
+        added: &Added,
         trace: Option<&Context>,
         timeout: Duration,
     ) -> Result<Reply> {
@@ -874,14 +935,20 @@ impl Transport for RabbitMq {
             pending: &pending,
             correlation_id: &correlation_id,
         };
-        let properties = properties(&message.headers, message.persistence, trace);
         let published = self
             .shared
             .publish_confirmed(
                 &message.destination,
                 message.key.as_deref().unwrap_or_default(),
                 &message.payload,
-                properties,
+                || {
+                    properties(
+                        &message.headers,
+                        added.iter(message),
+                        message.persistence,
+                        trace,
+                    )
+                },
                 Some(&correlation_id),
             )
             .await;
@@ -1121,7 +1188,14 @@ impl Settler for RabbitSettler {
                 "",
                 queue,
                 &letter.payload,
-                properties(&letter.headers, Persistence::Durable, None),
+                || {
+                    properties(
+                        &letter.headers,
+                        std::iter::empty(),
+                        Persistence::Durable,
+                        None,
+                    )
+                },
                 None,
             )
             .await?;
@@ -1148,8 +1222,15 @@ impl Settler for RabbitSettler {
             });
         };
         crate::broker::check_headers(SYSTEM, &reply.headers)?;
-        let properties = properties(&reply.headers, Persistence::Transient, trace.as_ref())
-            .with_correlation_id(correlation_id.clone());
+        let properties = || {
+            properties(
+                &reply.headers,
+                std::iter::empty(),
+                Persistence::Transient,
+                trace.as_ref(),
+            )
+            .with_correlation_id(correlation_id.clone())
+        };
         self.shared
             .publish_confirmed("", reply_to.as_str(), &reply.payload, properties, None)
             .await

@@ -799,9 +799,23 @@ impl<D: SagaData> Inner<D> {
         match next {
             Move::Idle => Ok(Advanced::Finished),
             Move::Finish(outcome) => {
-                faults::inject(&self.fault_point_before_finish(outcome)).await?;
-                let finish = transition::finish(&instance.progress, outcome);
-                self.commit(instance, finish, None, None).await
+                // The final transaction (the hook's writes, their outbox
+                // messages) belongs to the trace that started the saga.
+                let span = telemetry::finish_span(
+                    instance.id,
+                    self.definition.saga_type(),
+                    outcome,
+                    &instance.started_by,
+                );
+                async {
+                    faults::inject(&self.fault_point_before_finish(outcome)).await?;
+                    let finish = transition::finish(&instance.progress, outcome);
+                    let committed = self.commit(instance, finish, None, None).await;
+                    record_commit_failure(&span, &committed);
+                    committed
+                }
+                .instrument(span.clone())
+                .await
             }
             Move::Skip { step } => {
                 let skip = transition::skip(&self.definition, &instance.progress, step);

@@ -4,7 +4,9 @@
 //! later, on another replica, after a restart. So the W3C trace context of
 //! the span that called `start` is stored with the instance, and every
 //! `saga.step` span takes it as its parent — wherever and whenever the step
-//! runs, it shows up in the trace of the request that placed the order.
+//! runs, it shows up in the trace of the request that placed the order; so
+//! does the `saga.finish` span of its final transaction, under which the
+//! hooks' writes (and the events they publish) happen.
 //! Commands carry the step span's context onward in their headers, so the
 //! participant's consumer span joins the same trace.
 
@@ -18,6 +20,7 @@ use uuid::Uuid;
 
 use crate::command::headers;
 use crate::status::Phase;
+use crate::transition::SagaOutcome;
 
 /// A stored W3C trace context.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +122,30 @@ pub(crate) fn step_span(fields: StepSpanFields<'_>) -> Span {
         saga.outcome = tracing::field::Empty,
     );
     fields.started_by.adopt_by(&span);
+    span
+}
+
+/// The span of a saga's final transaction (its hooks run in it), child of
+/// the saga's start like the steps: what the hooks publish continues the
+/// trace. A saga that FAILED (a compensation gave up) ends in error; one
+/// that compensated handled its failure.
+pub(crate) fn finish_span(
+    saga_id: Uuid,
+    saga_type: &str,
+    outcome: SagaOutcome,
+    started_by: &TraceContext,
+) -> Span {
+    let span = tracing::info_span!(
+        "saga.finish",
+        otel.kind = "internal",
+        saga.id = %saga_id,
+        "saga.type" = saga_type,
+        saga.outcome = outcome.as_str(),
+    );
+    started_by.adopt_by(&span);
+    if outcome == SagaOutcome::Failed {
+        span.set_status(Status::error("a compensation gave up"));
+    }
     span
 }
 

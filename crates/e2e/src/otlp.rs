@@ -125,7 +125,12 @@ impl Span {
 }
 
 /// Attributes a tree line shows: what tells apart spans of one name.
-const SHOWN_ATTRIBUTES: [&str; 3] = ["saga.step", "saga.phase", "messaging.system"];
+const SHOWN_ATTRIBUTES: [&str; 4] = [
+    "saga.step",
+    "saga.phase",
+    "saga.outcome",
+    "messaging.system",
+];
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,8 +7,10 @@
 //!   server → order gRPC server, order → inventory (gRPC client → server),
 //!   order → payment over RabbitMQ (producer → consumer), payment's reply
 //!   → order (producer → consumer), order's events over Kafka (the outbox
-//!   relay's producer → a consumer), each consumer span the child of the
-//!   producer span whose `traceparent` its message carried.
+//!   relay's producer → a consumer), order's status over NATS → the
+//!   gateway's Server-Sent Events stream (a receive span, linked to the
+//!   following request), each consumer span the child of the producer span
+//!   whose `traceparent` its message carried.
 //! - A registration is forwarded by the gateway over REST in an HTTP client
 //!   span (OpenTelemetry's attributes, a sample of
 //!   `http_client_request_duration_seconds`), and its `user.registered`
@@ -35,6 +37,10 @@ use uuid::Uuid;
 
 const ORDER_SERVICE: &str = "ferrishop.order.v1.OrderService";
 const INVENTORY_SERVICE: &str = "ferrishop.inventory.v1.InventoryService";
+/// How long the order service holds a confirmation back (fault point
+/// `order.saga.before_confirm`), so a stream opened after the placement
+/// sees it happen.
+const CONFIRM_DELAY_MS: u64 = 1_500;
 
 /// Every service exports to `collector`, in small batches at once.
 fn traced(collector: &Collector) -> StackBuilder {
@@ -111,6 +117,11 @@ fn hop(service: &str, kind: Kind, system: &str, destination: &str) -> Pattern {
         .with("messaging.destination.name", destination)
 }
 
+/// The span of the placement saga's final transaction.
+fn finish(outcome: &str) -> Pattern {
+    Pattern::new("order", Kind::Internal, "saga.finish").with("saga.outcome", outcome)
+}
+
 fn step(name: &str) -> Pattern {
     Pattern::new("order", Kind::Internal, "saga.step").with("saga.step", name)
 }
@@ -150,7 +161,15 @@ fn json_lines(stack: &Stack, service: Service) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compensation() {
     let collector = Collector::start().await;
-    let stack = traced(&collector).start().await;
+    let stack = traced(&collector)
+        // Time to follow the order before it is confirmed.
+        .env(
+            Service::Order,
+            "FAULTS",
+            format!("order.saga.before_confirm=delay({CONFIRM_DELAY_MS})"),
+        )
+        .start()
+        .await;
     let names = stack.names.clone();
     let admin = stack.admin().await;
     let product = stack.product(&admin, 1_250, 10).await;
@@ -176,9 +195,20 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     let placed = place(&customer, &placement_id, &product, 2).await;
     assert_eq!(placed.status, 202, "{placed}");
     let order_id = placed.body["id"].as_str().unwrap().to_owned();
+    // Followed over Server-Sent Events until CONFIRMED ends the stream.
+    let stream = customer
+        .api
+        .follow(
+            &format!("/api/v1/orders/{order_id}/events"),
+            PATIENCE,
+            |_| false,
+        )
+        .await;
+    assert!(stream.ended, "{stream:?}");
     stack
         .wait_for_order(&customer, &order_id, "CONFIRMED")
         .await;
+    let status_subject = format!("{}.{order_id}.status", names.order_status_prefix);
 
     // 1. The order's trace, hop by hop.
     let edge = edge_span(&collector, "POST /api/v1/orders", &placement_id).await;
@@ -220,8 +250,28 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
             hop("order", Kind::Producer, "kafka", &names.order_events),
             hop("order", Kind::Consumer, "kafka", &names.order_events),
         ),
+        // order's status → (NATS) → the gateway's event stream
+        (
+            hop("order", Kind::Producer, "nats", &status_subject),
+            hop("gateway", Kind::Consumer, "nats", &status_subject),
+        ),
     ];
-    let trace = wait_for_edges(&collector, &edge.trace_id, &order_edges).await;
+    wait_for_edges(&collector, &edge.trace_id, &order_edges).await;
+    // The saga's final transaction is in the trace too, and so is what it
+    // published: order.confirmed (Kafka) and the CONFIRMED notification
+    // (NATS).
+    let completed = finish("completed");
+    let published = [
+        hop("order", Kind::Producer, "kafka", &names.order_events),
+        hop("order", Kind::Producer, "nats", &status_subject),
+    ];
+    let trace = collector
+        .wait_for_trace(&edge.trace_id, PATIENCE, |trace| {
+            published
+                .iter()
+                .all(|pattern| trace.has_descendant(&completed, pattern))
+        })
+        .await;
     let tree = trace.tree();
     assert_eq!(
         edge.attribute("http.response.status_code").as_deref(),
@@ -249,6 +299,26 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
             "{pattern} is not below the gateway's server span:\n{tree}"
         );
     }
+    // The notification's receive span links to the request that followed
+    // the order (a trace of its own).
+    let received = trace.find(&hop("gateway", Kind::Consumer, "nats", &status_subject));
+    let followers: Vec<Span> = collector
+        .spans()
+        .into_iter()
+        .filter(|span| {
+            received[0]
+                .links
+                .iter()
+                .any(|link| link.span_id == span.span_id && link.trace_id == span.trace_id)
+        })
+        .collect();
+    assert!(
+        followers
+            .iter()
+            .any(|span| server("gateway", "GET /api/v1/orders/{id}/events").matches(span)),
+        "{} links to {followers:?}",
+        received[0]
+    );
     // The saga's steps made the calls and sent the command.
     assert!(
         trace.has_descendant(
@@ -362,7 +432,7 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     );
     let edge = edge_span(&collector, "POST /api/v1/orders", &rejection_id).await;
     let release = format!("{INVENTORY_SERVICE}/ReleaseReservation");
-    let trace = wait_for_edges(
+    wait_for_edges(
         &collector,
         &edge.trace_id,
         &[
@@ -374,6 +444,14 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
         ],
     )
     .await;
+    let trace = collector
+        .wait_for_trace(&edge.trace_id, PATIENCE, |trace| {
+            trace.has_descendant(
+                &finish("compensated"),
+                &hop("order", Kind::Producer, "kafka", &names.order_events),
+            )
+        })
+        .await;
     let tree = trace.tree();
     let failed: Vec<&Span> = trace
         .find(&step("charge_payment"))

@@ -69,12 +69,15 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
+use messaging::propagation::NatsHeaderExtractor;
+use opentelemetry::trace::TraceContextExt;
 use proto::ferrishop::order::v1 as pb;
 use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::RequestId;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -361,12 +364,52 @@ async fn subscribe(state: &AppState, id: Uuid) -> Option<BoxStream<'static, Byte
             if let Err(error) = client.flush().await {
                 tracing::debug!(%error, "flushing the subscription failed");
             }
-            Some(subscriber.map(|message| message.payload).boxed())
+            let follower = tracing::Span::current()
+                .context()
+                .span()
+                .span_context()
+                .clone();
+            Some(
+                subscriber
+                    .map(move |message| {
+                        received(&subject, message.headers.as_ref(), &follower);
+                        message.payload
+                    })
+                    .boxed(),
+            )
         }
         Err(error) => {
             tracing::warn!(%error, %subject, "cannot subscribe; the order stream polls instead");
             None
         }
+    }
+}
+
+/// A consumer span for one notification: the child of the order service's
+/// publish span whose context the message's headers carry, so the order's
+/// trace reaches the edge, linked to the span of the request following it.
+fn received(
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    follower: &opentelemetry::trace::SpanContext,
+) {
+    let span = tracing::info_span!(
+        "messaging.receive",
+        otel.name = %format_args!("receive {subject}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.destination.name = subject,
+        messaging.operation.type = "receive",
+        messaging.operation.name = "receive",
+    );
+    if let Some(headers) = headers {
+        let parent = messaging::propagation::extract(&NatsHeaderExtractor(headers));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+    }
+    if follower.is_valid() {
+        span.add_link(follower.clone());
     }
 }
 

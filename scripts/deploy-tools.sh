@@ -61,10 +61,10 @@ APT_UPDATED=0
 apt_install() {
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install $* by hand"
   if ((APT_UPDATED == 0)); then
-    as_root apt-get update -qq
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
     APT_UPDATED=1
   fi
-  as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # --- PyPI tools, in the virtualenv -------------------------------------------

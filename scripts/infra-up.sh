@@ -10,7 +10,8 @@
 # Whatever is already listening is left alone, so running this again is harmless.
 # The per-service databases (users, orders, payments, inventory) are created if missing.
 # tansu keeps its data in memory: topics are gone when it restarts.
-# Missing Debian packages are installed with apt-get (as root, or through sudo);
+# Missing Debian packages are installed with apt-get (as root, or through sudo;
+# waiting up to 10 minutes for another apt run to release its lock);
 # tansu is installed from crates.io with cargo. The Kafka endpoint is checked with a
 # real produce/consume round trip through librdkafka (confluent-kafka, in a virtualenv).
 #
@@ -104,11 +105,11 @@ apt_install() {
   local log="$STATE_DIR/apt.log"
   if ((APT_UPDATED == 0)); then
     note "apt-get update (log: $log)"
-    as_root apt-get update >>"$log" 2>&1 || { tail -n 20 "$log" >&2; return 1; }
+    as_root apt-get -o DPkg::Lock::Timeout=600 update >>"$log" 2>&1 || { tail -n 20 "$log" >&2; return 1; }
     APT_UPDATED=1
   fi
   note "apt-get install $* (log: $log)"
-  as_root apt-get install -y --no-install-recommends "$@" >>"$log" 2>&1 || { tail -n 20 "$log" >&2; return 1; }
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >>"$log" 2>&1 || { tail -n 20 "$log" >&2; return 1; }
 }
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -74,7 +74,6 @@ async fn main() -> ExitCode {
         &saga::Participants {
             inventory: inventory.clone(),
             store: store.clone(),
-            commands: brokers.commands().clone(),
         },
         &saga::Settings {
             inventory_timeout: config.inventory_timeout,

@@ -51,35 +51,20 @@
 //! # Refunding a charge whose fate is unknown
 //!
 //! When `charge_payment` gives up (no reply within its attempts — the
-//! payment service is down), the charge may still be sitting in the payment
-//! service's queue and be executed later; so the step is compensated with a
-//! refund like any other. But the payment service answers a refund of an
-//! order it has not charged (yet) with `NOTHING_TO_REFUND` — and a charge
-//! and a refund it handles side by side can race that way. A single
-//! `NOTHING_TO_REFUND` therefore proves nothing.
-//!
-//! The compensation is a call rather than a command: it asks the payment
-//! service directly (RabbitMQ request/reply) and keeps asking, each time
-//! with a fresh `command_id` (the payment service remembers each command's
-//! answer), until the answer is `refunded`, or until
-//! [`NOTHING_TO_REFUND_CONFIRMATIONS`] answers, spaced apart, all say there
-//! was nothing to refund — by then a charge queued ahead of the first refund
-//! has been handled. Several refunds of one order are harmless: the payment
-//! service never refunds an order more than its charge. If the payment
-//! service does not answer at all, the compensation is retried under its
-//! long budget, then the saga ends FAILED for an operator.
-//!
-//! The real fix belongs to the payment contract: a refund that arrives
-//! before its charge should leave a tombstone that makes the late charge a
-//! no-op, as the inventory does for a release that overtakes its
-//! reservation.
+//! payment service is slow or down), the charge may still be sitting in the
+//! payment service's queue and be executed later; so the step is
+//! compensated with a refund like any other. A refund that reaches the
+//! payment service before its charge answers `NOTHING_TO_REFUND` and voids
+//! the order there: the late charge is then declined (`ORDER_VOIDED`), so
+//! that answer is final and a REJECTED order never keeps money. Several
+//! refunds of one order are harmless: the payment service never refunds an
+//! order more than its charge.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use messaging::{Broker, OutgoingMessage};
 use payment_contract::{
     ChargePayment, DeclineReason, Outcome, PaymentReply, RefundPayment, headers, types,
 };
@@ -125,16 +110,9 @@ pub const BEFORE_CONFIRM_FAULT_POINT: &str = "order.saga.before_confirm";
 /// `ferrishop_orders_total{status}`: orders reaching each status.
 pub const ORDERS_TOTAL: &str = "ferrishop_orders_total";
 
-/// Consecutive `NOTHING_TO_REFUND` answers that prove a charge of unknown
-/// fate never happened (see the module docs).
-pub const NOTHING_TO_REFUND_CONFIRMATIONS: u32 = 3;
-
 /// Attempts of a cancellation step: at one every 30 s, about three days —
 /// "until the participant answers" in any outage worth the name.
 const UNTIL_ANSWERED_ATTEMPTS: u32 = 10_000;
-
-/// Pause between two refund requests that heard `NOTHING_TO_REFUND`.
-const NOTHING_TO_REFUND_SPACING: Duration = Duration::from_millis(300);
 
 /// What the placement saga carries from step to step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,8 +177,6 @@ impl Settings {
 pub struct Participants {
     pub inventory: Inventory,
     pub store: Store,
-    /// The broker payment commands travel on, for request/reply.
-    pub commands: Broker,
 }
 
 /// The placement saga.
@@ -211,7 +187,7 @@ pub fn place_order(
     let reserve = participants.clone();
     let release = participants.clone();
     let commit = participants.clone();
-    let refund = (participants.commands.clone(), settings.clone());
+    let refund = settings.clone();
     let charge = settings.clone();
     SagaDefinition::new(PLACE_ORDER)
         .step(
@@ -229,10 +205,10 @@ pub fn place_order(
                 move |context, data| charge_command(&charge, context, data),
                 on_charge_reply,
             )
-            .compensate(Operation::call(move |context, data| {
-                let (broker, settings) = refund.clone();
-                refund_charge(broker, settings, context, data)
-            }))
+            .compensate(Operation::command(
+                move |context, data| charge_refund_command(&refund, context, data),
+                on_charge_refund_reply,
+            ))
             .timeout(settings.payment_timeout)
             .retry(settings.payment_retry()),
         )
@@ -357,76 +333,38 @@ fn on_charge_reply(
     }
 }
 
-/// The charge's compensation (see the module docs): refund requests until
-/// one says `refunded`, or enough spaced ones say there is nothing to
-/// refund.
-async fn refund_charge(
-    broker: Broker,
-    settings: Settings,
-    context: StepContext,
+/// The charge's compensation (see the module docs).
+fn charge_refund_command(
+    settings: &Settings,
+    context: &StepContext,
+    data: &PlaceOrderData,
+) -> Result<Command, StepError> {
+    payment_command(
+        settings,
+        types::REFUND,
+        data.order_id,
+        &RefundPayment {
+            command_id: context.idempotency_key(),
+            order_id: data.order_id.as_uuid(),
+            customer_id: data.customer_id.as_uuid(),
+            amount: wire_money(data.total),
+        },
+    )
+}
+
+/// Refunded, or nothing was charged and now never will be: either way the
+/// customer has their money.
+fn on_charge_refund_reply(
+    _: &StepContext,
     data: PlaceOrderData,
+    reply: &Reply,
 ) -> StepResult<PlaceOrderData> {
-    let mut nothing_to_refund = 0;
-    for round in 1..=NOTHING_TO_REFUND_CONFIRMATIONS {
-        let command = payment_command(
-            &settings,
-            types::REFUND,
-            data.order_id,
-            &RefundPayment {
-                command_id: format!("{}:{}:{round}", context.idempotency_key(), context.attempt),
-                order_id: data.order_id.as_uuid(),
-                customer_id: data.customer_id.as_uuid(),
-                amount: wire_money(data.total),
-            },
-        )?;
-        let mut request = OutgoingMessage::new(&command.destination, command.payload)
-            .with_key(data.order_id.to_string());
-        for (name, value) in command.headers {
-            // The reply comes back on this request's own reply queue.
-            if name != headers::REPLY_TO {
-                request = request.with_header(name, value);
-            }
-        }
-        let reply = broker
-            .request(request, settings.payment_timeout)
-            .await
-            .map_err(StepError::transient)?;
-        let reply: PaymentReply = serde_json::from_slice(&reply.payload)
-            .map_err(|error| StepError::transient(format!("unreadable payment reply: {error}")))?;
-        match judge_refund(reply.outcome, nothing_to_refund)? {
-            RefundVerdict::Done => return Ok(data),
-            RefundVerdict::AskAgain => {
-                nothing_to_refund += 1;
-                tokio::time::sleep(NOTHING_TO_REFUND_SPACING).await;
-            }
-        }
-    }
-    // The last round's verdict is always Done; the loop ends by returning.
-    Err(StepError::transient("refund rounds exhausted"))
-}
-
-/// What a refund answer means for the charge's compensation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RefundVerdict {
-    /// The money is back, or enough answers agree none was taken.
-    Done,
-    /// Nothing to refund *yet*: the charge may be right behind.
-    AskAgain,
-}
-
-/// Judges one refund answer, given how many `NOTHING_TO_REFUND` answers
-/// came before it.
-fn judge_refund(outcome: Outcome, nothing_so_far: u32) -> Result<RefundVerdict, StepError> {
-    match outcome {
-        Outcome::Refunded { .. } => Ok(RefundVerdict::Done),
-        Outcome::Declined {
+    match decode(reply)?.outcome {
+        Outcome::Refunded { .. }
+        | Outcome::Declined {
             reason: DeclineReason::NothingToRefund,
             ..
-        } if nothing_so_far + 1 >= NOTHING_TO_REFUND_CONFIRMATIONS => Ok(RefundVerdict::Done),
-        Outcome::Declined {
-            reason: DeclineReason::NothingToRefund,
-            ..
-        } => Ok(RefundVerdict::AskAgain),
+        } => Ok(data),
         Outcome::Declined { reason, detail } => Err(StepError::rejected(reason.code(), detail)),
         Outcome::Charged { .. } => Err(StepError::transient("a charge reply to a refund")),
     }
@@ -797,27 +735,36 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_refund_is_believed_only_when_answers_agree() {
-        let nothing = || Outcome::Declined {
+    fn a_charge_is_compensated_by_a_refund_that_nothing_to_refund_also_settles() {
+        let data = data();
+        let context = context(Phase::Compensation, 1, data.order_id.as_uuid());
+        let command = charge_refund_command(&settings(), &context, &data).unwrap();
+        assert_eq!(command.headers["ce_type"], types::REFUND);
+        let body: RefundPayment = serde_json::from_slice(&command.payload).unwrap();
+        assert_eq!(
+            body.command_id,
+            format!("{}:charge_payment:compensation", data.order_id)
+        );
+        assert_eq!(body.amount, payment_contract::Money::new(2599, "EUR"));
+
+        let answer =
+            |outcome| on_charge_refund_reply(&context, data.clone(), &reply(&context, outcome));
+        let refunded = Outcome::Refunded {
+            refund_id: None,
+            amount: payment_contract::Money::new(2599, "EUR"),
+        };
+        assert_eq!(answer(refunded), Ok(data.clone()));
+        let nothing = Outcome::Declined {
             reason: DeclineReason::NothingToRefund,
             detail: String::new(),
         };
-        assert_eq!(judge_refund(nothing(), 0), Ok(RefundVerdict::AskAgain));
-        assert_eq!(
-            judge_refund(nothing(), NOTHING_TO_REFUND_CONFIRMATIONS - 1),
-            Ok(RefundVerdict::Done)
-        );
-        let refunded = Outcome::Refunded {
-            refund_id: None,
-            amount: payment_contract::Money::new(0, "EUR"),
-        };
-        assert_eq!(judge_refund(refunded, 0), Ok(RefundVerdict::Done));
+        assert_eq!(answer(nothing), Ok(data.clone()));
         let closed = Outcome::Declined {
             reason: DeclineReason::AccountClosed,
             detail: "closed".into(),
         };
         assert_eq!(
-            judge_refund(closed, 0),
+            answer(closed),
             Err(StepError::rejected("ACCOUNT_CLOSED", "closed"))
         );
     }

@@ -1,7 +1,8 @@
 //! The payment participant going away: commands are sent again with the same
 //! command id while it is down, the order completes if it comes back in
 //! time, and the charge is compensated (refunded) if it does not — with
-//! money and stock consistent either way.
+//! money and stock consistent either way, even when the refund overtakes
+//! the charge it compensates.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -109,5 +110,42 @@ async fn a_payment_service_down_past_the_retry_window_gets_the_order_compensated
     // Give a late duplicate charge command the chance to show up: none may.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(shop.balance(customer).await, WELCOME_CREDIT);
+    shop.assert_invariants(&[(&item, 10)]).await;
+}
+
+#[tokio::test]
+async fn a_charge_slower_than_its_step_is_voided_by_the_refund_that_overtakes_it() {
+    let mut shop =
+        Shop::start_with(&[("PAYMENT_REPLY_TIMEOUT", "1s"), ("PAYMENT_ATTEMPTS", "1")]).await;
+    shop.stop_payment().await;
+    // Every charge sits in the payment service for 4 s, past the step's
+    // only attempt; the refund that compensates it is not delayed.
+    shop.start_payment_with(&[("FAULTS", "payment.charge=delay(4000)")])
+        .await;
+    let item = shop.product(1_500, 10).await;
+    let customer = shop.customer().await;
+
+    let order_id = shop.order(customer, &[(&item, 2)]).await;
+    let rejected = shop
+        .wait_for(customer, &order_id, pb::OrderStatus::Rejected, PATIENCE)
+        .await;
+    assert_eq!(rejected.failure_reason, "PAYMENT_TIMEOUT");
+
+    // The charge comes out of its delay after the refund voided the order.
+    let deadline = Instant::now() + PATIENCE;
+    let events = loop {
+        let events = shop.wallet_events_of(&order_id).await;
+        if events.len() >= 2 || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        events,
+        ["OrderVoided", "ChargeDeclined:ORDER_VOIDED"],
+        "the refund voids the order, the late charge is declined"
+    );
+    assert_eq!(shop.balance(customer).await, WELCOME_CREDIT);
+    assert_eq!(shop.stock(&item).await, (10, 0, 10));
     shop.assert_invariants(&[(&item, 10)]).await;
 }

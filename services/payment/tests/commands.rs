@@ -149,19 +149,35 @@ async fn a_frozen_wallet_declines_charges_and_refuses_deposits() {
 }
 
 #[tokio::test]
-async fn refunds_restore_the_balance_once_and_need_a_charge() {
+async fn refunds_restore_the_balance_once_and_a_refund_before_the_charge_voids_it() {
     let harness = Harness::start().await;
     let customer = harness.new_customer().await;
-    let order = Uuid::now_v7();
 
+    // A refund that overtakes its charge voids the order: the charge that
+    // arrives afterwards is declined and moves nothing.
+    let overtaken = Uuid::now_v7();
     let (_, reply) = harness
-        .request(&refund("refund-first", order, customer, 3_000))
+        .request(&refund("refund-first", overtaken, customer, 3_000))
         .await;
     assert_eq!(
         declined(&reply.outcome),
         Some(DeclineReason::NothingToRefund)
     );
+    let (_, reply) = harness
+        .request(&charge("charge-late", overtaken, customer, 3_000))
+        .await;
+    assert_eq!(declined(&reply.outcome), Some(DeclineReason::OrderVoided));
+    assert_eq!(harness.balance(customer).await, 10_000);
+    let events: Vec<String> = harness
+        .stream(customer)
+        .await
+        .into_iter()
+        .map(|(_, event_type, _)| event_type)
+        .filter(|event_type| event_type == "OrderVoided" || event_type == "ChargeDeclined")
+        .collect();
+    assert_eq!(events, ["OrderVoided", "ChargeDeclined"]);
 
+    let order = Uuid::now_v7();
     let (_, reply) = harness
         .request(&charge("charge-1", order, customer, 3_000))
         .await;

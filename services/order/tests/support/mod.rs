@@ -292,7 +292,13 @@ impl Shop {
     }
 
     pub async fn start_payment(&mut self) {
-        self.payment.start(&[]).await;
+        self.start_payment_with(&[]).await;
+    }
+
+    /// Starts the payment service with `extra` environment on top of its
+    /// usual one (`FAULTS`, say).
+    pub async fn start_payment_with(&mut self, extra: &[(&str, &str)]) {
+        self.payment.start(extra).await;
         self.payment
             .wait_for_log(&["\"consuming\"", &self.names.commands_exchange])
             .await;
@@ -465,6 +471,26 @@ impl Shop {
             }
         }
         payments
+    }
+
+    /// The types of the wallet events recorded for `order` (payload
+    /// `order_id`), oldest first, with the decline reason where there is
+    /// one: `["OrderVoided", "ChargeDeclined:ORDER_VOIDED"]`.
+    pub async fn wallet_events_of(&self, order: &str) -> Vec<String> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT event_type, payload FROM es_events \
+              WHERE payload->>'order_id' = $1 ORDER BY position",
+        )
+        .bind(order)
+        .fetch_all(&self.payment.database.pool)
+        .await
+        .expect("read the wallet events");
+        rows.into_iter()
+            .map(|(event_type, payload)| match payload["reason"].as_str() {
+                Some(reason) => format!("{event_type}:{reason}"),
+                None => event_type,
+            })
+            .collect()
     }
 
     // --------------------------------------------------------------- orders

@@ -305,10 +305,15 @@ pub enum DeclineReason {
     AccountNotFound,
     /// The amount's currency is not the wallet's.
     CurrencyMismatch,
-    /// Refund of an order that was never charged.
+    /// Refund of an order that was never charged. Final: the refund voided
+    /// the order, so a charge for it that arrives later is declined
+    /// (`ORDER_VOIDED`) and nothing will ever need refunding.
     NothingToRefund,
     /// Refund of more than is left of the order's charge.
     RefundExceedsCharge,
+    /// Charge of an order whose refund arrived first (its saga gave up on
+    /// the charge and compensated it).
+    OrderVoided,
     /// The `command_id` was used before for a different request.
     CommandIdReused,
     /// The command is well-formed JSON but not a valid request (amount not
@@ -330,6 +335,7 @@ impl DeclineReason {
             Self::CurrencyMismatch => "CURRENCY_MISMATCH",
             Self::NothingToRefund => "NOTHING_TO_REFUND",
             Self::RefundExceedsCharge => "REFUND_EXCEEDS_CHARGE",
+            Self::OrderVoided => "ORDER_VOIDED",
             Self::CommandIdReused => "COMMAND_ID_REUSED",
             Self::InvalidCommand => "INVALID_COMMAND",
             Self::Unknown => "UNKNOWN",

@@ -30,6 +30,8 @@ pub enum DeclineReason {
     CurrencyMismatch,
     NothingToRefund,
     RefundExceedsCharge,
+    /// A charge for an order whose refund came first (see [`OrderVoided`]).
+    OrderVoided,
 }
 
 /// The wallet was opened for its owner (one per user).
@@ -85,6 +87,18 @@ pub struct ChargeDeclined {
     pub at: DateTime<Utc>,
 }
 
+/// A refund arrived for an order that was never charged: the saga gave up
+/// on the charge and compensated it. The order is closed to charges from
+/// then on, so a charge still on its way is declined instead of keeping the
+/// money of a rejected order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderVoided {
+    pub order_id: OrderId,
+    /// The refund command that voided it.
+    pub command_id: CommandId,
+    pub at: DateTime<Utc>,
+}
+
 /// An administrator stopped deposits and charges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountFrozen {
@@ -123,6 +137,7 @@ pub enum WalletEvent {
     Charged(Charged),
     Refunded(Refunded),
     ChargeDeclined(ChargeDeclined),
+    OrderVoided(OrderVoided),
     AccountFrozen(AccountFrozen),
     AccountUnfrozen(AccountUnfrozen),
     PayoutIbanSet(PayoutIbanSet),
@@ -138,6 +153,7 @@ impl WalletEvent {
             Self::Charged(e) => e.at,
             Self::Refunded(e) => e.at,
             Self::ChargeDeclined(e) => e.at,
+            Self::OrderVoided(e) => e.at,
             Self::AccountFrozen(e) => e.at,
             Self::AccountUnfrozen(e) => e.at,
             Self::PayoutIbanSet(e) => e.at,
@@ -154,6 +170,7 @@ impl DomainEvent for WalletEvent {
             Self::Charged(_) => "Charged",
             Self::Refunded(_) => "Refunded",
             Self::ChargeDeclined(_) => "ChargeDeclined",
+            Self::OrderVoided(_) => "OrderVoided",
             Self::AccountFrozen(_) => "AccountFrozen",
             Self::AccountUnfrozen(_) => "AccountUnfrozen",
             Self::PayoutIbanSet(_) => "PayoutIbanSet",
@@ -168,6 +185,7 @@ impl DomainEvent for WalletEvent {
             Self::Charged(e) => serde_json::to_value(e),
             Self::Refunded(e) => serde_json::to_value(e),
             Self::ChargeDeclined(e) => serde_json::to_value(e),
+            Self::OrderVoided(e) => serde_json::to_value(e),
             Self::AccountFrozen(e) => serde_json::to_value(e),
             Self::AccountUnfrozen(e) => serde_json::to_value(e),
             Self::PayoutIbanSet(e) => serde_json::to_value(e),
@@ -192,6 +210,7 @@ impl DomainEvent for WalletEvent {
             "Charged" => Self::Charged(serde_json::from_value(payload)?),
             "Refunded" => Self::Refunded(serde_json::from_value(payload)?),
             "ChargeDeclined" => Self::ChargeDeclined(serde_json::from_value(payload)?),
+            "OrderVoided" => Self::OrderVoided(serde_json::from_value(payload)?),
             "AccountFrozen" => Self::AccountFrozen(serde_json::from_value(payload)?),
             "AccountUnfrozen" => Self::AccountUnfrozen(serde_json::from_value(payload)?),
             "PayoutIbanSet" => Self::PayoutIbanSet(serde_json::from_value(payload)?),
@@ -229,6 +248,11 @@ mod tests {
                 command_id: CommandId::parse("c-2").unwrap(),
                 amount,
                 reason: DeclineReason::InsufficientFunds,
+                at,
+            }),
+            WalletEvent::OrderVoided(OrderVoided {
+                order_id: OrderId::generate(),
+                command_id: CommandId::parse("c-3").unwrap(),
                 at,
             }),
             WalletEvent::AccountClosed(AccountClosed {

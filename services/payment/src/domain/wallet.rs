@@ -22,8 +22,14 @@
 //!   a saga that lost track of its command id still cannot pay twice.
 //! - A refund never exceeds what was charged for its order. Refunding an
 //!   order that is already fully refunded changes nothing (and answers
-//!   "refunded", so a repeated compensation is harmless); refunding an order
-//!   never charged, or more than is left of its charge, is declined.
+//!   "refunded", so a repeated compensation is harmless); refunding more
+//!   than is left of a charge is declined.
+//! - Refunding an order never charged is declined with `NothingToRefund`
+//!   *and voids the order* (OrderVoided): a charge for it that arrives
+//!   later is declined with `OrderVoided`. A saga that gave up waiting for
+//!   its charge compensates with a refund, and the charge may still be on
+//!   its way; without the tombstone that late charge would take the money
+//!   of a rejected order.
 //! - Closing pays the balance out: the account must have a payout IBAN unless
 //!   its balance is zero, and must not be frozen (a freeze is a hold on the
 //!   money). `AccountClosed.final_balance` records what was paid out.
@@ -32,7 +38,7 @@
 //! application's job, by command id; the per-order rules above are the
 //! aggregate's own line of defence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use eventstore::Aggregate;
@@ -94,6 +100,8 @@ pub struct Account {
     /// Payments by order, to keep each order charged once and refunded at
     /// most what it paid.
     pub orders: BTreeMap<OrderId, OrderPayment>,
+    /// Orders refunded before any charge: closed to charges.
+    pub voided: BTreeSet<OrderId>,
 }
 
 impl Account {
@@ -288,6 +296,7 @@ impl WalletAccount {
         }
         let refusal = match account.status {
             AccountStatus::Closed => return declined(DeclineReason::AccountClosed),
+            _ if account.voided.contains(&command.order_id) => Some(DeclineReason::OrderVoided),
             AccountStatus::Frozen => Some(DeclineReason::AccountFrozen),
             AccountStatus::Active => match account.balance.checked_sub(command.amount.money()) {
                 Ok(_) => None,
@@ -340,7 +349,19 @@ impl WalletAccount {
             return declined(DeclineReason::CurrencyMismatch);
         }
         let Some(paid) = account.orders.get(&command.order_id) else {
-            return declined(DeclineReason::NothingToRefund);
+            let events = if account.voided.contains(&command.order_id) {
+                Vec::new()
+            } else {
+                vec![WalletEvent::OrderVoided(OrderVoided {
+                    order_id: command.order_id,
+                    command_id: command.command_id,
+                    at: command.at,
+                })]
+            };
+            return Ok(Decision {
+                events,
+                outcome: RefundOutcome::Declined(DeclineReason::NothingToRefund),
+            });
         };
         let refundable = paid.refundable();
         if refundable.is_zero() {
@@ -462,7 +483,8 @@ impl Aggregate for WalletAccount {
     /// Streams are `wallet-<user id>`: one wallet per user, found without a
     /// lookup.
     const CATEGORY: &'static str = "wallet";
-    const SNAPSHOT_SCHEMA_VERSION: i32 = 1;
+    /// 2: accounts remember voided orders.
+    const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 
     type Event = WalletEvent;
     type Command = WalletCommand;
@@ -484,6 +506,7 @@ impl Aggregate for WalletAccount {
                     opened_at: opened.at,
                     updated_at: opened.at,
                     orders: BTreeMap::new(),
+                    voided: BTreeSet::new(),
                 });
             }
             return;
@@ -494,6 +517,9 @@ impl Aggregate for WalletAccount {
         account.updated_at = event.at();
         match event {
             WalletEvent::AccountOpened(_) | WalletEvent::ChargeDeclined(_) => {}
+            WalletEvent::OrderVoided(voided) => {
+                account.voided.insert(voided.order_id);
+            }
             WalletEvent::Deposited(deposited) => {
                 if let Ok(balance) = account.balance.checked_add(deposited.amount.money()) {
                     account.balance = balance;
@@ -723,10 +749,6 @@ mod tests {
     #[test]
     fn refunds_never_exceed_the_charge() {
         let mut wallet = opened(5_000);
-        assert_eq!(
-            wallet.refund(refund(1, 100)).unwrap().outcome,
-            RefundOutcome::Declined(DeclineReason::NothingToRefund)
-        );
         let paid = wallet.charge(charge(1, 1_000));
         run(&mut wallet, paid.events);
         assert_eq!(
@@ -747,6 +769,49 @@ mod tests {
                 amount: Money::zero(Currency::EUR)
             }
         );
+    }
+
+    #[test]
+    fn a_refund_before_the_charge_voids_the_order_and_the_late_charge_is_declined() {
+        let mut wallet = opened(5_000);
+        let early = wallet.refund(refund(1, 1_000)).unwrap();
+        assert_eq!(
+            early.outcome,
+            RefundOutcome::Declined(DeclineReason::NothingToRefund)
+        );
+        assert!(matches!(
+            early.events.as_slice(),
+            [WalletEvent::OrderVoided(OrderVoided { order_id, .. })] if *order_id == order(1)
+        ));
+        run(&mut wallet, early.events);
+
+        let again = wallet.refund(refund(1, 1_000)).unwrap();
+        assert!(again.events.is_empty(), "voided once is enough");
+        assert_eq!(
+            again.outcome,
+            RefundOutcome::Declined(DeclineReason::NothingToRefund)
+        );
+
+        let late = wallet.charge(charge(1, 1_000));
+        assert_eq!(
+            late.outcome,
+            ChargeOutcome::Declined(DeclineReason::OrderVoided)
+        );
+        assert!(matches!(
+            late.events.as_slice(),
+            [WalletEvent::ChargeDeclined(ChargeDeclined {
+                reason: DeclineReason::OrderVoided,
+                ..
+            })]
+        ));
+        run(&mut wallet, late.events);
+        assert_eq!(balance(&wallet), 5_000);
+
+        // Only that order: the next one is charged as usual.
+        assert!(matches!(
+            wallet.charge(charge(2, 1_000)).outcome,
+            ChargeOutcome::Charged { .. }
+        ));
     }
 
     #[test]
@@ -893,8 +958,9 @@ mod tests {
                 }
             }
             let account = wallet.account().unwrap();
-            for paid in account.orders.values() {
+            for (order, paid) in &account.orders {
                 prop_assert!(paid.refunded.amount() <= paid.charged.minor_units());
+                prop_assert!(!account.voided.contains(order), "order {order} is charged and voided");
             }
             // Replaying the history from scratch gives the same state.
             let mut replayed = WalletAccount::default();

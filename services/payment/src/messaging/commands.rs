@@ -279,7 +279,10 @@ fn describe(reason: DeclineReason) -> &'static str {
         DeclineReason::AccountClosed => "the wallet is closed",
         DeclineReason::AccountNotFound => "the customer has no wallet",
         DeclineReason::CurrencyMismatch => "the amount is not in the wallet's currency",
-        DeclineReason::NothingToRefund => "nothing was charged for this order",
+        DeclineReason::NothingToRefund => {
+            "nothing was charged for this order; it is voided and will not be charged"
+        }
+        DeclineReason::OrderVoided => "the order was voided by a refund before it was charged",
         DeclineReason::RefundExceedsCharge => {
             "the refund exceeds what is left of the order's charge"
         }

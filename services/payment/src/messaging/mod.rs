@@ -37,5 +37,6 @@ pub fn contract_reason(reason: DeclineReason) -> payment_contract::DeclineReason
         DeclineReason::CurrencyMismatch => Wire::CurrencyMismatch,
         DeclineReason::NothingToRefund => Wire::NothingToRefund,
         DeclineReason::RefundExceedsCharge => Wire::RefundExceedsCharge,
+        DeclineReason::OrderVoided => Wire::OrderVoided,
     }
 }

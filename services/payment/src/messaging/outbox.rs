@@ -138,6 +138,7 @@ mod tests {
             opened_at: Utc::now(),
             updated_at: Utc::now(),
             orders: BTreeMap::new(),
+            voided: Default::default(),
         }
     }
 

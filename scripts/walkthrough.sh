@@ -92,10 +92,11 @@ api GET /api/v1/users/me
 step "2. The catalogue"
 TOKEN_SAVED=$TOKEN
 TOKEN=
-api GET '/api/v1/products?in_stock=true&limit=5'
+api GET '/api/v1/products?in_stock=true&limit=20'
 [[ $STATUS == 200 ]] || fail "listing products answered $STATUS"
-PRODUCT=$(jq -r '.items[0].id // empty' <<<"$RESPONSE")
-[[ -n $PRODUCT ]] || fail "no product in stock (is the inventory service seeded? SEED_CATALOG=true)"
+# The first product with two units left (an earlier load run may have sold most).
+PRODUCT=$(jq -r '[.items[] | select(.available >= 2)][0].id // empty' <<<"$RESPONSE")
+[[ -n $PRODUCT ]] || fail "no product with two units in stock (is the inventory service seeded? SEED_CATALOG=true)"
 api GET "/api/v1/products/$PRODUCT/quote?quantity=2&tax_rate=0.08"
 TOKEN=$TOKEN_SAVED
 

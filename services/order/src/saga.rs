@@ -339,16 +339,12 @@ fn charge_refund_command(
     context: &StepContext,
     data: &PlaceOrderData,
 ) -> Result<Command, StepError> {
-    payment_command(
+    refund_command(
         settings,
-        types::REFUND,
+        context,
         data.order_id,
-        &RefundPayment {
-            command_id: context.idempotency_key(),
-            order_id: data.order_id.as_uuid(),
-            customer_id: data.customer_id.as_uuid(),
-            amount: wire_money(data.total),
-        },
+        data.customer_id,
+        data.total,
     )
 }
 
@@ -377,16 +373,12 @@ fn cancellation_refund_command(
     context: &StepContext,
     data: &CancelOrderData,
 ) -> Result<Command, StepError> {
-    payment_command(
+    refund_command(
         settings,
-        types::REFUND,
+        context,
         data.order_id,
-        &RefundPayment {
-            command_id: context.idempotency_key(),
-            order_id: data.order_id.as_uuid(),
-            customer_id: data.customer_id.as_uuid(),
-            amount: wire_money(data.total),
-        },
+        data.customer_id,
+        data.total,
     )
 }
 
@@ -406,6 +398,27 @@ fn on_cancellation_refund_reply(
 }
 
 // -------------------------------------------------------------------- helpers
+
+/// A refund of the order's total, keyed by the step's idempotency key.
+fn refund_command(
+    settings: &Settings,
+    context: &StepContext,
+    order_id: OrderId,
+    customer_id: CustomerId,
+    total: Money,
+) -> Result<Command, StepError> {
+    payment_command(
+        settings,
+        types::REFUND,
+        order_id,
+        &RefundPayment {
+            command_id: context.idempotency_key(),
+            order_id: order_id.as_uuid(),
+            customer_id: customer_id.as_uuid(),
+            amount: wire_money(total),
+        },
+    )
+}
 
 /// A payment command as the payment contract wants it: the CloudEvents type
 /// names the command, `reply-to` names our replies exchange, and the engine

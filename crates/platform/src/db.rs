@@ -98,6 +98,11 @@ impl Database {
             .await;
     }
 
+    /// Whether the database exists and its migrations are applied.
+    pub fn is_migrated(&self) -> bool {
+        *self.state.borrow() == BootstrapState::Migrated
+    }
+
     /// Readiness: migrated and answering a round trip.
     pub async fn check(&self) -> Result<(), String> {
         if let BootstrapState::Pending(reason) = &*self.state.borrow() {

@@ -20,6 +20,8 @@
 //! - [`grpc`]: a tonic server with health and reflection for every service.
 //! - [`service`]: runs HTTP, gRPC and background tasks until SIGTERM/SIGINT,
 //!   then drains them within a deadline and flushes telemetry.
+//! - [`startup`]: answers requests that arrive before the database is
+//!   migrated with a retryable 503 / `UNAVAILABLE` instead of a 500.
 //! - [`faults`]: named fault points for chaos runs; a disabled point costs one
 //!   atomic load.
 //! - [`http_layers`], [`propagation`]: server spans that continue the
@@ -42,6 +44,7 @@ pub mod notify;
 pub mod problem;
 pub mod propagation;
 pub mod service;
+pub mod startup;
 pub mod telemetry;
 
 pub use service::Service;

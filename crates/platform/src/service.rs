@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use futures::future::join_all;
 use tokio::net::TcpListener;
@@ -23,8 +23,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommonArgs;
+use crate::db::Database;
 use crate::grpc::{GrpcServices, ObserveGrpcLayer, REQUEST_TIMEOUT, set_health};
 use crate::health::Readiness;
+use crate::startup::{StartupGate, StartupGateLayer, gate_http};
 use crate::telemetry::{Telemetry, TelemetryError};
 use crate::{faults, http_layers, metrics, telemetry};
 
@@ -42,6 +44,7 @@ pub struct Service {
     http: Option<(SocketAddr, Router)>,
     grpc: Option<(SocketAddr, GrpcServices)>,
     readiness: Readiness,
+    gate: StartupGate,
     tasks: Vec<(&'static str, Task)>,
     shutdown: CancellationToken,
 }
@@ -72,6 +75,7 @@ impl Service {
             http: None,
             grpc: None,
             readiness: Readiness::new(),
+            gate: StartupGate::default(),
             tasks: Vec::new(),
             shutdown: CancellationToken::new(),
         })
@@ -105,6 +109,25 @@ impl Service {
         self
     }
 
+    /// The service's own database: created and migrated in the background
+    /// (`database-bootstrap`), a `database` readiness check, and every
+    /// request but the probes answered 503 / `UNAVAILABLE` until it is
+    /// migrated (see [`crate::startup`]).
+    pub fn database(self, database: Database) -> Self {
+        let check = database.clone();
+        let bootstrap = database.clone();
+        let mut service = self
+            .check("database", move || {
+                let database = check.clone();
+                async move { database.check().await }
+            })
+            .task("database-bootstrap", move |cancel| {
+                bootstrap.bootstrap(cancel)
+            });
+        service.gate = StartupGate::new(database);
+        service
+    }
+
     /// Runs a background task until it returns or its token is cancelled at
     /// shutdown; it should then finish its current unit of work and return.
     pub fn task<F, Fut>(mut self, name: &'static str, task: F) -> Self
@@ -128,6 +151,7 @@ impl Service {
             self.http,
             self.grpc,
             self.readiness,
+            self.gate,
             self.tasks,
             self.shutdown,
         )
@@ -175,6 +199,7 @@ impl Running {
         http: Option<(SocketAddr, Router)>,
         grpc: Option<(SocketAddr, GrpcServices)>,
         readiness: Readiness,
+        gate: StartupGate,
         tasks: Vec<(&'static str, Task)>,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
@@ -188,6 +213,11 @@ impl Running {
         if let Some((addr, router)) = http {
             let listener = bind(addr).await?;
             http_addr = listener.local_addr().ok();
+            let router = if gate.is_always_open() {
+                router
+            } else {
+                router.layer(from_fn_with_state(gate.clone(), gate_http))
+            };
             let app = router
                 .route("/metrics", get(metrics::render))
                 .merge(readiness.clone().routes())
@@ -216,6 +246,7 @@ impl Running {
                 if let Err(error) = tonic::transport::Server::builder()
                     .timeout(REQUEST_TIMEOUT)
                     .layer(ObserveGrpcLayer)
+                    .layer(StartupGateLayer::new(gate))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await

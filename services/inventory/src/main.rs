@@ -55,17 +55,7 @@ async fn main() -> ExitCode {
     let mut service = service
         .http(config.http_addr, axum::Router::new())
         .grpc(config.grpc_addr, grpc)
-        .check("database", {
-            let database = database.clone();
-            move || {
-                let database = database.clone();
-                async move { database.check().await }
-            }
-        })
-        .task("database-bootstrap", {
-            let database = database.clone();
-            move |cancel| database.bootstrap(cancel)
-        })
+        .database(database.clone())
         .task("stock-feed", {
             let pool = database.pool().clone();
             move |cancel| feed.run(pool, cancel)

@@ -139,23 +139,13 @@ async fn main() -> ExitCode {
     service
         .http(config.http_addr, http::router(orders))
         .grpc(config.grpc_addr, grpc)
-        .check("database", {
-            let database = database.clone();
-            move || {
-                let database = database.clone();
-                async move { database.check().await }
-            }
-        })
+        .database(database.clone())
         .check("commands-broker", {
             let broker = brokers.commands().clone();
             move || {
                 let broker = broker.clone();
                 async move { broker.check().await.map_err(|error| error.to_string()) }
             }
-        })
-        .task("database-bootstrap", {
-            let database = database.clone();
-            move |cancel| database.bootstrap(cancel)
         })
         .task("place-order-sagas", {
             let (database, engine) = (database.clone(), sagas.place.clone());

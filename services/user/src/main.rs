@@ -88,8 +88,6 @@ async fn main() -> ExitCode {
         )))
         .describe(proto::FILE_DESCRIPTOR_SET);
 
-    let bootstrap = database.clone();
-    let check = database.clone();
     let relay_database = database.clone();
     let events = messaging.events().clone();
     let events_topic = config.events_topic.clone();
@@ -97,11 +95,7 @@ async fn main() -> ExitCode {
     service
         .http(config.http_addr, http::router(app))
         .grpc(config.grpc_addr, grpc)
-        .check("database", move || {
-            let database = check.clone();
-            async move { database.check().await }
-        })
-        .task("database-bootstrap", move |cancel| bootstrap.bootstrap(cancel))
+        .database(database)
         .task("outbox-relay", move |cancel| {
             messaging::relay(relay_database, events, events_topic, cancel)
         })

@@ -1,13 +1,20 @@
-//! What an operator sees: `--help`, configuration errors, and logs that
-//! never contain a password or a token.
+//! What an operator sees: `--help`, configuration errors, requests that
+//! arrive while the database is not ready, and logs that never contain a
+//! password or a token.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
+use proto::ferrishop::user::v1::GetUserRequest;
+use proto::ferrishop::user::v1::user_service_client::UserServiceClient;
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use support::{PASSWORD, start_with};
+use testkit::net::{TcpProxy, free_port};
+use testkit::postgres::fresh_database;
 use testkit::process::{Spawn, binary_path};
 
 #[test]
@@ -114,4 +121,70 @@ async fn passwords_and_tokens_never_reach_the_logs() {
         );
     }
     assert!(!logs.contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn requests_before_the_database_is_migrated_get_a_retryable_503_then_are_served() {
+    // The database sits behind a port nothing listens on yet: the service
+    // starts, and its bootstrap keeps retrying.
+    let database = fresh_database().await;
+    let mut behind_proxy = reqwest::Url::parse(&database.url).unwrap();
+    let postgres = format!(
+        "{}:{}",
+        behind_proxy.host_str().unwrap(),
+        behind_proxy.port().unwrap_or(5432)
+    );
+    let port = free_port();
+    behind_proxy.set_port(Some(port)).unwrap();
+    let process = Spawn::new("user")
+        .env("DATABASE_URL", behind_proxy.as_str())
+        .env("KAFKA_BROKERS", testkit::brokers::kafka().await)
+        .env("NATS_URL", testkit::brokers::nats().await)
+        .env(
+            "USER_EVENTS_TOPIC",
+            testkit::brokers::unique_name("user-events"),
+        )
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", process.http_url());
+    let register = || {
+        http.post(url("/api/v1/users"))
+            .json(&json!({"email": "early@example.com", "password": PASSWORD, "name": "Early"}))
+            .send()
+    };
+
+    let refused = register().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "SERVICE_STARTING", "{problem}");
+    let mut grpc = UserServiceClient::new(testkit::grpc::channel(&process.grpc_url()).await);
+    let status = grpc
+        .get_user(GetUserRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // The probes still answer, and say why.
+    assert_eq!(
+        http.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 503);
+
+    // The database becomes reachable: the service migrates it and serves.
+    let _proxy = TcpProxy::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        postgres.parse().unwrap(),
+    )
+    .await;
+    process.wait_ready(Duration::from_secs(30)).await;
+    let created = register().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
 }

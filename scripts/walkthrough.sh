@@ -136,8 +136,18 @@ while IFS= read -r line; do
 done < <(curl -sSN --max-time "$WAIT_SECONDS" -H "Authorization: Bearer $TOKEN" \
   -H 'Accept: text/event-stream' "$GATEWAY/api/v1/orders/$ORDER/events" || true)
 
-api GET "/api/v1/orders/$ORDER"
-[[ $STATUS == 200 ]] || fail "reading the order back answered $STATUS"
+# Read it back; should the event stream have ended early, poll until the
+# order settles.
+deadline=$((SECONDS + WAIT_SECONDS))
+while :; do
+  api GET "/api/v1/orders/$ORDER"
+  [[ $STATUS == 200 ]] || fail "reading the order back answered $STATUS"
+  case "$(jq -r .status <<<"$RESPONSE")" in
+    CONFIRMED | REJECTED | CANCELLED) break ;;
+  esac
+  ((SECONDS < deadline)) || break
+  sleep 1
+done
 final=${final:-$(jq -r .status <<<"$RESPONSE")}
 step "Order $ORDER is $final"
 [[ $final == CONFIRMED ]] || fail "the order ended $final ($(jq -c '.failure_reason // empty' <<<"$RESPONSE")), not CONFIRMED"

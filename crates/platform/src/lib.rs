@@ -31,6 +31,8 @@
 //!   `http_client_request_duration_seconds` for outgoing HTTP requests.
 //! - [`problem`]: RFC 9457 problem details, the one error body every HTTP
 //!   surface speaks.
+//! - [`validation`]: the bad fields of a request, all collected before the
+//!   request is refused, for gRPC `BadRequest` details and problem `errors`.
 
 pub mod config;
 pub mod db;
@@ -46,6 +48,7 @@ pub mod propagation;
 pub mod service;
 pub mod startup;
 pub mod telemetry;
+pub mod validation;
 
 pub use service::Service;
 

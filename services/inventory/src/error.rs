@@ -6,24 +6,18 @@
 //! once, in [`crate::grpc`]: handlers never build a `tonic::Status` by hand, so
 //! the same failure always reaches a client the same way.
 
+use platform::validation::{self, FieldViolation, Violations};
+
 use crate::domain::product::{ProductId, Sku};
 use crate::domain::reservation::{ReservationError, ReservationId, Shortage};
 use crate::domain::stock::StockError;
-
-/// One field of a request that could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The request field path, e.g. `name` or `lines[1].quantity`.
-    pub field: String,
-    pub description: String,
-}
 
 /// Everything a use case can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     /// `INVALID_ARGUMENT`, `VALIDATION_FAILED`, with a `BadRequest` detail
     /// listing every bad field.
-    #[error("invalid request: {}", describe_violations(.0))]
+    #[error("invalid request: {}", validation::summary(.0))]
     InvalidArgument(Vec<FieldViolation>),
 
     /// `UNAUTHENTICATED`, `UNAUTHENTICATED`: an admin-only call without a
@@ -81,10 +75,7 @@ pub enum InventoryError {
 impl InventoryError {
     /// A single bad field.
     pub fn invalid(field: impl Into<String>, description: impl ToString) -> Self {
-        Self::InvalidArgument(vec![FieldViolation {
-            field: field.into(),
-            description: description.to_string(),
-        }])
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
     /// The stable machine-readable code of `x-error-code`.
@@ -109,6 +100,12 @@ impl InventoryError {
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
+    }
+}
+
+impl From<Violations> for InventoryError {
+    fn from(violations: Violations) -> Self {
+        Self::InvalidArgument(violations.into())
     }
 }
 
@@ -137,14 +134,6 @@ impl From<StockError> for InventoryError {
     fn from(error: StockError) -> Self {
         Self::Internal(format!("stock: {error}"))
     }
-}
-
-fn describe_violations(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn describe_shortages(shortages: &[Shortage]) -> String {

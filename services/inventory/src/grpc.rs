@@ -11,6 +11,7 @@ use std::fmt::Display;
 use std::num::NonZeroU32;
 
 use futures::stream::{BoxStream, StreamExt};
+use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_server::InventoryService;
@@ -29,7 +30,7 @@ use crate::domain::product::{
 };
 use crate::domain::reservation::{Reservation, ReservationId, ReservationLines, ReservationStatus};
 use crate::domain::stock::{Quantity, ReorderPolicy, StockLevel};
-use crate::error::{FieldViolation, InventoryError};
+use crate::error::InventoryError;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
 pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("inventory.ferrishop.dev");
@@ -87,7 +88,7 @@ impl InventoryService for InventoryServiceApi {
         let page = request.page.unwrap_or_default();
         let after = violations.check("page.cursor", cursor(&page.cursor));
         let (Some(category), Some(after)) = (category, after) else {
-            return Err(violations.into_error().into());
+            return Err(InventoryError::from(violations).into());
         };
         let filter = CatalogFilter {
             category,
@@ -127,7 +128,7 @@ impl InventoryService for InventoryServiceApi {
         let id = violations.check("product_id", ProductId::parse(&request.product_id));
         let quantity = violations.check("quantity", Quantity::new(request.quantity));
         let (Some(id), Some(quantity)) = (id, quantity) else {
-            return Err(violations.into_error().into());
+            return Err(InventoryError::from(violations).into());
         };
         let entry = self.inventory.restock(id, quantity).await?;
         Ok(Response::new(pb::RestockResponse {
@@ -145,7 +146,7 @@ impl InventoryService for InventoryServiceApi {
             Rate::from_basis_points(request.tax_rate_bps),
         );
         let (Some(id), Some(quantity), Some(tax_rate)) = (id, quantity, tax_rate) else {
-            return Err(violations.into_error().into());
+            return Err(InventoryError::from(violations).into());
         };
         let quote = self.inventory.quote(id, quantity, tax_rate).await?;
         Ok(Response::new(quote_response(id, &quote)))
@@ -181,7 +182,7 @@ impl InventoryService for InventoryServiceApi {
             None
         };
         let (Some(id), Some(lines)) = (id, lines) else {
-            return Err(violations.into_error().into());
+            return Err(InventoryError::from(violations).into());
         };
         let reservation = self.inventory.reserve(id, lines).await?;
         Ok(Response::new(reserve_response(&reservation)))
@@ -267,7 +268,7 @@ impl InventoryServiceApi {
         let (Some(sku), Some(name), Some(description), Some(price), Some(category)) =
             (sku, name, description, price, category)
         else {
-            return Err(violations.into_error());
+            return Err(violations.into());
         };
         let policy = request.reorder_policy.unwrap_or_default();
         Ok(NewProduct {
@@ -306,40 +307,6 @@ fn require_admin(metadata: &MetadataMap) -> Result<(), InventoryError> {
         Ok(())
     } else {
         Err(InventoryError::Forbidden(ADMIN_ROLE))
-    }
-}
-
-/// Collects every invalid field of a request.
-#[derive(Debug, Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    /// The value, or `None` after recording why `field` is invalid.
-    fn check<T, E: Display>(
-        &mut self,
-        field: impl Into<String>,
-        result: Result<T, E>,
-    ) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => self.reject(field, error),
-        }
-    }
-
-    fn reject<T>(&mut self, field: impl Into<String>, description: impl Display) -> Option<T> {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.to_string(),
-        });
-        None
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn into_error(self) -> InventoryError {
-        InventoryError::InvalidArgument(self.0)
     }
 }
 

@@ -8,24 +8,17 @@
 //! same way.
 
 use eventstore::{OutboxError, RepositoryError, WaitError};
+use platform::validation::{self, FieldViolation, Violations};
 
 use crate::domain::ids::{OrderId, ProductId};
 use crate::domain::order::{OrderRuleError, OrderStatus};
-
-/// One field of a request that could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The request field path, e.g. `items[1].quantity`.
-    pub field: String,
-    pub description: String,
-}
 
 /// Everything a use case can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     /// `INVALID_ARGUMENT`, `VALIDATION_FAILED`, HTTP 422; a `BadRequest`
     /// detail (the problem's `errors`) names every bad field.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", validation::summary(.0))]
     InvalidArgument(Vec<FieldViolation>),
 
     /// `UNAUTHENTICATED`, `UNAUTHENTICATED`, HTTP 401: no valid `x-user-id`.
@@ -93,10 +86,7 @@ pub enum OrderError {
 impl OrderError {
     /// A single bad field.
     pub fn invalid(field: impl Into<String>, description: impl ToString) -> Self {
-        Self::InvalidArgument(vec![FieldViolation {
-            field: field.into(),
-            description: description.to_string(),
-        }])
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
@@ -137,6 +127,12 @@ impl OrderError {
             OrderRuleError::NotCancellable { status } => Self::NotCancellable { order_id, status },
             other => Self::InvalidTransition(other),
         }
+    }
+}
+
+impl From<Violations> for OrderError {
+    fn from(violations: Violations) -> Self {
+        Self::InvalidArgument(violations.into())
     }
 }
 
@@ -206,12 +202,4 @@ impl From<saga::query::QueryError> for OrderError {
             other => Self::Internal(other.to_string()),
         }
     }
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
 }

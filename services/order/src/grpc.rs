@@ -12,6 +12,7 @@ use std::fmt::Display;
 
 use eventstore::GlobalPosition;
 use futures::stream::{BoxStream, StreamExt};
+use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
 use proto::ferrishop::order::v1 as pb;
@@ -26,11 +27,9 @@ use uuid::Uuid;
 use crate::app::commands::{Accepted, PlaceOrder};
 use crate::app::queries::{Page, SagaSummary, StepStatus, StepSummary};
 use crate::app::{ADMIN_ROLE, Caller, Orders};
-use crate::domain::ids::{CustomerId, OrderId, ProductId};
-use crate::domain::items::{OrderItem, OrderItems, Quantity};
+use crate::domain::ids::{CustomerId, OrderId};
 use crate::domain::order::OrderStatus;
-use crate::domain::request::IdempotencyKey;
-use crate::error::{FieldViolation, OrderError};
+use crate::error::OrderError;
 use crate::projections::orders::OrderSummary;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
@@ -61,44 +60,16 @@ impl OrderService for OrderServiceApi {
     ) -> ApiResult<pb::PlaceOrderResponse> {
         let caller = caller(request.metadata())?;
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        let mut items = Vec::with_capacity(request.items.len());
-        for (index, item) in request.items.iter().enumerate() {
-            let product_id = violations.check(
-                format!("items[{index}].product_id"),
-                ProductId::parse(&item.product_id),
-            );
-            let quantity = violations.check(
-                format!("items[{index}].quantity"),
-                Quantity::new(item.quantity),
-            );
-            if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
-                items.push(OrderItem {
-                    product_id,
-                    quantity,
-                });
-            }
-        }
-        let items = if violations.is_empty() {
-            violations.check("items", OrderItems::parse(items))
-        } else {
-            None
-        };
-        let key = violations.check(
+        let request = PlaceOrder::parse(
+            caller.user_id,
+            request
+                .items
+                .iter()
+                .map(|item| (item.product_id.as_str(), item.quantity)),
             "idempotency_key",
-            IdempotencyKey::parse(&request.idempotency_key),
-        );
-        let (Some(items), Some(key)) = (items, key) else {
-            return Err(violations.into_error().into());
-        };
-        let accepted = self
-            .orders
-            .place_order(PlaceOrder {
-                customer: caller.user_id,
-                items,
-                key,
-            })
-            .await?;
+            &request.idempotency_key,
+        )?;
+        let accepted = self.orders.place_order(request).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order_id: accepted.order_id.to_string(),
             status: order_status(accepted.status).into(),
@@ -116,7 +87,7 @@ impl OrderService for OrderServiceApi {
         let id = violations.check("order_id", OrderId::parse(&request.order_id));
         let token = violations.check("consistency_token", token(&request.consistency_token));
         let (Some(id), Some(token)) = (id, token) else {
-            return Err(violations.into_error().into());
+            return Err(OrderError::from(violations).into());
         };
         let order = self.orders.get_order(&caller, id, token).await?;
         Ok(Response::new(pb::GetOrderResponse {
@@ -136,7 +107,7 @@ impl OrderService for OrderServiceApi {
         let after = violations.check("page.cursor", cursor(&page.cursor, OrderId::parse));
         let token = violations.check("consistency_token", token(&request.consistency_token));
         let (Some(status), Some(after), Some(token)) = (status, after, token) else {
-            return Err(violations.into_error().into());
+            return Err(OrderError::from(violations).into());
         };
         let page = self
             .orders
@@ -210,7 +181,7 @@ impl OrderService for OrderServiceApi {
             }),
         );
         let (Some(status), Some(after)) = (status, after) else {
-            return Err(violations.into_error().into());
+            return Err(OrderError::from(violations).into());
         };
         let page = self
             .orders
@@ -247,38 +218,6 @@ fn caller(metadata: &MetadataMap) -> Result<Caller, OrderError> {
         .flat_map(|roles| roles.split(','))
         .any(|role| role.trim() == ADMIN_ROLE);
     Ok(Caller { user_id, is_admin })
-}
-
-/// Collects every invalid field of a request.
-#[derive(Debug, Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    /// The value, or `None` after recording why `field` is invalid.
-    fn check<T, E: Display>(
-        &mut self,
-        field: impl Into<String>,
-        result: Result<T, E>,
-    ) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.0.push(FieldViolation {
-                    field: field.into(),
-                    description: error.to_string(),
-                });
-                None
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn into_error(self) -> OrderError {
-        OrderError::InvalidArgument(self.0)
-    }
 }
 
 /// A single field's value, or `INVALID_ARGUMENT` naming it.

@@ -25,18 +25,17 @@ use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use platform::problem::Problem;
+use platform::validation;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::commands::{Accepted, PlaceOrder};
 use crate::app::queries::{Page, SagaSummary, StepStatus};
 use crate::app::{ADMIN_ROLE, Caller, Orders};
-use crate::domain::ids::{CustomerId, OrderId, ProductId};
-use crate::domain::items::{OrderItem, OrderItems, Quantity};
+use crate::domain::ids::{CustomerId, OrderId};
 use crate::domain::money::Money;
 use crate::domain::order::OrderStatus;
-use crate::domain::request::IdempotencyKey;
-use crate::error::{FieldViolation, OrderError};
+use crate::error::OrderError;
 use crate::projections::orders::{OrderSummary, ViewLine};
 use crate::projections::product_sales::DailySales;
 
@@ -106,46 +105,19 @@ async fn place_order(
     let caller = caller(&headers)?;
     let Json(body) =
         body.map_err(|rejection| OrderError::invalid("body", rejection.body_text()))?;
-    let mut violations = Vec::new();
-    let mut items = Vec::with_capacity(body.items.len());
-    for (index, item) in body.items.iter().enumerate() {
-        let product_id = ProductId::parse(&item.product_id).map_err(|error| {
-            violations.push(violation(format!("items[{index}].product_id"), error));
-        });
-        let quantity = Quantity::new(item.quantity).map_err(|error| {
-            violations.push(violation(format!("items[{index}].quantity"), error));
-        });
-        if let (Ok(product_id), Ok(quantity)) = (product_id, quantity) {
-            items.push(OrderItem {
-                product_id,
-                quantity,
-            });
-        }
-    }
-    let items = if violations.is_empty() {
-        OrderItems::parse(items)
-            .map_err(|error| violations.push(violation("items".into(), error)))
-            .ok()
-    } else {
-        None
-    };
     let key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let key = IdempotencyKey::parse(key)
-        .map_err(|error| violations.push(violation("Idempotency-Key".into(), error)))
-        .ok();
-    let (Some(items), Some(key)) = (items, key) else {
-        return Err(OrderError::InvalidArgument(violations).into());
-    };
-    let accepted = orders
-        .place_order(PlaceOrder {
-            customer: caller.user_id,
-            items,
-            key,
-        })
-        .await?;
+    let request = PlaceOrder::parse(
+        caller.user_id,
+        body.items
+            .iter()
+            .map(|item| (item.product_id.as_str(), item.quantity)),
+        "Idempotency-Key",
+        key,
+    )?;
+    let accepted = orders.place_order(request).await?;
     let mut response = (StatusCode::ACCEPTED, Json(AcceptedBody::of(&accepted))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/orders/{}", accepted.order_id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -412,13 +384,6 @@ fn parse_token(text: Option<&str>) -> Result<Option<eventstore::GlobalPosition>,
     }
 }
 
-fn violation(field: String, error: impl std::fmt::Display) -> FieldViolation {
-    FieldViolation {
-        field,
-        description: error.to_string(),
-    }
-}
-
 /// The one translation of an [`OrderError`] into a problem document.
 pub fn problem(error: OrderError) -> Problem {
     let status = match &error {
@@ -447,11 +412,8 @@ pub fn problem(error: OrderError) -> Problem {
         }
         _ => error.to_string(),
     };
-    let errors: BTreeMap<String, String> = match &error {
-        OrderError::InvalidArgument(violations) => violations
-            .iter()
-            .map(|v| (v.field.clone(), v.description.clone()))
-            .collect(),
+    let errors = match &error {
+        OrderError::InvalidArgument(violations) => validation::by_field(violations),
         OrderError::ProductNotFound { field, .. } => {
             BTreeMap::from([(field.clone(), detail.clone())])
         }

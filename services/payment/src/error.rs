@@ -12,23 +12,16 @@
 use std::fmt;
 
 use eventstore::{EventStoreError, OutboxError, RepositoryError};
+use platform::validation::{self, FieldViolation, Violations};
 
 use crate::domain::wallet::WalletError;
-
-/// One field of a request that could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The request field, e.g. `amount.currency` or `Idempotency-Key`.
-    pub field: String,
-    pub description: String,
-}
 
 /// Everything a use case can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
     /// HTTP 422 `VALIDATION_FAILED` (with `errors` per field); gRPC
     /// `INVALID_ARGUMENT`.
-    #[error("invalid request: {}", Violations(.0))]
+    #[error("invalid request: {}", validation::summary(.0))]
     Validation(Vec<FieldViolation>),
 
     /// HTTP 401 `UNAUTHENTICATED`; gRPC `UNAUTHENTICATED`: no valid
@@ -79,10 +72,7 @@ pub enum PaymentError {
 impl PaymentError {
     /// A single bad field.
     pub fn invalid(field: impl Into<String>, description: impl ToString) -> Self {
-        Self::Validation(vec![FieldViolation {
-            field: field.into(),
-            description: description.to_string(),
-        }])
+        Self::Validation(vec![FieldViolation::new(field, description)])
     }
 
     pub fn internal(error: impl fmt::Display) -> Self {
@@ -139,6 +129,12 @@ impl From<WalletError> for PaymentError {
     }
 }
 
+impl From<Violations> for PaymentError {
+    fn from(violations: Violations) -> Self {
+        Self::Validation(violations.into())
+    }
+}
+
 impl From<sqlx::Error> for PaymentError {
     /// Connectivity problems are worth a retry
     /// ([`platform::db::is_transient`]); anything else reaching here is a bug.
@@ -184,20 +180,5 @@ impl From<OutboxError> for PaymentError {
 impl From<platform::faults::InjectedFault> for PaymentError {
     fn from(fault: platform::faults::InjectedFault) -> Self {
         Self::Unavailable(fault.to_string())
-    }
-}
-
-/// `field: description; …` for messages.
-struct Violations<'a>(&'a [FieldViolation]);
-
-impl fmt::Display for Violations<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, violation) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{}: {}", violation.field, violation.description)?;
-        }
-        Ok(())
     }
 }

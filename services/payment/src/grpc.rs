@@ -7,6 +7,7 @@
 //! which sets the gRPC code, the stable `x-error-code` metadata and its
 //! `google.rpc.ErrorInfo`.
 
+use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
 use proto::ferrishop::payment::v1 as pb;
@@ -20,7 +21,7 @@ use crate::app::queries::{Cursor, Limit, TransactionKind, TransactionView};
 use crate::domain::ids::{IdempotencyKey, UserId};
 use crate::domain::money::{Amount, Currency};
 use crate::domain::wallet::{Account, AccountStatus};
-use crate::error::{FieldViolation, PaymentError};
+use crate::error::PaymentError;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
 pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("payment.ferrishop.dev");
@@ -58,27 +59,21 @@ impl PaymentService for PaymentServiceApi {
     ) -> ApiResult<pb::DepositResponse> {
         let user = caller(request.metadata())?;
         let request = request.into_inner();
-        let mut violations = Vec::new();
+        let mut violations = Violations::default();
         let amount = match request.amount {
-            None => {
-                violations.push(violation("amount", "required"));
-                None
-            }
-            Some(money) => match Currency::parse(&money.currency) {
-                Err(error) => {
-                    violations.push(violation("amount.currency", error));
-                    None
-                }
-                Ok(currency) => Amount::new(money.amount, currency)
-                    .map_err(|error| violations.push(violation("amount.amount", error)))
-                    .ok(),
-            },
+            None => violations.reject("amount", "required"),
+            Some(money) => violations
+                .check("amount.currency", Currency::parse(&money.currency))
+                .and_then(|currency| {
+                    violations.check("amount.amount", Amount::new(money.amount, currency))
+                }),
         };
-        let key = IdempotencyKey::parse(&request.idempotency_key)
-            .map_err(|error| violations.push(violation("idempotency_key", error)))
-            .ok();
+        let key = violations.check(
+            "idempotency_key",
+            IdempotencyKey::parse(&request.idempotency_key),
+        );
         let (Some(amount), Some(key)) = (amount, key) else {
-            return Err(status(PaymentError::Validation(violations)));
+            return Err(status(violations.into()));
         };
         let receipt = self
             .payments
@@ -100,29 +95,23 @@ impl PaymentService for PaymentServiceApi {
     ) -> ApiResult<pb::ListTransactionsResponse> {
         let user = caller(request.metadata())?;
         let request = request.into_inner();
-        let mut violations = Vec::new();
+        let mut violations = Violations::default();
         let kind = match pb::TransactionKind::try_from(request.kind) {
             Ok(pb::TransactionKind::Unspecified) => Some(None),
             Ok(pb::TransactionKind::Deposit) => Some(Some(TransactionKind::Deposit)),
             Ok(pb::TransactionKind::Charge) => Some(Some(TransactionKind::Charge)),
             Ok(pb::TransactionKind::Refund) => Some(Some(TransactionKind::Refund)),
             Ok(pb::TransactionKind::Payout) => Some(Some(TransactionKind::Payout)),
-            Err(_) => {
-                violations.push(violation("kind", "unknown transaction kind"));
-                None
-            }
+            Err(_) => violations.reject("kind", "unknown transaction kind"),
         };
         let page = request.page.unwrap_or_default();
         let cursor = if page.cursor.is_empty() {
             Some(None)
         } else {
-            Cursor::parse(&page.cursor)
-                .map(Some)
-                .map_err(|error| violations.push(violation("page.cursor", error)))
-                .ok()
+            violations.check("page.cursor", Cursor::parse(&page.cursor).map(Some))
         };
         let (Some(kind), Some(cursor)) = (kind, cursor) else {
-            return Err(status(PaymentError::Validation(violations)));
+            return Err(status(violations.into()));
         };
         let page = self
             .payments
@@ -148,13 +137,6 @@ fn caller(metadata: &MetadataMap) -> Result<UserId, Status> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| UserId::parse(value).ok())
         .ok_or_else(|| status(PaymentError::Unauthenticated))
-}
-
-fn violation(field: &str, description: impl ToString) -> FieldViolation {
-    FieldViolation {
-        field: field.to_owned(),
-        description: description.to_string(),
-    }
 }
 
 /// The one translation of [`PaymentError`] into a gRPC status.

@@ -32,8 +32,6 @@
 //! failure is a [`PaymentError`], turned into problem+json in one place, its
 //! `IntoResponse` implementation at the end of this file.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -43,6 +41,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use platform::problem::{JsonBody, Problem};
+use platform::validation::{self, Violations};
 use serde::{Deserialize, Serialize};
 
 use crate::app::queries::{Cursor, Limit, Page, TransactionKind, TransactionView};
@@ -51,7 +50,7 @@ use crate::domain::iban::Iban;
 use crate::domain::ids::{IdempotencyKey, UserId};
 use crate::domain::money::{Amount, Currency, Money};
 use crate::domain::wallet::Account;
-use crate::error::{FieldViolation, PaymentError};
+use crate::error::PaymentError;
 
 /// The role admin routes require.
 const ADMIN_ROLE: &str = "admin";
@@ -216,11 +215,11 @@ async fn deposit(
         });
     let key = violations.check("Idempotency-Key", key);
     let amount = match request.amount {
-        None => violations.check::<Amount>("amount", Err("required")),
-        Some(amount) => violations.amount("amount", amount),
+        None => violations.reject("amount", "required"),
+        Some(body) => amount(&mut violations, "amount", body),
     };
     let (Some(key), Some(amount)) = (key, amount) else {
-        return Err(violations.into_error());
+        return Err(violations.into());
     };
     let receipt = payments.deposit(user, amount, key).await?;
     let body = TransactionResponse::from(TransactionView::of_deposit(&receipt.deposit));
@@ -257,7 +256,7 @@ async fn transactions(
         Some(text) => violations.check("kind", TransactionKind::parse(text).map(Some)),
     };
     let (Some(limit), Some(cursor), Some(kind)) = (limit, cursor, kind) else {
-        return Err(violations.into_error());
+        return Err(violations.into());
     };
     Ok(Json(
         payments
@@ -382,39 +381,15 @@ fn user_id(parts: &Parts) -> Result<UserId, PaymentError> {
         .ok_or(PaymentError::Unauthenticated)
 }
 
-/// Collects every bad field of a request, so a client learns all of them at
-/// once.
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    fn check<T>(&mut self, field: &str, result: Result<T, impl ToString>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.0.push(FieldViolation {
-                    field: field.to_owned(),
-                    description: error.to_string(),
-                });
-                None
-            }
-        }
-    }
-
-    fn amount(&mut self, field: &str, body: MoneyBody) -> Option<Amount> {
-        let currency = self.check(
-            &format!("{field}.currency"),
-            Currency::parse(&body.currency),
-        )?;
-        self.check(
-            &format!("{field}.amount"),
-            Amount::new(body.amount, currency),
-        )
-    }
-
-    fn into_error(self) -> PaymentError {
-        PaymentError::Validation(self.0)
-    }
+/// The amount of `body`, or `None` after recording what is wrong with
+/// `<field>.currency` or, given a currency, `<field>.amount`.
+fn amount(violations: &mut Violations, field: &str, body: MoneyBody) -> Option<Amount> {
+    let currency =
+        violations.check(format!("{field}.currency"), Currency::parse(&body.currency))?;
+    violations.check(
+        format!("{field}.amount"),
+        Amount::new(body.amount, currency),
+    )
 }
 
 // ---------------------------------------------------------------- errors
@@ -424,11 +399,7 @@ impl IntoResponse for PaymentError {
         self.log();
         let status = match &self {
             Self::Validation(violations) => {
-                let errors: BTreeMap<String, String> = violations
-                    .iter()
-                    .map(|v| (v.field.clone(), v.description.clone()))
-                    .collect();
-                return Problem::validation(errors).into_response();
+                return Problem::validation(validation::by_field(violations)).into_response();
             }
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,

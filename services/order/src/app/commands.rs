@@ -8,11 +8,12 @@
 
 use chrono::Utc;
 use eventstore::GlobalPosition;
+use platform::validation::Violations;
 use saga::NewSaga;
 
 use super::{Caller, Orders};
-use crate::domain::ids::{CustomerId, OrderId, SagaId};
-use crate::domain::items::{LinesError, OrderItems, PricingError};
+use crate::domain::ids::{CustomerId, OrderId, ProductId, SagaId};
+use crate::domain::items::{LinesError, OrderItem, OrderItems, PricingError, Quantity};
 use crate::domain::money::MoneyError;
 use crate::domain::order::{OrderCommand, OrderStatus};
 use crate::domain::request::{IdempotencyKey, RequestFingerprint};
@@ -31,6 +32,51 @@ pub struct PlaceOrder {
     pub customer: CustomerId,
     pub items: OrderItems,
     pub key: IdempotencyKey,
+}
+
+impl PlaceOrder {
+    /// `customer`'s request as sent over REST or gRPC: the items as
+    /// `(product_id, quantity)`, and the idempotency key under its name on
+    /// that surface, `key_field`. Every bad field is named: each
+    /// `items[i].product_id` and `items[i].quantity`, then `items` as a whole
+    /// once every item is valid, and the key.
+    pub fn parse<'a>(
+        customer: CustomerId,
+        items: impl IntoIterator<Item = (&'a str, u32)>,
+        key_field: &str,
+        key: &str,
+    ) -> Result<Self, OrderError> {
+        let mut violations = Violations::default();
+        let mut parsed = Vec::new();
+        for (index, (product_id, quantity)) in items.into_iter().enumerate() {
+            let product_id = violations.check(
+                format!("items[{index}].product_id"),
+                ProductId::parse(product_id),
+            );
+            let quantity =
+                violations.check(format!("items[{index}].quantity"), Quantity::new(quantity));
+            if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+                parsed.push(OrderItem {
+                    product_id,
+                    quantity,
+                });
+            }
+        }
+        let items = if violations.is_empty() {
+            violations.check("items", OrderItems::parse(parsed))
+        } else {
+            None
+        };
+        let key = violations.check(key_field, IdempotencyKey::parse(key));
+        match (items, key) {
+            (Some(items), Some(key)) => Ok(Self {
+                customer,
+                items,
+                key,
+            }),
+            _ => Err(violations.into()),
+        }
+    }
 }
 
 /// The answer to PlaceOrder and CancelOrder.

@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use crate::app::commands::{Accepted, PlaceOrder};
 use crate::app::queries::{Page, SagaSummary, StepStatus, StepSummary};
-use crate::app::{ADMIN_ROLE, Caller, Orders};
-use crate::domain::ids::{CustomerId, OrderId};
+use crate::app::{Caller, Orders};
+use crate::domain::ids::OrderId;
 use crate::domain::order::OrderStatus;
 use crate::error::OrderError;
 use crate::projections::orders::OrderSummary;
@@ -203,21 +203,9 @@ impl OrderService for OrderServiceApi {
     }
 }
 
-/// The caller the gateway vouched for: a UUID `x-user-id`, and the roles
-/// of the comma-separated `x-user-roles`.
+/// The caller the gateway vouched for in the metadata.
 fn caller(metadata: &MetadataMap) -> Result<Caller, OrderError> {
-    let user_id = metadata
-        .get(proto::metadata::USER_ID)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|user_id| CustomerId::parse(user_id.trim()).ok())
-        .ok_or(OrderError::Unauthenticated)?;
-    let is_admin = metadata
-        .get_all(proto::metadata::USER_ROLES)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|roles| roles.split(','))
-        .any(|role| role.trim() == ADMIN_ROLE);
-    Ok(Caller { user_id, is_admin })
+    Caller::from_headers(metadata.as_ref())
 }
 
 /// A single field's value, or `INVALID_ARGUMENT` naming it.

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::app::commands::{Accepted, PlaceOrder};
 use crate::app::queries::{Page, SagaSummary, StepStatus};
-use crate::app::{ADMIN_ROLE, Caller, Orders};
+use crate::app::{Caller, Orders};
 use crate::domain::ids::{CustomerId, OrderId};
 use crate::domain::money::Money;
 use crate::domain::order::OrderStatus;
@@ -102,7 +102,7 @@ async fn place_order(
     headers: HeaderMap,
     body: Result<Json<PlaceOrderBody>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let Json(body) =
         body.map_err(|rejection| OrderError::invalid("body", rejection.body_text()))?;
     let key = headers
@@ -136,7 +136,7 @@ async fn get_order(
     Path(id): Path<String>,
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Json<OrderBody>> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let id = OrderId::parse(&id).map_err(|error| OrderError::invalid("id", error))?;
     let token = parse_token(query.consistency_token.as_deref())?;
     let order = orders.get_order(&caller, id, token).await?;
@@ -163,7 +163,7 @@ async fn list_orders(
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<ListBody<OrderBody>>> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
@@ -203,7 +203,7 @@ async fn cancel_order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let id = OrderId::parse(&id).map_err(|error| OrderError::invalid("id", error))?;
     let accepted = orders.cancel_order(&caller, id).await?;
     Ok((StatusCode::ACCEPTED, Json(AcceptedBody::of(&accepted))).into_response())
@@ -222,7 +222,7 @@ async fn list_sagas(
     headers: HeaderMap,
     Query(query): Query<SagaQuery>,
 ) -> ApiResult<Json<ListBody<SagaBody>>> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(text) => Some(
@@ -265,7 +265,7 @@ async fn sales_of_day(
     headers: HeaderMap,
     Path(day): Path<String>,
 ) -> ApiResult<Json<Vec<DailySales>>> {
-    let caller = caller(&headers)?;
+    let caller = Caller::from_headers(&headers)?;
     let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
         .map_err(|_| OrderError::invalid("day", "must be a date such as 2025-01-31"))?;
     let sales = orders.sales_of_day(&caller, day).await?;
@@ -357,22 +357,6 @@ impl SagaBody {
             updated_at: saga.updated_at,
         }
     }
-}
-
-/// The caller the gateway vouched for.
-fn caller(headers: &HeaderMap) -> Result<Caller, OrderError> {
-    let user_id = headers
-        .get(proto::metadata::USER_ID)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|id| CustomerId::parse(id.trim()).ok())
-        .ok_or(OrderError::Unauthenticated)?;
-    let is_admin = headers
-        .get_all(proto::metadata::USER_ROLES)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|roles| roles.split(','))
-        .any(|role| role.trim() == ADMIN_ROLE);
-    Ok(Caller { user_id, is_admin })
 }
 
 fn parse_token(text: Option<&str>) -> Result<Option<eventstore::GlobalPosition>, OrderError> {

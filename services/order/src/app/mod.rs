@@ -32,6 +32,24 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller the gateway vouched for, from the same headers on REST and
+    /// gRPC (whose metadata is a header map): a UUID `x-user-id`, and the
+    /// roles of the comma-separated `x-user-roles`.
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Self, OrderError> {
+        let user_id = headers
+            .get(proto::metadata::USER_ID)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|user_id| CustomerId::parse(user_id.trim()).ok())
+            .ok_or(OrderError::Unauthenticated)?;
+        let is_admin = headers
+            .get_all(proto::metadata::USER_ROLES)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|roles| roles.split(','))
+            .any(|role| role.trim() == ADMIN_ROLE);
+        Ok(Self { user_id, is_admin })
+    }
+
     /// Refuses callers without the admin role.
     pub fn require_admin(&self) -> Result<(), OrderError> {
         if self.is_admin {

@@ -280,11 +280,9 @@ async fn set_payout_iban(
 
 async fn freeze(
     State(payments): State<Payments>,
-    Admin(admin): Admin,
-    Path(user_id): Path<String>,
+    AdministeredWallet { owner, context }: AdministeredWallet,
     body: Bytes,
 ) -> Result<Json<AccountResponse>, PaymentError> {
-    let user = path_user(&user_id)?;
     let request: FreezeRequest = if body.iter().all(u8::is_ascii_whitespace) {
         FreezeRequest::default()
     } else {
@@ -298,44 +296,21 @@ async fn freeze(
     if reason.chars().count() > 500 {
         return Err(PaymentError::invalid("reason", "at most 500 characters"));
     }
-    Ok(Json(
-        payments
-            .freeze(user, reason, &RequestContext::user(admin))
-            .await?
-            .into(),
-    ))
+    Ok(Json(payments.freeze(owner, reason, &context).await?.into()))
 }
 
 async fn unfreeze(
     State(payments): State<Payments>,
-    Admin(admin): Admin,
-    Path(user_id): Path<String>,
+    AdministeredWallet { owner, context }: AdministeredWallet,
 ) -> Result<Json<AccountResponse>, PaymentError> {
-    let user = path_user(&user_id)?;
-    Ok(Json(
-        payments
-            .unfreeze(user, &RequestContext::user(admin))
-            .await?
-            .into(),
-    ))
+    Ok(Json(payments.unfreeze(owner, &context).await?.into()))
 }
 
 async fn close(
     State(payments): State<Payments>,
-    Admin(admin): Admin,
-    Path(user_id): Path<String>,
+    AdministeredWallet { owner, context }: AdministeredWallet,
 ) -> Result<Json<AccountResponse>, PaymentError> {
-    let user = path_user(&user_id)?;
-    Ok(Json(
-        payments
-            .close(user, &RequestContext::user(admin))
-            .await?
-            .into(),
-    ))
-}
-
-fn path_user(text: &str) -> Result<UserId, PaymentError> {
-    UserId::parse(text).map_err(|error| PaymentError::invalid("user_id", error))
+    Ok(Json(payments.close(owner, &context).await?.into()))
 }
 
 // ---------------------------------------------------------------- extractors
@@ -369,6 +344,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
         } else {
             Err(PaymentError::Forbidden)
         }
+    }
+}
+
+/// The wallet an admin route acts on: its owner, the `{user_id}` of the
+/// path, and the context that records the administrator who acted.
+struct AdministeredWallet {
+    owner: UserId,
+    context: RequestContext,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdministeredWallet {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Admin(admin) = Admin::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(user_id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let owner = UserId::parse(&user_id)
+            .map_err(|error| PaymentError::invalid("user_id", error).into_response())?;
+        Ok(Self {
+            owner,
+            context: RequestContext::user(admin),
+        })
     }
 }
 

@@ -21,19 +21,33 @@
 # logs in through the gateway. Only these two services take part in the
 # route; the others would sit idle.
 #
-# Every proxy is warmed up first, then measured for BENCH_DURATION. A summary
-# table is printed and written to $CARGO_TARGET_DIR/bench-gateway.md.
+# The gateway runs as an operator would run it: its default log filter
+# (`info,sqlx=warn`: no line per request, but the server span and the client
+# span per upstream attempt are created, as they are in production) and no
+# OTLP exporter (nothing the proxies compared with does that work either).
+# The user service logs at warn in every variant (it is the same work under
+# each proxy), and nginx runs without an access log.
+#
+# Every proxy is warmed up first, then measured for BENCH_DURATION, the three
+# one after the other, BENCH_ROUNDS times. A summary table (medians over the
+# rounds, and the gateway/nginx ratio of each round) is printed and written to
+# $CARGO_TARGET_DIR/bench-gateway.md.
 #
 # Usage: scripts/bench-gateway.sh [-h|--help]
 #
 # Environment (all optional):
 #   BENCH_DURATION      measured run per target          (default 20s)
-#   BENCH_WARMUP        warm-up run per target           (default 5s)
+#   BENCH_WARMUP        warm-up run per target           (default 5s, first
+#                       round only)
+#   BENCH_ROUNDS        rounds of the three measurements (default 1; on a
+#                       busy machine 3 or more, and compare the ratios)
 #   BENCH_CONNECTIONS   wrk connections                  (default 32)
 #   BENCH_THREADS       wrk threads                      (default 1; the machine's
 #                       cores are shared by wrk, the proxy, the user service
 #                       and Postgres)
 #   BENCH_PORT_BASE     first of the ports used          (default 19080)
+#   BENCH_GATEWAY_LOG   the gateway's RUST_LOG           (default: unset, the
+#                       gateway's own default)
 #   BENCH_PROFILE       1: also record the gateway with `perf` during an
 #                       extra run and print its hottest symbols
 #   BENCH_SKIP_BUILD    1: use the release binaries as they are
@@ -57,6 +71,7 @@ cd "$ROOT"
 
 DURATION=${BENCH_DURATION:-20s}
 WARMUP=${BENCH_WARMUP:-5s}
+ROUNDS=${BENCH_ROUNDS:-1}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 BASE=${BENCH_PORT_BASE:-19080}
@@ -77,6 +92,8 @@ fail() {
 as_root() {
   if [[ $EUID -eq 0 ]]; then "$@"; else sudo -n "$@"; fi
 }
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "BENCH_ROUNDS must be a positive whole number, not $ROUNDS"
 
 # ------------------------------------------------------------------ tools
 
@@ -146,8 +163,8 @@ wait_ready() {
 }
 
 section "user service on :$USER_HTTP, gateway on :$GATEWAY_HTTP"
-# Logs at warn: no service writes a line per request at info anyway, and
-# nginx runs without an access log.
+# The user service logs at warn: it is the same work under every proxy. The
+# gateway keeps its default filter (see the top of this file).
 env DATABASE_URL="postgres://postgres@127.0.0.1:5432/ferrishop_bench_users" \
   HTTP_ADDR="127.0.0.1:$USER_HTTP" GRPC_ADDR="127.0.0.1:$USER_GRPC" \
   USER_EVENTS_TOPIC=ferrishop.bench.user.events RUST_LOG=warn \
@@ -157,9 +174,14 @@ wait_ready user "http://127.0.0.1:$USER_HTTP/readyz"
 
 # The user's own limit is lifted (the limiter still runs on every request):
 # at the default 100/s the benchmark would measure the limiter's refusals.
-env HTTP_ADDR="127.0.0.1:$GATEWAY_HTTP" GRPC_ADDR="127.0.0.1:$GATEWAY_GRPC" \
+gateway_env=(-u RUST_LOG -u OTEL_EXPORTER_OTLP_ENDPOINT)
+if [[ -n ${BENCH_GATEWAY_LOG:-} ]]; then
+  gateway_env+=(RUST_LOG="$BENCH_GATEWAY_LOG")
+fi
+env "${gateway_env[@]}" \
+  HTTP_ADDR="127.0.0.1:$GATEWAY_HTTP" GRPC_ADDR="127.0.0.1:$GATEWAY_GRPC" \
   USER_URL="http://127.0.0.1:$USER_HTTP" USER_GRPC_URL="http://127.0.0.1:$USER_GRPC" \
-  RATE_LIMIT_USER_PER_SECOND=1000000 RATE_LIMIT_USER_BURST=1000000 RUST_LOG=warn \
+  RATE_LIMIT_USER_PER_SECOND=1000000 RATE_LIMIT_USER_BURST=1000000 \
   "$BIN_DIR/gateway" >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
@@ -239,10 +261,13 @@ check nginx "http://127.0.0.1:$NGINX_HTTP$ROUTE" -H "x-user-id: $USER_ID"
 
 # --------------------------------------------------------------- measuring
 
-# run NAME URL HEADER: warm-up, then the measured run; sets RPS, P50, P99, ERRORS.
+# run NAME URL HEADER WARMUP: warm-up (unless WARMUP is 0), then the measured
+# run; sets RPS, P50, P99, ERRORS.
 run() {
-  local name=$1 url=$2 header=$3 out=$WORK/wrk-$1.txt
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "$header" "$url" >/dev/null
+  local name=$1 url=$2 header=$3 warmup=$4 out=$WORK/wrk-$1-$round.txt
+  if [[ $warmup != 0 ]]; then
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$warmup" -H "$header" "$url" >/dev/null
+  fi
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$header" "$url" >"$out"
   sed 's/^/    /' "$out"
   RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -261,19 +286,35 @@ micros() {
     else print v + 0 }'
 }
 
+# median of the numbers given as arguments
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Per target, one entry per round: requests/s, and p50/p99 in microseconds.
 declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS
-for target in direct nginx gateway; do
-  case $target in
-    gateway) url="http://127.0.0.1:$GATEWAY_HTTP$ROUTE" header="Authorization: Bearer $TOKEN" ;;
-    direct) url="http://127.0.0.1:$USER_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
-    nginx) url="http://127.0.0.1:$NGINX_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
-  esac
-  section "$target: $url ($WARMUP warm-up, then $DURATION, $CONNECTIONS connections, $THREADS thread(s))"
-  run "$target" "$url" "$header"
-  RESULT_RPS[$target]=$RPS
-  RESULT_P50[$target]=$P50
-  RESULT_P99[$target]=$P99
-  RESULT_ERRORS[$target]=$ERRORS
+RATIOS=()
+for round in $(seq "$ROUNDS"); do
+  warmup=$WARMUP
+  ((round == 1)) || warmup=0
+  for target in direct nginx gateway; do
+    case $target in
+      gateway) url="http://127.0.0.1:$GATEWAY_HTTP$ROUTE" header="Authorization: Bearer $TOKEN" ;;
+      direct) url="http://127.0.0.1:$USER_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
+      nginx) url="http://127.0.0.1:$NGINX_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
+    esac
+    section "round $round/$ROUNDS, $target: $url ($([[ $warmup == 0 ]] || echo "$warmup warm-up, then ")$DURATION, $CONNECTIONS connections, $THREADS thread(s))"
+    run "$target" "$url" "$header" "$warmup"
+    RESULT_RPS[$target]+="$RPS "
+    RESULT_P50[$target]+="$(micros "$P50") "
+    RESULT_P99[$target]+="$(micros "$P99") "
+    RESULT_ERRORS[$target]=$((${RESULT_ERRORS[$target]:-0} + ERRORS))
+    case $target in
+      nginx) nginx_rps=$RPS ;;
+      gateway) RATIOS+=("$(awk -v g="$RPS" -v n="$nginx_rps" 'BEGIN {printf "%.2f", g / n}')") ;;
+    esac
+  done
 done
 
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
@@ -300,28 +341,48 @@ if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
   echo "  reqwest                          $(share 'reqwest')"
   echo "  serde / JSON                     $(share 'serde|json')"
   echo "  rate limiter (governor)          $(share 'governor')"
+  echo "  tracing / OpenTelemetry          $(share 'tracing|opentelemetry')"
+  echo "  metrics                          $(share 'metrics')"
+  echo "  axum / tower layers              $(share 'axum|tower')"
+  echo "  tokio runtime                    $(share 'tokio::runtime|tokio::sync')"
 fi
 
 # ----------------------------------------------------------------- summary
 
-direct_p50=$(micros "${RESULT_P50[direct]}")
-gateway_p50=$(micros "${RESULT_P50[gateway]}")
-direct_p99=$(micros "${RESULT_P99[direct]}")
-gateway_p99=$(micros "${RESULT_P99[gateway]}")
+declare -A MED_RPS MED_P50 MED_P99
+for target in direct nginx gateway; do
+  # shellcheck disable=SC2086 # the per-round lists split on purpose
+  MED_RPS[$target]=$(median ${RESULT_RPS[$target]})
+  # shellcheck disable=SC2086
+  MED_P50[$target]=$(median ${RESULT_P50[$target]})
+  # shellcheck disable=SC2086
+  MED_P99[$target]=$(median ${RESULT_P99[$target]})
+done
+ms() { awk -v us="$1" 'BEGIN {printf "%.2f ms", us / 1000}'; }
 SUMMARY=$WORK/summary.md
 {
-  echo "GET $ROUTE, wrk -t$THREADS -c$CONNECTIONS -d$DURATION ($(nproc) cores, $(date -u +%Y-%m-%d))"
+  echo "GET $ROUTE, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS round(s) ($(nproc) cores, $(date -u +%Y-%m-%d))"
   echo
+  if ((ROUNDS > 1)); then
+    echo "Medians over the rounds."
+    echo
+  fi
   echo "| target | requests/s | p50 | p99 | errors |"
   echo "|---|---:|---:|---:|---:|"
   for target in direct nginx gateway; do
-    echo "| $target | ${RESULT_RPS[$target]} | ${RESULT_P50[$target]} | ${RESULT_P99[$target]} | ${RESULT_ERRORS[$target]} |"
+    printf '| %s | %.0f | %s | %s | %s |\n' "$target" "${MED_RPS[$target]}" \
+      "$(ms "${MED_P50[$target]}")" "$(ms "${MED_P99[$target]}")" "${RESULT_ERRORS[$target]}"
   done
   echo
-  awk -v d="${RESULT_RPS[direct]}" -v n="${RESULT_RPS[nginx]}" -v g="${RESULT_RPS[gateway]}" \
-    -v dp50="$direct_p50" -v gp50="$gateway_p50" -v dp99="$direct_p99" -v gp99="$gateway_p99" 'BEGIN {
+  awk -v d="${MED_RPS[direct]}" -v g="${MED_RPS[gateway]}" \
+    -v dp50="${MED_P50[direct]}" -v gp50="${MED_P50[gateway]}" \
+    -v dp99="${MED_P99[direct]}" -v gp99="${MED_P99[gateway]}" 'BEGIN {
       printf "- gateway overhead over direct: %+.0f us at p50, %+.0f us at p99; throughput %.0f%% of direct\n", gp50 - dp50, gp99 - dp99, 100 * g / d
-      printf "- gateway throughput relative to nginx: %.2fx (%s)\n", g / n, (g >= n ? "goal met: >= nginx" : "below nginx")
+    }'
+  ratio=$(median "${RATIOS[@]}")
+  awk -v r="$ratio" -v all="${RATIOS[*]}" -v rounds="$ROUNDS" 'BEGIN {
+      printf "- gateway throughput relative to nginx: %.2fx%s (%s)\n", r,
+        (rounds > 1 ? " (median; rounds: " all ")" : ""), (r >= 1 ? "goal met: >= nginx" : "below nginx")
     }'
 } >"$SUMMARY"
 section "summary"

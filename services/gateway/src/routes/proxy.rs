@@ -9,7 +9,6 @@
 //! `traceparent` ([`crate::upstreams::RestInstance`]). The upstream's
 //! answer, problem documents included, goes back unchanged.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName};
@@ -81,7 +80,7 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Err(error) => ApiError::Upstream(error).into_response(),
     }

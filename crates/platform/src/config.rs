@@ -57,6 +57,18 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl std::fmt::Display for ConfigError {
+    /// The help or version text, or the one line naming the variable.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Display(error) => error.fmt(f),
+            Self::Invalid(line) => f.write_str(line),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// [`parse`] without exiting, for tests.
 pub fn parse_from<T, I, A>(args: I) -> Result<T, ConfigError>
 where
@@ -144,6 +156,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// [`parse_duration`] refusing zero: a timeout, interval or lifetime of
+/// nothing is a mistake, not a way to turn something off.
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be greater than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -178,6 +199,11 @@ mod tests {
         assert!(line.contains("SAMPLE_HTTP_ADDR"), "{line}");
         assert!(line.contains("not-an-address"), "{line}");
         assert_eq!(line.lines().count(), 1, "{line}");
+        let Err(error) = parse_from::<Sample, _, _>(["sample", "--timeout", "soon"]) else {
+            panic!("expected an invalid-configuration error");
+        };
+        assert_eq!(error.to_string().lines().count(), 1, "{error}");
+        assert!(error.to_string().contains("SAMPLE_TIMEOUT"), "{error}");
     }
 
     #[test]
@@ -187,5 +213,8 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_positive_duration("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("0").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use messaging::MessagingArgs;
-use platform::config::{CommonArgs, parse_duration};
+use platform::config::{CommonArgs, parse_positive_duration};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::money::Currency;
@@ -42,7 +42,7 @@ pub struct Config {
 
     /// How long a stock reservation is held when the order saga neither
     /// commits nor releases it (e.g. `15m`, `90s`).
-    #[arg(long, env = "RESERVATION_TTL", default_value = "15m", value_parser = positive_duration)]
+    #[arg(long, env = "RESERVATION_TTL", default_value = "15m", value_parser = parse_positive_duration)]
     pub reservation_ttl: Duration,
 
     /// How often overdue reservations are looked for and expired.
@@ -50,7 +50,7 @@ pub struct Config {
         long,
         env = "RESERVATION_SWEEP_INTERVAL",
         default_value = "30s",
-        value_parser = positive_duration
+        value_parser = parse_positive_duration
     )]
     pub reservation_sweep_interval: Duration,
 
@@ -79,30 +79,19 @@ pub struct Config {
     pub common: CommonArgs,
 }
 
-/// A duration such as `15m`, which must not be zero.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be greater than zero".to_owned()),
-        duration => Ok(duration),
-    }
-}
-
 fn parse_currency(text: &str) -> Result<Currency, String> {
     Currency::parse(text).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use platform::config::{ConfigError, parse_from};
+    use platform::config::parse_from;
 
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        parse_from::<Config, _, _>(std::iter::once("inventory").chain(args.iter().copied()))
-            .map_err(|error| match error {
-                ConfigError::Invalid(line) => line,
-                ConfigError::Display(error) => error.to_string(),
-            })
+        parse_from(std::iter::once("inventory").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use messaging::MessagingArgs;
-use platform::config::{CommonArgs, parse_duration};
+use platform::config::{CommonArgs, parse_duration, parse_positive_duration};
 use sqlx::postgres::PgConnectOptions;
 
 #[derive(Debug, Clone, Parser)]
@@ -56,7 +56,7 @@ pub struct Config {
 
     /// How long one inventory call may take, retries included; a saga step
     /// that gets no answer within it is attempted again.
-    #[arg(long, env = "INVENTORY_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    #[arg(long, env = "INVENTORY_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub inventory_timeout: Duration,
 
     /// Inventory calls in flight at once; more wait (up to
@@ -81,7 +81,7 @@ pub struct Config {
 
     /// How long the saga waits for the payment service's reply before it
     /// sends the command again (same command id).
-    #[arg(long, env = "PAYMENT_REPLY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, env = "PAYMENT_REPLY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub payment_reply_timeout: Duration,
 
     /// Sends of a payment command (the first included) before the saga gives
@@ -135,7 +135,7 @@ pub struct Config {
 
     /// How long a query given a consistency token waits for its read model
     /// to catch up before answering UNAVAILABLE.
-    #[arg(long, env = "CONSISTENCY_WAIT", default_value = "5s", value_parser = positive_duration)]
+    #[arg(long, env = "CONSISTENCY_WAIT", default_value = "5s", value_parser = parse_positive_duration)]
     pub consistency_wait: Duration,
 
     /// Empty the order read models (order_view, customer_order_history) at
@@ -178,14 +178,6 @@ impl Config {
     }
 }
 
-/// A duration such as `5s`, which must not be zero.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err("must be greater than zero".to_owned()),
-        duration => Ok(duration),
-    }
-}
-
 /// A lease of at least a second: renewals run at half of it.
 fn lease_ttl(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
@@ -203,17 +195,13 @@ fn parse_endpoints(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use platform::config::{ConfigError, parse_from};
+    use platform::config::parse_from;
 
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        parse_from::<Config, _, _>(std::iter::once("order").chain(args.iter().copied())).map_err(
-            |error| match error {
-                ConfigError::Invalid(line) => line,
-                ConfigError::Display(error) => error.to_string(),
-            },
-        )
+        parse_from(std::iter::once("order").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
     }
 
     #[test]

@@ -113,17 +113,13 @@ fn parse_currency(text: &str) -> Result<Currency, String> {
 
 #[cfg(test)]
 mod tests {
-    use platform::config::{ConfigError, parse_from};
+    use platform::config::parse_from;
 
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        parse_from::<Config, _, _>(std::iter::once("payment").chain(args.iter().copied())).map_err(
-            |error| match error {
-                ConfigError::Invalid(line) => line,
-                ConfigError::Display(error) => error.to_string(),
-            },
-        )
+        parse_from(std::iter::once("payment").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
     }
 
     #[test]

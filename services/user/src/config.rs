@@ -229,17 +229,13 @@ fn lifetime(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use platform::config::{ConfigError, parse_from};
+    use platform::config::parse_from;
 
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        parse_from::<Config, _, _>(std::iter::once("user").chain(args.iter().copied())).map_err(
-            |error| match error {
-                ConfigError::Invalid(line) => line,
-                ConfigError::Display(error) => error.to_string(),
-            },
-        )
+        parse_from(std::iter::once("user").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
     }
 
     #[test]

@@ -527,18 +527,7 @@ impl SagaHooks<PlaceOrderData> for PlaceOrderOutcome {
                 at,
             },
         };
-        let recorded = self
-            .store
-            .record_in(
-                connection,
-                order_id,
-                command,
-                &store::metadata(order_id, None),
-            )
-            .await?;
-        // Counted before the commit: a final transaction that then fails is
-        // retried and counts again (rare, and visible as a saga error).
-        count_statuses(&recorded.events);
+        record_outcome(&self.store, connection, order_id, command).await?;
         Ok(())
     }
 }
@@ -567,18 +556,31 @@ impl SagaHooks<CancelOrderData> for CancelOrderOutcome {
                 at,
             }
         };
-        let recorded = self
-            .store
-            .record_in(
-                connection,
-                order_id,
-                command,
-                &store::metadata(order_id, None),
-            )
-            .await?;
-        count_statuses(&recorded.events);
+        record_outcome(&self.store, connection, order_id, command).await?;
         Ok(())
     }
+}
+
+/// Records a finished saga's `command` on its order, in the saga's final
+/// transaction, and counts the statuses it leads to. Counted before the
+/// commit: a final transaction that then fails is retried and counts again
+/// (rare, and visible as a saga error).
+async fn record_outcome(
+    orders: &Store,
+    connection: &mut PgConnection,
+    order_id: OrderId,
+    command: OrderCommand,
+) -> Result<(), OrderError> {
+    let recorded = orders
+        .record_in(
+            connection,
+            order_id,
+            command,
+            &store::metadata(order_id, None),
+        )
+        .await?;
+    count_statuses(&recorded.events);
+    Ok(())
 }
 
 /// The engines of both sagas.

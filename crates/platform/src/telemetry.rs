@@ -19,10 +19,12 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -151,10 +153,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
     let filter = EnvFilter::try_new(&args.log_filter)?;
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(binary));
     let logs = match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
-            .event_format(JsonLines { service: binary })
-            .boxed(),
+        LogFormat::Json => json_lines(binary, std::io::stdout).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
@@ -171,6 +170,105 @@ impl Telemetry {
         if let Err(error) = self.provider.shutdown() {
             eprintln!("telemetry shutdown: {error}");
         }
+    }
+}
+
+/// The JSON log lines' layer, writing to `writer`: one object per event
+/// ([`JsonLines`]), with the fields of its spans kept by [`SpanFields`].
+fn json_lines<S, W>(service: &'static str, writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    SpanFields.and_then(
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(NoSpanFields)
+            .event_format(JsonLines { service })
+            .with_writer(writer),
+    )
+}
+
+/// Keeps the fields of every span as JSON values ([`FieldValues`] in the
+/// span's extensions), for the log lines written within it.
+///
+/// The fmt layer's own JSON field formatter keeps them as a JSON string
+/// instead, formatted as the span opens and parsed and formatted again at
+/// each `span.record`: a request's spans (which record their status, the
+/// caller, the request id...) paid for that whether or not a line was ever
+/// written in them. Here opening a span stores its values and a record
+/// inserts one; only a line being written turns them into JSON.
+struct SpanFields;
+
+/// The fields of one span, as [`SpanFields`] keeps them.
+#[derive(Debug, Default)]
+struct FieldValues(Vec<(&'static str, Value)>);
+
+impl FieldValues {
+    fn set(&mut self, name: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(field, _)| *field == name) {
+            Some((_, current)) => *current = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
+
+impl<S> Layer<S> for SpanFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut values = FieldValues::default();
+            attributes.record(&mut SpanFieldVisitor(&mut values));
+            span.extensions_mut().insert(values);
+        }
+    }
+
+    fn on_record(&self, id: &Id, record: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(values) = span.extensions_mut().get_mut::<FieldValues>()
+        {
+            record.record(&mut SpanFieldVisitor(values));
+        }
+    }
+}
+
+/// A span field's value as tracing-subscriber's JSON formatter renders it.
+struct SpanFieldVisitor<'a>(&'a mut FieldValues);
+
+impl Visit for SpanFieldVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.0.set(name, format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.set(field.name(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.set(field.name(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.set(field.name(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.set(field.name(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.set(field.name(), value.into());
+    }
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.0.set(field.name(), value.into());
+    }
+}
+
+/// The fmt layer's span field formatter: nothing, since [`SpanFields`]
+/// keeps the fields [`JsonLines`] writes.
+struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: RecordFields>(&self, _: Writer<'writer>, _: R) -> fmt::Result {
+        Ok(())
     }
 }
 
@@ -208,10 +306,12 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(object)) = serde_json::from_str::<Value>(fields)
-                {
-                    span_fields.extend(object);
+                if let Some(FieldValues(values)) = extensions.get::<FieldValues>() {
+                    span_fields.extend(
+                        values
+                            .iter()
+                            .map(|(name, value)| ((*name).to_owned(), value.clone())),
+                    );
                 }
             }
             if let Some(span) = ctx.lookup_current() {
@@ -259,5 +359,79 @@ impl Visit for JsonVisitor<'_> {
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.0.insert(field.name().into(), value.to_string().into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn json(&self) -> Vec<Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn lines_carry_the_fields_of_their_spans_as_recorded_by_then() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(json_lines("test", move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!(
+                "request",
+                method = "GET",
+                status = tracing::field::Empty,
+                user_id = tracing::field::Empty,
+                attempt = 1_u64,
+            );
+            let _request = request.enter();
+            tracing::info!("before");
+            request.record("user_id", tracing::field::display("u-7"));
+            request.record("status", 200_i64);
+            request.record("attempt", 2_u64);
+            let call = tracing::info_span!("call", upstream = "user", attempt = 3_u64);
+            let _call = call.enter();
+            tracing::info!(r#type = "late", ok = true, "inside");
+        });
+        let lines = lines.json();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["message"], "before");
+        assert_eq!(lines[0]["method"], "GET");
+        assert_eq!(lines[0]["attempt"], 1);
+        assert!(lines[0].get("status").is_none(), "{}", lines[0]);
+        assert!(lines[0].get("user_id").is_none(), "{}", lines[0]);
+        let inside = &lines[1];
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["service"], "test");
+        assert_eq!(inside["span"], "call");
+        assert_eq!(inside["method"], "GET");
+        assert_eq!(inside["user_id"], "u-7");
+        assert_eq!(inside["status"], 200);
+        // The innermost span's value wins, the event's own fields over all.
+        assert_eq!(inside["attempt"], 3);
+        assert_eq!(inside["upstream"], "user");
+        assert_eq!(inside["ok"], true);
     }
 }

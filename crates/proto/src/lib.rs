@@ -56,6 +56,36 @@ pub mod metadata {
     /// Stable machine-readable error code (e.g. `INSUFFICIENT_STOCK`) on a failed
     /// call, copied by the gateway into the problem+json `code`.
     pub const ERROR_CODE: &str = "x-error-code";
+
+    /// Whether [`USER_ROLES`] names `role`, in any of its values, on gRPC
+    /// metadata (`MetadataMap::as_ref`) or HTTP headers alike.
+    pub fn has_role(headers: &http::HeaderMap, role: &str) -> bool {
+        headers
+            .get_all(USER_ROLES)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|roles| roles.split(','))
+            .any(|candidate| candidate.trim() == role)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use http::{HeaderMap, HeaderValue};
+
+        use super::*;
+
+        #[test]
+        fn roles_are_comma_separated_in_any_value() {
+            let mut headers = HeaderMap::new();
+            assert!(!has_role(&headers, "admin"));
+            headers.append(USER_ROLES, HeaderValue::from_static("customer"));
+            assert!(!has_role(&headers, "admin"));
+            headers.append(USER_ROLES, HeaderValue::from_static("support, admin"));
+            assert!(has_role(&headers, "admin"));
+            assert!(!has_role(&headers, "Admin"));
+            assert!(!has_role(&headers, "adm"));
+        }
+    }
 }
 
 /// Generated code: the `ferrishop.*` protobuf packages.

@@ -297,13 +297,7 @@ fn require_admin(metadata: &MetadataMap) -> Result<(), InventoryError> {
     if !authenticated {
         return Err(InventoryError::Unauthenticated);
     }
-    let is_admin = metadata
-        .get_all(proto::metadata::USER_ROLES)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|roles| roles.split(','))
-        .any(|role| role.trim() == ADMIN_ROLE);
-    if is_admin {
+    if proto::metadata::has_role(metadata.as_ref(), ADMIN_ROLE) {
         Ok(())
     } else {
         Err(InventoryError::Forbidden(ADMIN_ROLE))

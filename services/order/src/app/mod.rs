@@ -41,13 +41,10 @@ impl Caller {
             .and_then(|value| value.to_str().ok())
             .and_then(|user_id| CustomerId::parse(user_id.trim()).ok())
             .ok_or(OrderError::Unauthenticated)?;
-        let is_admin = headers
-            .get_all(proto::metadata::USER_ROLES)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|roles| roles.split(','))
-            .any(|role| role.trim() == ADMIN_ROLE);
-        Ok(Self { user_id, is_admin })
+        Ok(Self {
+            user_id,
+            is_admin: proto::metadata::has_role(headers, ADMIN_ROLE),
+        })
     }
 
     /// Refuses callers without the admin role.

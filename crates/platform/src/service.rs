@@ -37,10 +37,15 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One binary's servers and background tasks.
 pub struct Service {
-    name: &'static str,
-    version: &'static str,
     shutdown_timeout: Duration,
     telemetry: Telemetry,
+    wiring: Wiring,
+}
+
+/// What [`Running::start`] starts.
+struct Wiring {
+    name: &'static str,
+    version: &'static str,
     http: Option<(SocketAddr, Router)>,
     grpc: Option<(SocketAddr, GrpcServices)>,
     readiness: Readiness,
@@ -52,7 +57,7 @@ pub struct Service {
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("name", &self.name)
+            .field("name", &self.wiring.name)
             .finish_non_exhaustive()
     }
 }
@@ -68,34 +73,36 @@ impl Service {
         let telemetry = telemetry::init(name, &common.telemetry)?;
         faults::arm(&common.faults);
         Ok(Self {
-            name,
-            version,
             shutdown_timeout: common.shutdown_timeout,
             telemetry,
-            http: None,
-            grpc: None,
-            readiness: Readiness::new(),
-            gate: StartupGate::default(),
-            tasks: Vec::new(),
-            shutdown: CancellationToken::new(),
+            wiring: Wiring {
+                name,
+                version,
+                http: None,
+                grpc: None,
+                readiness: Readiness::new(),
+                gate: StartupGate::default(),
+                tasks: Vec::new(),
+                shutdown: CancellationToken::new(),
+            },
         })
     }
 
     /// The token cancelled when shutdown begins, for wiring that needs it
     /// before [`Service::run`] (e.g. streaming responses that must end).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.wiring.shutdown.clone()
     }
 
     /// Serves `router` (plus `/healthz`, `/readyz`, `/metrics`) on `addr`.
     pub fn http(mut self, addr: SocketAddr, router: Router) -> Self {
-        self.http = Some((addr, router));
+        self.wiring.http = Some((addr, router));
         self
     }
 
     /// Serves `services` (plus health and reflection) on `addr`.
     pub fn grpc(mut self, addr: SocketAddr, services: GrpcServices) -> Self {
-        self.grpc = Some((addr, services));
+        self.wiring.grpc = Some((addr, services));
         self
     }
 
@@ -105,7 +112,7 @@ impl Service {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.readiness = self.readiness.with_check(name, check);
+        self.wiring.readiness = self.wiring.readiness.with_check(name, check);
         self
     }
 
@@ -124,7 +131,7 @@ impl Service {
             .task("database-bootstrap", move |cancel| {
                 bootstrap.bootstrap(cancel)
             });
-        service.gate = StartupGate::new(database);
+        service.wiring.gate = StartupGate::new(database);
         service
     }
 
@@ -135,7 +142,8 @@ impl Service {
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tasks
+        self.wiring
+            .tasks
             .push((name, Box::new(move |token| Box::pin(task(token)))));
         self
     }
@@ -143,20 +151,9 @@ impl Service {
     /// Runs until SIGTERM/SIGINT, then shuts down gracefully. Returns the
     /// process exit code.
     pub async fn run(self) -> ExitCode {
-        let name = self.name;
+        let name = self.wiring.name;
         let telemetry = self.telemetry;
-        let code = match Running::start(
-            self.name,
-            self.version,
-            self.http,
-            self.grpc,
-            self.readiness,
-            self.gate,
-            self.tasks,
-            self.shutdown,
-        )
-        .await
-        {
+        let code = match Running::start(self.wiring).await {
             Ok(running) => running.until_shutdown(self.shutdown_timeout).await,
             Err(error) => {
                 tracing::error!(service = name, %error, "failed to start");
@@ -193,16 +190,17 @@ struct Running {
 }
 
 impl Running {
-    async fn start(
-        name: &'static str,
-        version: &'static str,
-        http: Option<(SocketAddr, Router)>,
-        grpc: Option<(SocketAddr, GrpcServices)>,
-        readiness: Readiness,
-        gate: StartupGate,
-        tasks: Vec<(&'static str, Task)>,
-        shutdown: CancellationToken,
-    ) -> Result<Self, StartError> {
+    async fn start(wiring: Wiring) -> Result<Self, StartError> {
+        let Wiring {
+            name,
+            version,
+            http,
+            grpc,
+            readiness,
+            gate,
+            tasks,
+            shutdown,
+        } = wiring;
         metrics::install()?;
         let mut servers = Vec::new();
         let mut http_addr = None;

@@ -9,9 +9,11 @@
 //! `traceparent` ([`crate::upstreams::RestInstance`]). The upstream's
 //! answer, problem documents included, goes back unchanged.
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
+use hyper::body::Body as _;
 use tower::{Service, ServiceExt};
 
 use super::{AppState, BODY_LIMIT};
@@ -66,11 +68,25 @@ pub async fn payment_admin(
 
 async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
-        Ok(body) => body,
-        Err(_) => return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response(),
+    // Read whole (up to the limit) so that a retry can send it again; a
+    // request without a body (a GET) has nothing to read.
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match axum::body::to_bytes(body, BODY_LIMIT).await {
+            Ok(body) => body,
+            Err(_) => return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response(),
+        }
     };
     prepare_headers(&mut parts.headers, caller);
+    // Of the request's extensions only the route goes on (it names the
+    // client span): the others (the caller, the connection, the request
+    // id...) would be copied for a retry and dropped, for nothing.
+    let route = parts.extensions.remove::<MatchedPath>();
+    parts.extensions.clear();
+    if let Some(route) = route {
+        parts.extensions.insert(route);
+    }
     let upstream = http::Request::from_parts(parts, body);
     let response = match client.ready().await {
         Ok(ready) => ready.call(upstream).await,

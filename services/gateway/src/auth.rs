@@ -19,8 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use auth::{Claims, JwkSet, KeySet, Verifier, VerifyError};
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
-use axum::middleware::Next;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
 use http::request::Parts;
@@ -111,8 +110,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     }
 }
 
-/// Middleware: verifies the bearer token, if any, and records the caller.
-pub async fn identify(State(keys): State<Keys>, mut request: Request, next: Next) -> Response {
+/// Verifies the request's bearer token, if any, and records the caller in
+/// its extensions; a bad token is refused there and then, with the
+/// response to send. The edge middleware ([`crate::routes`]) runs this
+/// before every route.
+pub async fn identify(keys: &Keys, request: &mut Request) -> Result<(), Response> {
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
@@ -125,11 +127,11 @@ pub async fn identify(State(keys): State<Keys>, mut request: Request, next: Next
             }
             Err(error) => {
                 tracing::info!(reason = error.kind(), %error, "token refused");
-                return ApiError::from(error).into_response();
+                return Err(ApiError::from(error).into_response());
             }
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Tokens already verified, until they expire.

@@ -1,7 +1,6 @@
 //! `gateway`: wiring only. The public REST and gRPC edge of Ferrishop.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use platform::Service;
 use platform::grpc::GrpcServices;
@@ -53,16 +52,16 @@ async fn main() -> ExitCode {
     let rate_limiter = rate_limit::RateLimiter::new(&config.limits);
     let public_grpc = grpc_proxy::Edge::new(keys.clone(), rate_limiter.clone());
     let grpc_channels = services.grpc.clone();
-    let state = routes::AppState {
-        services: Arc::new(services),
+    let state = routes::AppState::new(routes::Shared {
+        services,
         keys: keys.clone(),
-        settings: Arc::new(routes::Settings {
+        settings: routes::Settings {
             order_status_subject_prefix: config.order_status_subject_prefix.clone(),
-        }),
+        },
         rate_limiter: rate_limiter.clone(),
         nats: messaging::Nats::new(messaging::NatsConfig::new(&config.nats_url, "gateway")),
         shutdown: tokio_util::sync::CancellationToken::new(),
-    };
+    });
     let nats = state.nats.clone();
     let streams = state.shutdown.clone();
 

@@ -74,7 +74,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -393,15 +393,12 @@ fn bucket_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Middleware: counts the request, refuses it with 429 when over the limit,
-/// and sets the `RateLimit-Policy` / `RateLimit` headers on the response.
-/// Runs after [`crate::auth::identify`], which has put the [`Caller`] (if
-/// any) in the request's extensions.
-pub async fn limit<C>(
-    State(limiter): State<RateLimiter<C>>,
-    request: Request,
-    next: Next,
-) -> Response
+/// Counts the request, refuses it with 429 when over the limit, else runs
+/// `next`; sets the `RateLimit-Policy` / `RateLimit` headers on the
+/// response either way. The edge middleware ([`crate::routes`]) runs this
+/// after [`crate::auth::identify`], which has put the [`Caller`] (if any) in
+/// the request's extensions.
+pub async fn admit<C>(limiter: &RateLimiter<C>, request: Request, next: Next) -> Response
 where
     C: Clock + Send + Sync + 'static,
 {
@@ -433,6 +430,7 @@ mod tests {
 
     use axum::Router;
     use axum::body::Body;
+    use axum::extract::State;
     use axum::middleware;
     use axum::routing::{get, post};
     use governor::clock::FakeRelativeClock;
@@ -459,6 +457,13 @@ mod tests {
     }
 
     fn app(limiter: RateLimiter<FakeRelativeClock>) -> Router {
+        async fn limit(
+            State(limiter): State<RateLimiter<FakeRelativeClock>>,
+            request: Request,
+            next: Next,
+        ) -> Response {
+            admit(&limiter, request, next).await
+        }
         Router::new()
             .route("/api/v1/products/{id}", get(|| async { "ok" }))
             .route(LOGIN_PATH, post(|| async { "ok" }))

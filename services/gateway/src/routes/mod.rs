@@ -5,10 +5,11 @@
 //! 1. `x-request-id`: the client's, or a new UUID; echoed on the response,
 //!    recorded on the request's span and sent upstream.
 //! 2. CORS, then gzip compression of responses.
-//! 3. [`auth::identify`]: a valid bearer token becomes a [`Caller`]; a bad
-//!    one is refused with 401.
-//! 4. The rate limit, per user when there is a caller, else per client IP.
-//! 5. The body limit (1 MiB → 413) and the handler.
+//! 3. The edge, one middleware ([`edge`]): the request id on the span, then
+//!    [`auth::identify`] (a valid bearer token becomes a [`Caller`]; a bad
+//!    one is refused with 401), then [`rate_limit::admit`] (the rate limit,
+//!    per user when there is a caller, else per client IP).
+//! 4. The body limit (1 MiB → 413) and the handler.
 //!
 //! Handlers are thin: read the request, call one upstream, translate the
 //! answer. Errors become problem+json in [`ApiError`] alone.
@@ -16,7 +17,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -47,14 +48,31 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// The request id header, accepted from clients and generated otherwise.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach.
+/// What every handler can reach: [`Shared`], behind one `Arc`, since it is
+/// cloned for every request (by each extractor and middleware reading it).
 #[derive(Debug, Clone)]
-pub struct AppState {
-    /// Behind one `Arc`: cloning the state per request must not clone
-    /// every upstream's stack.
-    pub services: Arc<Services>,
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    pub services: Services,
     pub keys: Keys,
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
     /// Rate limits, shared with the public gRPC port.
     pub rate_limiter: RateLimiter,
     /// NATS (order status notifications, fault flags): connects on first
@@ -123,20 +141,30 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(
-            state.rate_limiter.clone(),
-            rate_limit::limit,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.keys.clone(),
-            auth::identify,
-        ))
-        .layer(middleware::from_fn(record_request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), self::edge))
         .layer(CompressionLayer::new())
         .layer(cors(&edge.cors_allowed_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid));
     api.with_state(state)
+}
+
+/// The edge's own work on every request, in one middleware (each layer
+/// costs its own boxing and cloning per request): the request id on the
+/// request's span (and so on its log lines), the caller
+/// ([`auth::identify`]), the rate limit ([`rate_limit::admit`]).
+async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if let Some(id) = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+    {
+        tracing::Span::current().record("request_id", id);
+    }
+    if let Err(refused) = auth::identify(&state.keys, &mut request).await {
+        return refused;
+    }
+    rate_limit::admit(&state.rate_limiter, request, next).await
 }
 
 /// 404 problem+json for a path no route matches.
@@ -156,18 +184,6 @@ async fn method_not_allowed(request: Request) -> Response {
         ),
     )
     .into_response()
-}
-
-/// Puts the request id on the request's span (and so on its log lines).
-async fn record_request_id(request: Request, next: Next) -> Response {
-    if let Some(id) = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-    {
-        tracing::Span::current().record("request_id", id);
-    }
-    next.run(request).await
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -24,9 +24,7 @@ use axum::routing::{get, post, put};
 use http::{HeaderName, HeaderValue};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::auth::{self, Caller, Keys};
 use crate::config::EdgeArgs;
@@ -145,7 +143,7 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         .layer(CompressionLayer::new())
         .layer(cors(&edge.cors_allowed_origins))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid));
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestId));
     api.with_state(state)
 }
 
@@ -165,6 +163,47 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
         return refused;
     }
     rate_limit::admit(&state.rate_limiter, request, next).await
+}
+
+/// Request ids for requests that come without one: random (version 4)
+/// UUIDs, as tower-http's `MakeRequestUuid` makes, but drawn from a
+/// generator seeded once per thread rather than from the operating system
+/// for each request (a `getrandom` system call every time). They identify
+/// requests; they are no secret.
+#[derive(Debug, Clone, Copy)]
+struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(random_id_bytes()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// 16 bytes from this thread's SplitMix64 generator, seeded from the
+/// operating system the first time.
+fn random_id_bytes() -> [u8; 16] {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> =
+            std::cell::Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
+    }
+    let next = || {
+        STATE.with(|state| {
+            let value = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            state.set(value);
+            let mut z = value;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    };
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&next().to_le_bytes());
+    bytes[8..].copy_from_slice(&next().to_le_bytes());
+    bytes
 }
 
 /// 404 problem+json for a path no route matches.
@@ -236,4 +275,42 @@ pub fn upstream_request<T>(
         metadata.insert("x-request-id", id);
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tower_http::request_id::MakeRequestId as _;
+
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_version_4_uuids() {
+        let request = http::Request::new(());
+        let ids: HashSet<String> = (0..10_000)
+            .map(|_| {
+                let id = MakeRequestId.make_request_id(&request).unwrap();
+                let id = id.header_value().to_str().unwrap().to_owned();
+                let uuid = uuid::Uuid::parse_str(&id).unwrap();
+                assert_eq!(uuid.get_version_num(), 4, "{id}");
+                assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+                assert_eq!(id, uuid.hyphenated().to_string());
+                id
+            })
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        let other_thread = std::thread::spawn(move || {
+            MakeRequestId
+                .make_request_id(&http::Request::new(()))
+                .unwrap()
+                .header_value()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .join()
+        .unwrap();
+        assert!(!ids.contains(&other_thread));
+    }
 }

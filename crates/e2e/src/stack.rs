@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use auth::{Claims, SigningKey};
 use nix::sys::signal::Signal;
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use testkit::brokers::{kafka, nats, rabbitmq, unique_name};
 use testkit::postgres::{TestDatabase, fresh_database};
@@ -131,13 +132,15 @@ impl Part {
             .unwrap_or_else(|| panic!("{} is not running", self.service.binary()))
     }
 
-    /// `http://<its HTTP address>` (known once it has started once).
+    /// The address its HTTP server bound (known once it has started once).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+            .unwrap_or_else(|| panic!("{} never started", self.service.binary()))
+    }
+
+    /// `http://<its HTTP address>`.
     pub fn http_url(&self) -> String {
-        format!(
-            "http://{}",
-            self.http_addr
-                .unwrap_or_else(|| panic!("{} never started", self.service.binary()))
-        )
+        format!("http://{}", self.http_addr())
     }
 
     /// `http://<its gRPC address>`.
@@ -152,6 +155,15 @@ impl Part {
     /// Whether its process is running.
     pub fn is_running(&self) -> bool {
         self.process.is_some()
+    }
+
+    /// The JSON log lines the running process wrote to stdout so far.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.process()
+            .stdout_lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     async fn start(&mut self) {
@@ -514,18 +526,35 @@ impl Stack {
         Api::new(self.http.clone(), self.gateway_url()).recording(self.recorder.clone())
     }
 
+    /// What `service`'s `/metrics` exposes now, in the Prometheus text
+    /// format.
+    pub async fn metrics(&self, service: Service) -> String {
+        scrape(&self.http, &self.part(service).http_url()).await
+    }
+
     // --------------------------------------------------------------- users
 
     /// Registers `email` through the gateway (201) and logs in; returns a
     /// client carrying the access token.
     pub async fn register_and_login(&self, email: &str, name: &str) -> Session {
+        self.register_and_login_with(email, name, |request| request)
+            .await
+    }
+
+    /// [`Stack::register_and_login`], the registration request finished by
+    /// `finish` first (e.g. a `traceparent` or `x-request-id` of the
+    /// test's own).
+    pub async fn register_and_login_with(
+        &self,
+        email: &str,
+        name: &str,
+        finish: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Session {
         let api = self.api();
-        let reply = api
-            .post(
-                "/api/v1/users",
-                &json!({"email": email, "password": PASSWORD, "name": name}),
-            )
-            .await;
+        let request = api
+            .request(Method::POST, "/api/v1/users")
+            .json(&json!({"email": email, "password": PASSWORD, "name": name}));
+        let reply = api.send(finish(request)).await;
         assert_eq!(reply.status, 201, "register {email}: {reply}");
         let user_id: Uuid = reply.body["id"]
             .as_str()
@@ -558,8 +587,18 @@ impl Stack {
 
     /// A new customer with a unique address.
     pub async fn customer(&self) -> Session {
+        self.customer_with(|request| request).await
+    }
+
+    /// [`Stack::customer`], the registration request finished by `finish`
+    /// first.
+    pub async fn customer_with(
+        &self,
+        finish: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Session {
         let email = format!("{}@example.com", unique_name("customer"));
-        self.register_and_login(&email, "Test Customer").await
+        self.register_and_login_with(&email, "Test Customer", finish)
+            .await
     }
 
     /// The administrator ([`ADMIN_EMAIL`]), registered on first use.
@@ -687,6 +726,22 @@ pub struct Session {
     pub email: String,
     pub token: String,
     pub api: Api,
+}
+
+/// GETs `<base>/metrics` (`base` being a process's `http://` URL) and
+/// returns the Prometheus text it exposes.
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    let url = format!("{base}/metrics");
+    let response = http
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    assert_eq!(response.status(), 200, "GET {url}");
+    response
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: body: {error}"))
 }
 
 /// Seconds since the Unix epoch, as JWT times are written.

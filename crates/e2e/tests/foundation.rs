@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use e2e::stack::scrape;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use testkit::grpc::{reflected_services, wait_for_health};
@@ -65,14 +66,7 @@ async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) 
         );
     }
 
-    let metrics = http
-        .get(format!("{}/metrics", process.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&http, &process.http_url()).await;
     assert!(
         metrics.contains("http_server_request_duration_seconds_bucket{")
             && metrics.contains(r#"http_route="/healthz""#),

@@ -118,15 +118,7 @@ async fn a_login_burst_above_the_limit_gets_429_with_retry_after() {
     let later = login_from(&stack, "203.0.113.10", &customer.email).await;
     assert_eq!(later.status, 200, "after Retry-After: {later}");
 
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.gateway_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics(Service::Gateway).await;
     assert!(
         metrics
             .lines()

@@ -19,15 +19,7 @@ const FAIL_FAST: Duration = Duration::from_millis(50);
 /// `ferrishop_circuit_breaker_state` of `upstream` (the largest over its
 /// instances): 0 closed, 1 open, 2 half-open.
 async fn breaker_state(stack: &Stack, upstream: &str) -> Option<f64> {
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.gateway_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics(Service::Gateway).await;
     metrics
         .lines()
         .filter(|line| {
@@ -38,16 +30,21 @@ async fn breaker_state(stack: &Stack, upstream: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
-#[tokio::test]
-async fn a_stopped_inventory_fails_fast_behind_an_open_breaker_and_recovers() {
-    let mut stack = Stack::builder()
+/// A stack whose gateway keeps an open breaker open for [`OPEN_FOR`].
+async fn breaker_stack() -> Stack {
+    Stack::builder()
         .env(
             Service::Gateway,
             "BREAKER_OPEN_DURATION",
             format!("{}s", OPEN_FOR.as_secs()),
         )
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_stopped_inventory_fails_fast_behind_an_open_breaker_and_recovers() {
+    let mut stack = breaker_stack().await;
     let admin = stack.admin().await;
     let customer = stack.customer().await;
     let product = stack.product(&admin, 500, 5).await;
@@ -138,14 +135,7 @@ async fn a_stopped_inventory_fails_fast_behind_an_open_breaker_and_recovers() {
 
 #[tokio::test]
 async fn the_dashboard_serves_what_it_can_while_payment_is_down() {
-    let mut stack = Stack::builder()
-        .env(
-            Service::Gateway,
-            "BREAKER_OPEN_DURATION",
-            format!("{}s", OPEN_FOR.as_secs()),
-        )
-        .start()
-        .await;
+    let mut stack = breaker_stack().await;
     let customer = stack.customer().await;
     stack.wallet(&customer).await;
 

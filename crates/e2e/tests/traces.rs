@@ -29,10 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::api::Reply;
 use e2e::otlp::{Collector, Kind, Pattern, Span, Trace};
-use e2e::stack::{PASSWORD, PATIENCE, Service, Session, Stack, StackBuilder};
+use e2e::stack::{PATIENCE, Service, Session, Stack, StackBuilder};
 use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::brokers::unique_name;
 use uuid::Uuid;
 
 const ORDER_SERVICE: &str = "ferrishop.order.v1.OrderService";
@@ -59,27 +58,9 @@ async fn send_as(session_api: &e2e::api::Api, id: &str, request: reqwest::Reques
 
 /// Registers a customer through the gateway with request id `id`; logs in.
 async fn register(stack: &Stack, id: &str) -> Session {
-    let api = stack.api();
-    let email = format!("{}@example.com", unique_name("traced"));
-    let reply = send_as(
-        &api,
-        id,
-        api.request(Method::POST, "/api/v1/users").json(&json!({
-            "email": email,
-            "password": PASSWORD,
-            "name": "Traced Customer",
-        })),
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{reply}");
-    let user_id: Uuid = reply.body["id"].as_str().unwrap().parse().unwrap();
-    let token = stack.login(&email).await;
-    Session {
-        user_id,
-        email,
-        api: api.with_token(&token),
-        token,
-    }
+    stack
+        .customer_with(|request| request.header("x-request-id", id))
+        .await
 }
 
 /// Places an order of `quantity` × `product` with request id `id`.
@@ -146,16 +127,6 @@ async fn wait_for_edges(
         .await;
     eprintln!("trace {trace_id}:\n{}", trace.tree());
     trace
-}
-
-fn json_lines(stack: &Stack, service: Service) -> Vec<Value> {
-    stack
-        .part(service)
-        .process()
-        .stdout_lines()
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -389,15 +360,7 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
             forwarded[0]
         );
     }
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", stack.gateway_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics(Service::Gateway).await;
     let sampled = metrics.lines().any(|line| {
         line.starts_with("http_client_request_duration_seconds_count{")
             && [
@@ -471,7 +434,9 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
 
     // 4. The gateway's log lines of the placement carry its request id and
     // the caller's user id, under the request's trace id.
-    let lines: Vec<Value> = json_lines(&stack, Service::Gateway)
+    let lines: Vec<Value> = stack
+        .gateway
+        .json_lines()
         .into_iter()
         .filter(|line| line["request_id"] == placement_id.as_str())
         .collect();
@@ -499,7 +464,9 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
         "{}",
         finished[0]
     );
-    let no_token_leaks = json_lines(&stack, Service::Gateway)
+    let no_token_leaks = stack
+        .gateway
+        .json_lines()
         .iter()
         .all(|line| !line.to_string().contains(&customer.token));
     assert!(no_token_leaks, "a gateway log line holds an access token");

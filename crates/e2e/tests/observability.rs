@@ -1,18 +1,18 @@
-//! Observability end to end: one customer and one order through the real
-//! `user`, `inventory`, `payment` and `order` binaries (user.registered over
-//! Kafka opens the wallet, the saga reserves stock over gRPC, charges over
-//! RabbitMQ, confirms), then
+//! Observability end to end: one customer and one order through the whole
+//! shop (`e2e::stack`: user.registered over Kafka opens the wallet, the saga
+//! reserves stock over gRPC, charges over RabbitMQ, confirms), then
 //!
 //! - each service's `/metrics` carries the DESIGN.md metrics it owns, with
 //!   non-zero counts, and the process, runtime and connection-pool gauges;
 //! - a real Prometheus (Debian's `prometheus`, started here) scraping the
-//!   services with `deploy/prometheus.yml`'s job names answers
+//!   stack with `deploy/prometheus.yml`'s job names answers
 //!   `ferrishop_saga_total{outcome="completed"} > 0`, and the dashboards'
 //!   queries run against it and find the series they chart;
 //! - the JSON log lines a service wrote for one request carry that request's
-//!   trace id (the caller's `traceparent`, continued).
+//!   trace id (the caller's `traceparent`, continued through the gateway).
 //!
-//! The gateway is not started here; its metrics are checked where it is.
+//! The gateway's own metrics are checked where it is (`gateway_*`); here it
+//! is one more scrape target.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,30 +21,20 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::ferrishop::common::v1::Money;
-use proto::ferrishop::inventory::v1 as inventory_pb;
-use proto::ferrishop::inventory::v1::inventory_service_client::InventoryServiceClient;
-use proto::ferrishop::order::v1 as order_pb;
-use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
+use e2e::stack::{PATIENCE, Service, Stack};
+use reqwest::Method;
 use serde_json::{Value, json};
-use testkit::brokers::{kafka, nats, rabbitmq, unique_name};
+use testkit::brokers::unique_name;
 use testkit::net::free_port;
-use testkit::postgres::{TestDatabase, fresh_database};
-use testkit::process::{ServiceProcess, Spawn};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tonic::Request;
-use tonic::metadata::MetadataValue;
 use uuid::Uuid;
-
-/// How long anything asynchronous may take.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What each service must show after the journey: (metric, kind, labels a
 /// series with a non-zero count must have). Counters and histograms need a
 /// non-zero count; gauges need a series (a lag or backlog of 0 is right).
-const EXPECTED: [(&str, &[Expectation]); 4] = [
+const EXPECTED: [(Service, &[Expectation]); 4] = [
     (
-        "user",
+        Service::User,
         &[
             ("process_resident_memory_bytes", Kind::Gauge, &[]),
             ("process_open_fds", Kind::Gauge, &[]),
@@ -72,7 +62,7 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
         ],
     ),
     (
-        "inventory",
+        Service::Inventory,
         &[
             ("process_resident_memory_bytes", Kind::Gauge, &[]),
             ("process_open_fds", Kind::Gauge, &[]),
@@ -104,7 +94,7 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
         ],
     ),
     (
-        "payment",
+        Service::Payment,
         &[
             ("process_resident_memory_bytes", Kind::Gauge, &[]),
             ("process_open_fds", Kind::Gauge, &[]),
@@ -140,7 +130,7 @@ const EXPECTED: [(&str, &[Expectation]); 4] = [
         ],
     ),
     (
-        "order",
+        Service::Order,
         &[
             ("process_resident_memory_bytes", Kind::Gauge, &[]),
             ("process_open_fds", Kind::Gauge, &[]),
@@ -238,114 +228,56 @@ const CHARTED: [(&str, &str); 14] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
-    let shop = Shop::start().await;
-    let http = reqwest::Client::new();
+    let stack = Stack::builder()
+        // The requests' own lines: tower-http's "started/finished
+        // processing request" are debug events.
+        .env_all("RUST_LOG", "info,sqlx=warn,tower_http=debug")
+        .start()
+        .await;
 
-    // A customer, registered with a trace of the test's own.
+    // A customer, registered with a trace of the test's own (and a request
+    // id, which tells its lines from the administrator's registration).
     let registration = Traceparent::new();
-    let email = format!("{}@example.com", unique_name("observer"));
-    let response = http
-        .post(format!("{}/api/v1/users", shop.user.http_url()))
-        .header("traceparent", registration.header())
-        .json(&json!({"email": email, "password": "correct horse battery staple", "name": "Observer"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{:?}", response.text().await);
-    let user: Value = response.json().await.unwrap();
-    let user_id: Uuid = user["id"].as_str().unwrap().parse().unwrap();
-
+    let registration_id = Uuid::now_v7().to_string();
+    let customer = stack
+        .customer_with(|request| {
+            request
+                .header("traceparent", registration.header())
+                .header("x-request-id", &registration_id)
+        })
+        .await;
     // user.registered (Kafka) opens the wallet.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = http
-            .get(format!("{}/api/v1/wallet", shop.payment.http_url()))
-            .header("x-user-id", user_id.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no wallet for {user_id}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack.wallet(&customer).await;
 
-    // A product, and one order of it, placed as the gateway forwards it.
-    let product = shop.product(1_250, 10).await;
+    // A product, and one order of it, placed with another trace.
+    let admin = stack.admin().await;
+    let product = stack.product(&admin, 1_250, 10).await;
     let placement = Traceparent::new();
-    let mut request = as_user(
-        order_pb::PlaceOrderRequest {
-            items: vec![order_pb::OrderItem {
-                product_id: product,
-                quantity: 2,
-            }],
-            idempotency_key: Uuid::now_v7().to_string(),
-        },
-        user_id,
-    );
-    request.metadata_mut().insert(
-        "traceparent",
-        MetadataValue::try_from(placement.header()).unwrap(),
-    );
-    let order_id = shop
-        .orders()
-        .await
-        .place_order(request)
-        .await
-        .expect("PlaceOrder")
-        .into_inner()
-        .order_id;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let order = shop
-            .orders()
-            .await
-            .get_order(as_user(
-                order_pb::GetOrderRequest {
-                    order_id: order_id.clone(),
-                    consistency_token: String::new(),
-                },
-                user_id,
-            ))
-            .await
-            .map(|response| response.into_inner().order.unwrap());
-        if let Ok(order) = &order
-            && order.status() == order_pb::OrderStatus::Confirmed
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} not CONFIRMED: {order:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let request = customer
+        .api
+        .request(Method::POST, "/api/v1/orders")
+        .header("traceparent", placement.header())
+        .header("idempotency-key", Uuid::now_v7().to_string())
+        .json(&json!({"items": [{"product_id": product["id"], "quantity": 2}]}));
+    let placed = customer.api.send(request).await;
+    assert_eq!(placed.status, 202, "{placed}");
+    let order_id = placed.body["id"].as_str().unwrap().to_owned();
+    stack
+        .wait_for_order(&customer, &order_id, "CONFIRMED")
+        .await;
 
     // 1. Each service's /metrics.
     let mut problems = Vec::new();
     for (service, expected) in EXPECTED {
-        let process = shop.process(service);
+        let name = service.binary();
         // Gauges are set by background loops: give them a moment.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let text = http
-                .get(format!("{}/metrics", process.http_url()))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let samples = parse_exposition(&text);
+            let samples = parse_exposition(&stack.metrics(service).await);
             let missing: Vec<String> = expected
                 .iter()
-                .filter(|(name, kind, labels)| !has_sample(&samples, name, *kind, labels))
-                .map(|(name, kind, labels)| format!("{service}: {name} ({kind:?}) {labels:?}"))
+                .filter(|(metric, kind, labels)| !has_sample(&samples, metric, *kind, labels))
+                .map(|(metric, kind, labels)| format!("{name}: {metric} ({kind:?}) {labels:?}"))
                 .collect();
             if missing.is_empty() {
                 break;
@@ -353,7 +285,7 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
             if Instant::now() >= deadline {
                 let names: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
                 problems.push(format!(
-                    "{} missing or zero; {service} exports {names:?}",
+                    "{} missing or zero; {name} exports {names:?}",
                     missing.join(", ")
                 ));
                 break;
@@ -364,7 +296,7 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
     assert!(problems.is_empty(), "/metrics:\n{}", problems.join("\n"));
 
     // 2. A real Prometheus with deploy/prometheus.yml's jobs.
-    let prometheus = Prometheus::start(&shop).await;
+    let prometheus = Prometheus::start(&stack).await;
     let completed = prometheus
         .wait_for_result(r#"ferrishop_saga_total{outcome="completed"} > 0"#, PATIENCE)
         .await;
@@ -381,8 +313,10 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
             .iter()
             .filter_map(|series| series["metric"]["job"].as_str())
             .collect();
-        if ["user", "inventory", "payment", "order", "prometheus"]
+        if Service::ALL
             .iter()
+            .map(|service| service.binary())
+            .chain(["prometheus"])
             .all(|job| up_jobs.contains(job))
         {
             break;
@@ -429,11 +363,13 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
     );
 
     // 3. The log lines of one request share its trace id.
-    let lines = json_lines(&shop.user);
+    let lines = stack.user.json_lines();
     let registration_lines: Vec<&Value> = lines
         .iter()
         .filter(|line| {
-            line["http.route"] == "/api/v1/users" && line["http.request.method"] == "POST"
+            line["http.route"] == "/api/v1/users"
+                && line["http.request.method"] == "POST"
+                && line["request_id"] == registration_id.as_str()
         })
         .collect();
     assert!(
@@ -454,19 +390,17 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
     }
     // The order's request trace continues through the saga's calls: its
     // lines in order, inventory and payment carry the caller's trace id.
-    let order_lines: Vec<(&str, Value)> = [
-        ("order", &shop.order),
-        ("inventory", &shop.inventory),
-        ("payment", &shop.payment),
-    ]
-    .into_iter()
-    .flat_map(|(service, process)| {
-        json_lines(process)
-            .into_iter()
-            .filter(|line| line.to_string().contains(&order_id))
-            .map(move |line| (service, line))
-    })
-    .collect();
+    let order_lines: Vec<(&str, Value)> = [Service::Order, Service::Inventory, Service::Payment]
+        .into_iter()
+        .flat_map(|service| {
+            stack
+                .part(service)
+                .json_lines()
+                .into_iter()
+                .filter(|line| line.to_string().contains(&order_id))
+                .map(move |line| (service.binary(), line))
+        })
+        .collect();
     for (service, message) in [
         ("order", "order placed"),
         ("inventory", "stock reserved"),
@@ -488,161 +422,6 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
             );
         }
     }
-}
-
-// ---------------------------------------------------------------- the shop
-
-/// User, inventory, payment and order, each on a fresh database, wired
-/// through topics, exchanges and subjects of their own.
-struct Shop {
-    user: ServiceProcess,
-    inventory: ServiceProcess,
-    payment: ServiceProcess,
-    order: ServiceProcess,
-    _databases: Vec<TestDatabase>,
-}
-
-impl Shop {
-    async fn start() -> Self {
-        let (amqp, brokers, nats_url) = (rabbitmq().await, kafka().await, nats().await);
-        let user_events = unique_name("user-events");
-        let payment_events = unique_name("payment-events");
-        let order_events = unique_name("order-events");
-        let commands = unique_name("payment-commands");
-        let replies = unique_name("order-replies");
-        let status_prefix = unique_name("orders");
-        let mut databases = Vec::new();
-        let mut spawn = async |binary: &str, extra: &[(&str, String)]| {
-            let database = fresh_database().await;
-            let mut spawn = Spawn::new(binary)
-                .env("DATABASE_URL", &database.url)
-                .env("AMQP_URL", &amqp)
-                .env("KAFKA_BROKERS", &brokers)
-                .env("NATS_URL", &nats_url)
-                .env("RUST_LOG", "info,sqlx=warn,tower_http=debug");
-            for (key, value) in extra {
-                spawn = spawn.env(key, value.clone());
-            }
-            let process = spawn.start().await;
-            process.wait_ready(PATIENCE).await;
-            databases.push(database);
-            process
-        };
-        let user = spawn("user", &[("USER_EVENTS_TOPIC", user_events.clone())]).await;
-        let inventory = spawn("inventory", &[]).await;
-        let payment = spawn(
-            "payment",
-            &[
-                ("PAYMENT_COMMANDS_EXCHANGE", commands.clone()),
-                ("USER_EVENTS_TOPIC", user_events.clone()),
-                ("PAYMENT_EVENTS_TOPIC", payment_events.clone()),
-                ("CONSUMER_GROUP", unique_name("payment")),
-            ],
-        )
-        .await;
-        wait_for_log(&payment, &["\"consuming\"", &commands]).await;
-        wait_for_log(&payment, &["\"consuming\"", &user_events]).await;
-        let order = spawn(
-            "order",
-            &[
-                ("INVENTORY_GRPC_URL", inventory.grpc_url()),
-                ("PAYMENT_COMMANDS_EXCHANGE", commands.clone()),
-                ("ORDER_REPLIES_EXCHANGE", replies.clone()),
-                ("ORDER_EVENTS_TOPIC", order_events),
-                ("ORDER_STATUS_SUBJECT_PREFIX", status_prefix),
-                ("CONSUMER_GROUP", unique_name("order")),
-            ],
-        )
-        .await;
-        wait_for_log(&order, &["\"consuming\"", &replies]).await;
-        Self {
-            user,
-            inventory,
-            payment,
-            order,
-            _databases: databases,
-        }
-    }
-
-    fn process(&self, name: &str) -> &ServiceProcess {
-        match name {
-            "user" => &self.user,
-            "inventory" => &self.inventory,
-            "payment" => &self.payment,
-            "order" => &self.order,
-            other => panic!("no {other} in this shop"),
-        }
-    }
-
-    async fn orders(&self) -> OrderServiceClient<tonic::transport::Channel> {
-        OrderServiceClient::new(testkit::grpc::channel(&self.order.grpc_url()).await)
-    }
-
-    /// A new product at `price` minor units with `stock` units.
-    async fn product(&self, price: i64, stock: u32) -> String {
-        let mut client =
-            InventoryServiceClient::new(testkit::grpc::channel(&self.inventory.grpc_url()).await);
-        let mut request = as_user(
-            inventory_pb::CreateProductRequest {
-                sku: unique_name("SKU").to_uppercase(),
-                name: "Observable product".into(),
-                description: "A product of the observability test".into(),
-                price: Some(Money {
-                    amount: price,
-                    currency: "EUR".into(),
-                }),
-                category: inventory_pb::Category::Books.into(),
-                initial_stock: stock,
-                reorder_policy: None,
-            },
-            Uuid::now_v7(),
-        );
-        request
-            .metadata_mut()
-            .insert("x-user-roles", MetadataValue::from_static("admin"));
-        client
-            .create_product(request)
-            .await
-            .expect("CreateProduct")
-            .into_inner()
-            .product
-            .expect("a product")
-            .id
-    }
-}
-
-/// `message` as the gateway forwards it for `user`.
-fn as_user<T>(message: T, user: Uuid) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "x-user-id",
-        MetadataValue::try_from(user.to_string()).unwrap(),
-    );
-    request
-}
-
-async fn wait_for_log(process: &ServiceProcess, needles: &[&str]) {
-    let deadline = Instant::now() + PATIENCE;
-    while !process
-        .stdout_lines()
-        .iter()
-        .any(|line| needles.iter().all(|needle| line.contains(needle)))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{} never logged {needles:?}",
-            process.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn json_lines(process: &ServiceProcess) -> Vec<Value> {
-    process
-        .stdout_lines()
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
 }
 
 /// A W3C trace context the test starts.
@@ -737,7 +516,7 @@ fn has_sample(samples: &[Sample], name: &str, kind: Kind, labels: &[(&str, &str)
 
 // ----------------------------------------------------------- Prometheus
 
-/// A `prometheus` process scraping the shop every second.
+/// A `prometheus` process scraping the stack every second.
 struct Prometheus {
     url: String,
     _child: tokio::process::Child,
@@ -759,10 +538,10 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `deploy/prometheus.yml` with each job of a spawned service pointed at its
-/// port, scrape interval 1s; jobs of what is not running here (gateway,
-/// RabbitMQ's plugin) are left out.
-fn scrape_config(shop: &Shop, own_port: u16) -> (String, Vec<String>) {
+/// `deploy/prometheus.yml` with the job of each of the stack's services
+/// pointed at its HTTP port, scrape interval 1s; jobs of what is not running
+/// here (RabbitMQ's plugin) are left out.
+fn scrape_config(stack: &Stack, own_port: u16) -> (String, Vec<String>) {
     let path = repo_root().join("deploy/prometheus.yml");
     let deployed: serde_norway::Value =
         serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -773,12 +552,13 @@ fn scrape_config(shop: &Shop, own_port: u16) -> (String, Vec<String>) {
         .expect("scrape_configs")
     {
         let name = job["job_name"].as_str().expect("job_name").to_owned();
-        let target = match name.as_str() {
-            "user" | "inventory" | "payment" | "order" => {
-                shop.process(&name).http_addr.unwrap().to_string()
-            }
-            "prometheus" => format!("127.0.0.1:{own_port}"),
-            _ => {
+        let service = Service::ALL
+            .into_iter()
+            .find(|service| service.binary() == name);
+        let target = match (service, name.as_str()) {
+            (Some(service), _) => stack.part(service).http_addr().to_string(),
+            (None, "prometheus") => format!("127.0.0.1:{own_port}"),
+            (None, _) => {
                 left_out.push(name);
                 continue;
             }
@@ -799,7 +579,7 @@ fn scrape_config(shop: &Shop, own_port: u16) -> (String, Vec<String>) {
 }
 
 impl Prometheus {
-    async fn start(shop: &Shop) -> Self {
+    async fn start(stack: &Stack) -> Self {
         let binary = which("prometheus").unwrap_or_else(|| {
             panic!(
                 "prometheus is not installed: `scripts/infra-up.sh` installs it (Debian package prometheus)"
@@ -808,8 +588,8 @@ impl Prometheus {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique_name("ferrishop-prometheus"));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let (config, left_out) = scrape_config(shop, port);
-        for job in ["user", "inventory", "payment", "order"] {
+        let (config, left_out) = scrape_config(stack, port);
+        for job in Service::ALL.map(Service::binary) {
             assert!(
                 config.contains(&format!("\"job_name\":\"{job}\"")),
                 "deploy/prometheus.yml has no job {job}"

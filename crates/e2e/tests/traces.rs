@@ -272,24 +272,27 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     }
     // The notification's receive span links to the request that followed
     // the order (a trace of its own).
-    let received = trace.find(&hop("gateway", Kind::Consumer, "nats", &status_subject));
-    let followers: Vec<Span> = collector
-        .spans()
-        .into_iter()
-        .filter(|span| {
-            received[0]
-                .links
-                .iter()
-                .any(|link| link.span_id == span.span_id && link.trace_id == span.trace_id)
-        })
-        .collect();
-    assert!(
-        followers
-            .iter()
-            .any(|span| server("gateway", "GET /api/v1/orders/{id}/events").matches(span)),
-        "{} links to {followers:?}",
-        received[0]
-    );
+    // That request's server span is exported when its stream has ended,
+    // in a batch of its own: wait for it as for any other span.
+    let received = &trace.find(&hop("gateway", Kind::Consumer, "nats", &status_subject))[0];
+    let follower = server("gateway", "GET /api/v1/orders/{id}/events");
+    collector
+        .wait_for(
+            PATIENCE,
+            &format!("{follower} that {received} links to"),
+            |spans| {
+                spans
+                    .iter()
+                    .find(|span| {
+                        follower.matches(span)
+                            && received.links.iter().any(|link| {
+                                link.span_id == span.span_id && link.trace_id == span.trace_id
+                            })
+                    })
+                    .cloned()
+            },
+        )
+        .await;
     // The saga's steps made the calls and sent the command.
     assert!(
         trace.has_descendant(

@@ -151,7 +151,16 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
     global::set_tracer_provider(provider.clone());
 
     let filter = EnvFilter::try_new(&args.log_filter)?;
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(binary));
+    // What tracing-opentelemetry adds to every span besides its fields —
+    // busy/idle time (a clock read at each enter and exit, and a span is
+    // entered at each poll of its future), the thread, the source location —
+    // only an exporter would show, so it is gathered only when there is one.
+    let exporting = args.otlp_endpoint.is_some();
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(binary))
+        .with_tracked_inactivity(exporting)
+        .with_threads(exporting)
+        .with_location(exporting);
     let logs = match args.log_format {
         LogFormat::Json => json_lines(binary, std::io::stdout).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
 use crate::config::CommonArgs;
 use crate::db::Database;
@@ -219,8 +220,14 @@ impl Running {
             let app = router
                 .route("/metrics", get(metrics::render))
                 .merge(readiness.clone().routes())
-                .route_layer(from_fn(metrics::track_http))
-                .route_layer(http_layers::trace_layer());
+                // One `route_layer` call for both, outermost first: axum
+                // boxes the service each call makes, and every request
+                // clones the route's service box by box.
+                .route_layer(
+                    ServiceBuilder::new()
+                        .layer(http_layers::trace_layer())
+                        .layer(from_fn(metrics::track_http)),
+                );
             let stop = shutdown.clone();
             servers.push(tokio::spawn(async move {
                 let service = app.into_make_service_with_connect_info::<SocketAddr>();

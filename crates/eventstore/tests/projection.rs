@@ -395,8 +395,10 @@ async fn concurrent_runners_apply_each_event_once() {
 }
 
 /// A projection fails on an event it cannot read (a version-1 payload):
-/// nothing of the batch is kept and the checkpoint stays before it; with
-/// the upcaster registered, the same events apply.
+/// nothing of its batch is kept and the checkpoint stays before it; with
+/// the upcaster registered, the same events apply. (The events before it
+/// may have been applied in an earlier batch: another transaction on the
+/// server can hold part of the history back for a moment.)
 #[tokio::test]
 async fn projections_see_upcast_events_and_stop_on_unreadable_ones() {
     let (_database, pool, store) = setup().await;
@@ -423,16 +425,23 @@ async fn projections_see_upcast_events_and_stop_on_unreadable_ones() {
         ),
         "{error:?}"
     );
-    assert_eq!(projection.applied_count(&pool).await, 0);
+    let log = full_log(&store).await;
+    assert_eq!(log.len(), 4);
+    let applied = usize::try_from(projection.applied_count(&pool).await).unwrap();
+    assert!(applied < 4, "the unreadable event was applied");
+    let covered = applied
+        .checked_sub(1)
+        .map_or(GlobalPosition::START, |last| log[last].position);
     assert_eq!(
         checkpoint(&pool, "balances").await.unwrap(),
-        Some(GlobalPosition::START)
+        Some(covered),
+        "the checkpoint covers exactly what was applied"
     );
     plain.release().await.unwrap();
 
     let upcasting = ProjectionRunner::new(pool.clone(), projection.clone(), fast_config())
         .with_upcasters(account_upcasters());
-    assert_eq!(upcasting.catch_up().await.unwrap(), 4);
+    assert_eq!(upcasting.catch_up().await.unwrap(), 4 - applied as u64);
     assert_eq!(
         projection.rows(&pool).await,
         vec![("account-h8-0".to_owned(), 37, 4, 4)]

@@ -7,6 +7,8 @@
 //! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC).
 
 use std::fmt;
+use std::io::Write as _;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -18,12 +20,11 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -156,13 +157,18 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
     // entered at each poll of its future), the thread, the source location —
     // only an exporter would show, so it is gathered only when there is one.
     let exporting = args.otlp_endpoint.is_some();
+    // Nor is a span's OpenTelemetry context made the current one while it
+    // is entered (at every poll of its future): everything here asks a span
+    // for its context (`OpenTelemetrySpanExt::context`), and the log lines
+    // take theirs from the span they are written in ([`JsonLines`]).
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(binary))
         .with_tracked_inactivity(exporting)
         .with_threads(exporting)
-        .with_location(exporting);
+        .with_location(exporting)
+        .with_context_activation(false);
     let logs = match args.log_format {
-        LogFormat::Json => json_lines(binary, std::io::stdout).boxed(),
+        LogFormat::Json => JsonLines::new(binary, std::io::stdout).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
@@ -182,33 +188,52 @@ impl Telemetry {
     }
 }
 
-/// The JSON log lines' layer, writing to `writer`: one object per event
-/// ([`JsonLines`]), with the fields of its spans kept by [`SpanFields`].
-fn json_lines<S, W>(service: &'static str, writer: W) -> impl Layer<S>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-{
-    SpanFields.and_then(
-        tracing_subscriber::fmt::layer()
-            .fmt_fields(NoSpanFields)
-            .event_format(JsonLines { service })
-            .with_writer(writer),
-    )
+/// The JSON log lines: one object per event, written to `writer` — time,
+/// level, target, message and fields, the fields of the enclosing spans
+/// (request id, user id, ...) and the OpenTelemetry ids of the innermost
+/// span.
+///
+/// A layer of its own rather than a format for tracing-subscriber's fmt
+/// layer, whose JSON formatter keeps each span's fields as a JSON string:
+/// formatted when the span opens, parsed and formatted again at each
+/// `span.record`, whether or not a line is ever written in the span (and a
+/// request's spans record their status, the caller, the request id...).
+/// Here a span's fields are kept as values ([`FieldValues`]), and only a
+/// line being written turns them into JSON.
+struct JsonLines<W> {
+    service: &'static str,
+    writer: W,
+    /// The subscriber this layer is part of, to ask the OpenTelemetry layer
+    /// for a span's context.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
-/// Keeps the fields of every span as JSON values ([`FieldValues`] in the
-/// span's extensions), for the log lines written within it.
-///
-/// The fmt layer's own JSON field formatter keeps them as a JSON string
-/// instead, formatted as the span opens and parsed and formatted again at
-/// each `span.record`: a request's spans (which record their status, the
-/// caller, the request id...) paid for that whether or not a line was ever
-/// written in them. Here opening a span stores its values and a record
-/// inserts one; only a line being written turns them into JSON.
-struct SpanFields;
+impl<W> JsonLines<W> {
+    fn new(service: &'static str, writer: W) -> Self {
+        Self {
+            service,
+            writer,
+            dispatch: OnceLock::new(),
+        }
+    }
 
-/// The fields of one span, as [`SpanFields`] keeps them.
+    /// The trace and span ids of `span` (the OpenTelemetry layer's), if it
+    /// has valid ones.
+    fn ids(&self, span: &Id) -> Option<(String, String)> {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let context = tracing_opentelemetry::get_otel_context(span, &dispatch)?;
+        let otel_span = context.span();
+        let span_context = otel_span.span_context();
+        span_context.is_valid().then(|| {
+            (
+                span_context.trace_id().to_string(),
+                span_context.span_id().to_string(),
+            )
+        })
+    }
+}
+
+/// The fields of one span, as [`JsonLines`] keeps them.
 #[derive(Debug, Default)]
 struct FieldValues(Vec<(&'static str, Value)>);
 
@@ -221,10 +246,15 @@ impl FieldValues {
     }
 }
 
-impl<S> Layer<S> for SpanFields
+impl<S, W> Layer<S> for JsonLines<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut values = FieldValues::default();
@@ -239,6 +269,52 @@ where
         {
             record.record(&mut SpanFieldVisitor(values));
         }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), metadata.level().as_str().into());
+        line.insert("service".into(), self.service.into());
+        line.insert("target".into(), metadata.target().into());
+
+        let mut span_fields = Map::new();
+        let mut innermost = None;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(FieldValues(values)) = span.extensions().get::<FieldValues>() {
+                    span_fields.extend(
+                        values
+                            .iter()
+                            .map(|(name, value)| ((*name).to_owned(), value.clone())),
+                    );
+                }
+                innermost = Some((span.id(), span.name()));
+            }
+        }
+        if let Some((id, name)) = innermost {
+            line.insert("span".into(), name.into());
+            // No span's extensions are borrowed here: the OpenTelemetry
+            // layer locks them.
+            if let Some((trace_id, span_id)) = self.ids(&id) {
+                line.insert("trace_id".into(), trace_id.into());
+                line.insert("span_id".into(), span_id.into());
+            }
+        }
+        line.extend(span_fields);
+        event.record(&mut JsonVisitor(&mut line));
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        let _ = self
+            .writer
+            .make_writer_for(metadata)
+            .write_all(text.as_bytes());
     }
 }
 
@@ -268,79 +344,6 @@ impl Visit for SpanFieldVisitor<'_> {
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
         self.0.set(field.name(), value.into());
-    }
-}
-
-/// The fmt layer's span field formatter: nothing, since [`SpanFields`]
-/// keeps the fields [`JsonLines`] writes.
-struct NoSpanFields;
-
-impl<'writer> FormatFields<'writer> for NoSpanFields {
-    fn format_fields<R: RecordFields>(&self, _: Writer<'writer>, _: R) -> fmt::Result {
-        Ok(())
-    }
-}
-
-/// One JSON object per line: time, level, target, message and fields, the
-/// fields of the enclosing spans (request id, user id, ...) and the
-/// OpenTelemetry ids of the innermost span.
-struct JsonLines {
-    service: &'static str,
-}
-
-impl<S, N> FormatEvent<S, N> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let metadata = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        line.insert("level".into(), metadata.level().as_str().into());
-        line.insert("service".into(), self.service.into());
-        line.insert("target".into(), metadata.target().into());
-
-        let mut span_fields = Map::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(FieldValues(values)) = extensions.get::<FieldValues>() {
-                    span_fields.extend(
-                        values
-                            .iter()
-                            .map(|(name, value)| ((*name).to_owned(), value.clone())),
-                    );
-                }
-            }
-            if let Some(span) = ctx.lookup_current() {
-                line.insert("span".into(), span.name().into());
-            }
-        }
-        // Entering a span activates its OpenTelemetry context, so the current
-        // context is the innermost entered span's.
-        let context = opentelemetry::Context::current();
-        let span_context = context.span().span_context().clone();
-        if span_context.is_valid() {
-            line.insert(
-                "trace_id".into(),
-                span_context.trace_id().to_string().into(),
-            );
-            line.insert("span_id".into(), span_context.span_id().to_string().into());
-        }
-        line.extend(span_fields);
-        event.record(&mut JsonVisitor(&mut line));
-        writeln!(writer, "{}", Value::Object(line))
     }
 }
 
@@ -406,7 +409,7 @@ mod tests {
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber =
-            tracing_subscriber::registry().with(json_lines("test", move || writer.clone()));
+            tracing_subscriber::registry().with(JsonLines::new("test", move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let request = tracing::info_span!(
                 "request",
@@ -442,5 +445,54 @@ mod tests {
         assert_eq!(inside["attempt"], 3);
         assert_eq!(inside["upstream"], "user");
         assert_eq!(inside["ok"], true);
+    }
+
+    #[test]
+    fn lines_name_the_trace_and_span_they_were_written_in() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_context_activation(false),
+            )
+            .with(JsonLines::new("test", move || writer.clone()));
+        let (outer_ids, inner_ids) = tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("outer");
+            let _outer = outer.enter();
+            tracing::info!("in outer");
+            let inner = tracing::info_span!("inner");
+            let ids = |span: &tracing::Span| {
+                let context = span.context();
+                let otel_span = context.span();
+                let span_context = otel_span.span_context();
+                (
+                    span_context.trace_id().to_string(),
+                    span_context.span_id().to_string(),
+                )
+            };
+            {
+                let _inner = inner.enter();
+                tracing::info!("in inner");
+            }
+            tracing::info!("back in outer");
+            (ids(&outer), ids(&inner))
+        });
+        let lines = lines.json();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["trace_id"], outer_ids.0.as_str());
+        assert_eq!(lines[0]["span_id"], outer_ids.1.as_str());
+        assert_eq!(lines[1]["span"], "inner");
+        assert_eq!(lines[1]["trace_id"], outer_ids.0.as_str());
+        assert_eq!(lines[1]["span_id"], inner_ids.1.as_str());
+        assert_eq!(lines[2]["span_id"], outer_ids.1.as_str());
+        assert_eq!(outer_ids.0.len(), 32);
+        assert_eq!(outer_ids.1.len(), 16);
+        assert_ne!(outer_ids.1, inner_ids.1);
     }
 }

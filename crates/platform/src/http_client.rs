@@ -125,25 +125,23 @@ impl ClientCall {
             Some(template) => format!("{method} {template}"),
             None => method.clone(),
         };
+        // Every value is given as the span opens (`None` leaves a field
+        // unset) and as a plain string: each later `record`, and each value
+        // formatted through `Display`, costs again in every layer.
+        let url = redacted(uri);
         let span = tracing::info_span!(
             "http.client",
             otel.name = name,
             otel.kind = "client",
-            http.request.method = %method,
-            server.address = %address,
-            server.port = tracing::field::Empty,
-            url.full = %redacted(uri),
-            url.template = tracing::field::Empty,
+            http.request.method = method.as_str(),
+            server.address = address.as_str(),
+            server.port = port.map(i64::from),
+            url.full = url.as_str(),
+            url.template = template.as_deref(),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        if let Some(port) = port {
-            span.record("server.port", i64::from(port));
-        }
-        if let Some(template) = &template {
-            span.record("url.template", template.as_str());
-        }
         Self {
             span,
             method,

@@ -47,15 +47,12 @@ impl<B> MakeSpan<B> for ServerSpan {
             url.path = request.uri().path(),
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-            request_id = tracing::field::Empty,
+            // The caller's request id, when it sent one, names every line
+            // of the request from the first (an edge that makes one up
+            // records it on this span itself).
+            request_id = request_id(request.headers()),
             user_id = tracing::field::Empty,
         );
-        // The caller's request id, when it sent one, names every line of
-        // the request from the first (an edge that makes one up records it
-        // on this span itself).
-        if let Some(id) = request_id(request.headers()) {
-            span.record("request_id", id);
-        }
         if let Err(error) = span.set_parent(propagation::extract(request.headers())) {
             tracing::debug!(%error, "could not continue the caller's trace");
         }

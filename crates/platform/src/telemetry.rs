@@ -238,6 +238,12 @@ impl<W> JsonLines<W> {
 struct FieldValues(Vec<(&'static str, Value)>);
 
 impl FieldValues {
+    /// Room for every field a span declares: its values are pushed as it
+    /// opens, and set as it records (once each, mostly).
+    fn with_capacity(fields: usize) -> Self {
+        Self(Vec::with_capacity(fields))
+    }
+
     fn set(&mut self, name: &'static str, value: Value) {
         match self.0.iter_mut().find(|(field, _)| *field == name) {
             Some((_, current)) => *current = value,
@@ -257,7 +263,7 @@ where
 
     fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
-            let mut values = FieldValues::default();
+            let mut values = FieldValues::with_capacity(attributes.fields().len());
             attributes.record(&mut SpanFieldVisitor(&mut values));
             span.extensions_mut().insert(values);
         }

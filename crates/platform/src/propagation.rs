@@ -6,9 +6,11 @@
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use opentelemetry::Context;
-use opentelemetry::global;
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, global};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Reads trace context from HTTP headers (gRPC metadata are HTTP/2 headers).
@@ -26,11 +28,77 @@ impl Extractor for HeaderExtractor<'_> {
 /// Writes trace context into HTTP headers.
 pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+        // The names the platform's propagators write, without parsing them
+        // again for every outgoing request.
+        let name = match key {
+            "traceparent" => Ok(TRACEPARENT.clone()),
+            "tracestate" => Ok(TRACESTATE.clone()),
+            "baggage" => Ok(BAGGAGE.clone()),
+            other => HeaderName::try_from(other),
+        };
+        if let (Ok(name), Ok(value)) = (name, HeaderValue::try_from(value)) {
             self.0.insert(name, value);
         }
+    }
+}
+
+/// The W3C trace context propagator: the SDK's `TraceContextPropagator`,
+/// but writing `traceparent` without `format!` (a 128-bit and a 64-bit
+/// number in hex through `core::fmt` cost more than the rest of injecting
+/// the context into an outgoing request). What it writes and reads is the
+/// SDK propagator's.
+#[derive(Debug, Default)]
+pub struct TraceContext(TraceContextPropagator);
+
+impl TraceContext {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl TextMapPropagator for TraceContext {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        let span = cx.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() {
+            return;
+        }
+        // version 00, trace id, parent (span) id, flags: only `sampled`.
+        let mut traceparent = String::with_capacity(55);
+        traceparent.push_str("00-");
+        push_hex(&mut traceparent, &span_context.trace_id().to_bytes());
+        traceparent.push('-');
+        push_hex(&mut traceparent, &span_context.span_id().to_bytes());
+        traceparent.push_str(if span_context.is_sampled() {
+            "-01"
+        } else {
+            "-00"
+        });
+        injector.set("traceparent", traceparent);
+        injector.set("tracestate", span_context.trace_state().header());
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        self.0.extract_with_context(cx, extractor)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        self.0.fields()
+    }
+}
+
+/// Appends `bytes` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
 }
 
@@ -53,6 +121,37 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
 
     use super::*;
+
+    #[test]
+    fn trace_context_is_written_as_the_sdk_propagator_writes_it() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (
+                TraceFlags::default(),
+                TraceState::from_key_value([("vendor", "x1")]).unwrap(),
+            ),
+        ] {
+            let span_context = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                true,
+                state,
+            );
+            let context = Context::new().with_remote_span_context(span_context);
+            let (mut ours, mut sdk) = (HeaderMap::new(), HeaderMap::new());
+            TraceContext::new().inject_context(&context, &mut HeaderInjector(&mut ours));
+            TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut sdk));
+            assert_eq!(ours, sdk);
+            let back = TraceContext::new().extract(&HeaderExtractor(&ours));
+            assert_eq!(back.span().span_context(), context.span().span_context());
+        }
+        let mut none = HeaderMap::new();
+        TraceContext::new().inject_context(&Context::new(), &mut HeaderInjector(&mut none));
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn traceparent_survives_a_round_trip() {

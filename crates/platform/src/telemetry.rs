@@ -17,7 +17,7 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::dispatcher::WeakDispatch;
@@ -146,7 +146,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
     }
     let provider = builder.build();
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
+        Box::new(crate::propagation::TraceContext::new()),
         Box::new(BaggagePropagator::new()),
     ]));
     global::set_tracer_provider(provider.clone());

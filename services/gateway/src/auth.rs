@@ -52,16 +52,26 @@ impl Caller {
 /// and keeps the bearer token at the edge.
 pub fn vouch_for(caller: Option<&Caller>, headers: &mut HeaderMap) {
     headers.remove(AUTHORIZATION);
-    headers.remove(proto::metadata::USER_ID);
-    headers.remove(proto::metadata::USER_ROLES);
-    if let Some(caller) = caller {
-        if let Ok(id) = HeaderValue::from_str(&caller.user_id.to_string()) {
-            headers.insert(proto::metadata::USER_ID, id);
-        }
-        if let Ok(roles) = HeaderValue::from_str(&caller.roles_header()) {
-            headers.insert(proto::metadata::USER_ROLES, roles);
-        }
-    }
+    let Some(caller) = caller else {
+        headers.remove(proto::metadata::USER_ID);
+        headers.remove(proto::metadata::USER_ROLES);
+        return;
+    };
+    // `insert` replaces every value a client may have sent.
+    let mut id = Uuid::encode_buffer();
+    match HeaderValue::from_str(caller.user_id.hyphenated().encode_lower(&mut id)) {
+        Ok(id) => headers.insert(proto::metadata::USER_ID, id),
+        Err(_) => headers.remove(proto::metadata::USER_ID),
+    };
+    let roles = match caller.roles.as_slice() {
+        [] => Ok(HeaderValue::from_static("")),
+        [role] => HeaderValue::from_str(role),
+        _ => HeaderValue::from_str(&caller.roles_header()),
+    };
+    match roles {
+        Ok(roles) => headers.insert(proto::metadata::USER_ROLES, roles),
+        Err(_) => headers.remove(proto::metadata::USER_ROLES),
+    };
 }
 
 impl From<Claims> for Caller {

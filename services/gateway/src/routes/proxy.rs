@@ -109,8 +109,25 @@ fn prepare_headers(headers: &mut HeaderMap, caller: Option<&Caller>) {
     vouch_for(caller, headers);
 }
 
+/// The headers RFC 9110 §7.6.1 (and practice) name as connection-specific.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 /// RFC 9110 §7.6.1: connection-specific headers end at each hop.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: a look at the names present is cheaper
+    // than removing each of the eight (every removal hashes its name).
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -121,16 +138,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -159,6 +167,34 @@ mod tests {
     }
 
     #[test]
+    fn every_forged_identity_value_is_replaced() {
+        let mut headers = HeaderMap::new();
+        for forged in ["a", "b"] {
+            headers.append(proto::metadata::USER_ID, HeaderValue::from_static(forged));
+            headers.append(
+                proto::metadata::USER_ROLES,
+                HeaderValue::from_static("admin"),
+            );
+        }
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        let caller = Caller {
+            user_id: Uuid::nil(),
+            roles: vec![],
+        };
+        prepare_headers(&mut headers, Some(&caller));
+        let values = |name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|value| value.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(proto::metadata::USER_ID), [Uuid::nil().to_string()]);
+        assert_eq!(values(proto::metadata::USER_ROLES), [""]);
+        assert!(headers.get(header::AUTHORIZATION).is_none());
+    }
+
+    #[test]
     fn anonymous_requests_carry_no_identity() {
         let mut headers = HeaderMap::new();
         headers.insert(proto::metadata::USER_ID, HeaderValue::from_static("forged"));
@@ -178,5 +214,21 @@ mod tests {
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let untouched = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, untouched);
     }
 }

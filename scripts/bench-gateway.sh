@@ -29,8 +29,12 @@
 # each proxy), and nginx runs without an access log.
 #
 # Every proxy is warmed up first, then measured for BENCH_DURATION, the three
-# one after the other, BENCH_ROUNDS times. A summary table (medians over the
-# rounds, and the gateway/nginx ratio of each round) is printed and written to
+# one after the other (nginx and the gateway taking turns to go first),
+# BENCH_ROUNDS times. For nginx and the gateway, the CPU time their
+# processes used during each measured run is divided by the requests served:
+# the proxy's own cost per request, much steadier than throughput when the
+# machine is busy with other work. A summary table (medians over the rounds,
+# and the gateway/nginx ratio of each round) is printed and written to
 # $CARGO_TARGET_DIR/bench-gateway.md.
 #
 # Usage: scripts/bench-gateway.sh [-h|--help]
@@ -261,15 +265,50 @@ check nginx "http://127.0.0.1:$NGINX_HTTP$ROUTE" -H "x-user-id: $USER_ID"
 
 # --------------------------------------------------------------- measuring
 
+# The processes of a proxy: the gateway, or nginx's master and workers.
+proxy_pids() {
+  case $1 in
+    gateway) echo "$GATEWAY_PID" ;;
+    nginx)
+      local master
+      master=$(cat "$WORK/nginx.pid")
+      echo "$master" $(pgrep -P "$master")
+      ;;
+  esac
+}
+
+# CPU time (user + system, in clock ticks) the given processes have used.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    # The fields after "pid (comm) ": utime and stime are the 12th and 13th.
+    total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 # run NAME URL HEADER WARMUP: warm-up (unless WARMUP is 0), then the measured
-# run; sets RPS, P50, P99, ERRORS.
+# run; sets RPS, P50, P99, ERRORS, and CPU_US (the proxy's CPU time per
+# request, in microseconds; empty for direct).
 run() {
   local name=$1 url=$2 header=$3 warmup=$4 out=$WORK/wrk-$1-$round.txt
+  local pids before after
   if [[ $warmup != 0 ]]; then
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$warmup" -H "$header" "$url" >/dev/null
   fi
+  # shellcheck disable=SC2207 # pids are words
+  pids=($(proxy_pids "$name"))
+  ((${#pids[@]} == 0)) || before=$(cpu_ticks "${pids[@]}")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$header" "$url" >"$out"
+  ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
   sed 's/^/    /' "$out"
+  CPU_US=
+  if ((${#pids[@]})); then
+    CPU_US=$(awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '/ requests in / {
+      printf "%.1f", ticks * 1000000 / hz / $1 }' "$out")
+    echo "    $name CPU: $CPU_US us per request"
+  fi
   RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   P50=$(awk '$1 == "50%" {print $2}' "$out")
   P99=$(awk '$1 == "99%" {print $2}' "$out")
@@ -293,12 +332,16 @@ median() {
 }
 
 # Per target, one entry per round: requests/s, and p50/p99 in microseconds.
-declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS
+declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS RESULT_CPU
 RATIOS=()
 for round in $(seq "$ROUNDS"); do
   warmup=$WARMUP
   ((round == 1)) || warmup=0
-  for target in direct nginx gateway; do
+  # nginx and the gateway swap places every other round, so that a load
+  # that drifts during a run (the machine is shared) favours neither.
+  order=(direct nginx gateway)
+  ((round % 2)) || order=(direct gateway nginx)
+  for target in "${order[@]}"; do
     case $target in
       gateway) url="http://127.0.0.1:$GATEWAY_HTTP$ROUTE" header="Authorization: Bearer $TOKEN" ;;
       direct) url="http://127.0.0.1:$USER_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
@@ -310,11 +353,13 @@ for round in $(seq "$ROUNDS"); do
     RESULT_P50[$target]+="$(micros "$P50") "
     RESULT_P99[$target]+="$(micros "$P99") "
     RESULT_ERRORS[$target]=$((${RESULT_ERRORS[$target]:-0} + ERRORS))
+    RESULT_CPU[$target]+="$CPU_US "
     case $target in
       nginx) nginx_rps=$RPS ;;
-      gateway) RATIOS+=("$(awk -v g="$RPS" -v n="$nginx_rps" 'BEGIN {printf "%.2f", g / n}')") ;;
+      gateway) gateway_rps=$RPS ;;
     esac
   done
+  RATIOS+=("$(awk -v g="$gateway_rps" -v n="$nginx_rps" 'BEGIN {printf "%.2f", g / n}')")
 done
 
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
@@ -349,8 +394,10 @@ fi
 
 # ----------------------------------------------------------------- summary
 
-declare -A MED_RPS MED_P50 MED_P99
+declare -A MED_RPS MED_P50 MED_P99 MED_CPU
 for target in direct nginx gateway; do
+  # shellcheck disable=SC2086
+  [[ -z ${RESULT_CPU[$target]// /} ]] || MED_CPU[$target]=$(median ${RESULT_CPU[$target]})
   # shellcheck disable=SC2086 # the per-round lists split on purpose
   MED_RPS[$target]=$(median ${RESULT_RPS[$target]})
   # shellcheck disable=SC2086
@@ -367,17 +414,22 @@ SUMMARY=$WORK/summary.md
     echo "Medians over the rounds."
     echo
   fi
-  echo "| target | requests/s | p50 | p99 | errors |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| target | requests/s | p50 | p99 | proxy CPU per request | errors |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for target in direct nginx gateway; do
-    printf '| %s | %.0f | %s | %s | %s |\n' "$target" "${MED_RPS[$target]}" \
-      "$(ms "${MED_P50[$target]}")" "$(ms "${MED_P99[$target]}")" "${RESULT_ERRORS[$target]}"
+    cpu=-
+    [[ -z ${MED_CPU[$target]:-} ]] || cpu="$(printf '%.1f' "${MED_CPU[$target]}") µs"
+    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$target" "${MED_RPS[$target]}" \
+      "$(ms "${MED_P50[$target]}")" "$(ms "${MED_P99[$target]}")" "$cpu" "${RESULT_ERRORS[$target]}"
   done
   echo
   awk -v d="${MED_RPS[direct]}" -v g="${MED_RPS[gateway]}" \
     -v dp50="${MED_P50[direct]}" -v gp50="${MED_P50[gateway]}" \
     -v dp99="${MED_P99[direct]}" -v gp99="${MED_P99[gateway]}" 'BEGIN {
       printf "- gateway overhead over direct: %+.0f us at p50, %+.0f us at p99; throughput %.0f%% of direct\n", gp50 - dp50, gp99 - dp99, 100 * g / d
+    }'
+  awk -v g="${MED_CPU[gateway]}" -v n="${MED_CPU[nginx]}" 'BEGIN {
+      printf "- proxy CPU per request (the proxy'"'"'s processes, user + system time): gateway %.1f µs, nginx %.1f µs (%.2fx)\n", g, n, g / n
     }'
   ratio=$(median "${RATIOS[@]}")
   awk -v r="$ratio" -v all="${RATIOS[*]}" -v rounds="$ROUNDS" 'BEGIN {

@@ -11,7 +11,9 @@
 //! - `promtool check config` accepts `deploy/prometheus.yml`;
 //! - the collector configuration matches `deploy/otel-collector.schema.json`
 //!   (check-jsonschema) and its pipelines reference only declared
-//!   components.
+//!   components;
+//! - latency panels show exemplars, which Prometheus stores and Grafana
+//!   links to Jaeger.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -871,4 +873,82 @@ fn the_collector_configuration_has_the_collectors_structure() {
             && schema.contains(&format!("opentelemetry-collector-contrib {version}")),
         "docker-compose.yml runs {image}; deploy/otel-collector.yaml and its schema should say they target that version"
     );
+}
+
+/// Grafana jumps from a latency panel to a trace: the services write
+/// exemplars (the trace of an observation) on their `*_seconds` buckets,
+/// Prometheus stores them (a feature flag, in compose and in the dev
+/// overlay), the Prometheus datasource sends their `trace_id` to Jaeger, and
+/// each latency chart asks for them on one of its queries.
+#[test]
+fn latency_panels_show_exemplars_that_open_their_trace() {
+    const FLAG: &str = "--enable-feature=exemplar-storage";
+    let mut problems = Vec::new();
+
+    let compose = yaml::load("docker-compose.yml");
+    let command: Vec<String> = items(compose.pointer("/services/prometheus/command"))
+        .iter()
+        .filter_map(scalar)
+        .collect();
+    if !command.iter().any(|arg| arg == FLAG) {
+        problems.push(format!(
+            "docker-compose.yml: prometheus runs without {FLAG}: {command:?}"
+        ));
+    }
+    let dev = "k8s/overlays/dev/infra/prometheus.yaml";
+    let args: Vec<String> = yaml::parse_all(&read(dev), dev)
+        .iter()
+        .filter(|document| {
+            str_at(document, "/kind") == Some("StatefulSet")
+                || str_at(document, "/kind") == Some("Deployment")
+        })
+        .flat_map(|document| items(document.pointer("/spec/template/spec/containers")).to_vec())
+        .flat_map(|container| items(container.get("args")).to_vec())
+        .filter_map(|arg| scalar(&arg))
+        .collect();
+    if !args.iter().any(|arg| arg == FLAG) {
+        problems.push(format!("{dev}: prometheus runs without {FLAG}: {args:?}"));
+    }
+
+    let provisioning = yaml::load(DATASOURCES);
+    let prometheus = items(provisioning.get("datasources"))
+        .iter()
+        .find(|source| str_at(source, "/uid") == Some("prometheus"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let to_jaeger = items(prometheus.pointer("/jsonData/exemplarTraceIdDestinations"))
+        .iter()
+        .any(|destination| {
+            str_at(destination, "/name") == Some("trace_id")
+                && str_at(destination, "/datasourceUid") == Some("jaeger")
+        });
+    if !to_jaeger {
+        problems.push(format!(
+            "{DATASOURCES}: the Prometheus datasource does not send exemplars' trace_id to Jaeger"
+        ));
+    }
+
+    for dashboard in load_dashboards() {
+        for panel in dashboard.panels() {
+            if str_at(panel, "/type") != Some("timeseries") {
+                continue;
+            }
+            let targets = items(panel.get("targets"));
+            let latency = targets.iter().any(|target| {
+                str_at(target, "/expr").is_some_and(|expr| expr.contains("_seconds_bucket"))
+            });
+            let with_exemplars = targets
+                .iter()
+                .filter(|target| target.get("exemplar") == Some(&Value::Bool(true)))
+                .count();
+            if latency && with_exemplars != 1 {
+                problems.push(format!(
+                    "{}: latency panel {:?} asks for exemplars on {with_exemplars} queries (one shows them, more repeat them)",
+                    dashboard.file,
+                    str_at(panel, "/title").unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert_no_problems("exemplars", &problems);
 }

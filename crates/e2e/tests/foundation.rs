@@ -73,6 +73,8 @@ async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) 
         "{binary} /metrics lacks the HTTP server histogram:\n{metrics}"
     );
 
+    openmetrics_carries_the_trace_of_a_request(binary, &http, &process.http_url()).await;
+
     let grpc = process.grpc_url();
     let overall = wait_for_health(&grpc, "", ServingStatus::Serving, Duration::from_secs(10)).await;
     assert_eq!(overall, ServingStatus::Serving, "{binary} gRPC health");
@@ -90,6 +92,61 @@ async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) 
         let status =
             wait_for_health(&grpc, name, ServingStatus::Serving, Duration::from_secs(10)).await;
         assert_eq!(status, ServingStatus::Serving, "{binary} health of {name}");
+    }
+}
+
+/// Asked for OpenMetrics (as Prometheus asks), `/metrics` answers it, and
+/// the latency bucket of a traced request carries that request's trace as an
+/// exemplar. A bucket takes a new exemplar at most once a second, so the
+/// request is repeated until it is the one kept.
+async fn openmetrics_carries_the_trace_of_a_request(
+    binary: &str,
+    http: &reqwest::Client,
+    base: &str,
+) {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent = format!("00-{trace_id}-{}-01", &trace_id[..16]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let traced = http
+            .get(format!("{base}/healthz"))
+            .header("traceparent", &traceparent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(traced.status(), 200, "{binary} /healthz");
+        let response = http
+            .get(format!("{base}/metrics"))
+            .header(
+                "accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            )
+            .send()
+            .await
+            .unwrap();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{binary} /metrics answered {content_type} to a scraper asking for OpenMetrics"
+        );
+        let text = response.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{binary}: no # EOF:\n{text}");
+        let exemplar = format!("# {{trace_id=\"{trace_id}\",span_id=\"");
+        if text.lines().any(|line| {
+            line.starts_with("http_server_request_duration_seconds_bucket{")
+                && line.contains(r#"http_route="/healthz""#)
+                && line.contains(&exemplar)
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{binary}: no /healthz bucket of http_server_request_duration_seconds names trace {trace_id}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

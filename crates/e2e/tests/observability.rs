@@ -6,8 +6,10 @@
 //!   non-zero counts, and the process, runtime and connection-pool gauges;
 //! - a real Prometheus (Debian's `prometheus`, started here) scraping the
 //!   stack with `deploy/prometheus.yml`'s job names answers
-//!   `ferrishop_saga_total{outcome="completed"} > 0`, and the dashboards'
-//!   queries run against it and find the series they chart;
+//!   `ferrishop_saga_total{outcome="completed"} > 0`, the dashboards'
+//!   queries run against it and find the series they chart, and it stores
+//!   the exemplar that names the order's trace on the gateway's latency
+//!   bucket (scraped as OpenMetrics);
 //! - the JSON log lines a service wrote for one request carry that request's
 //!   trace id (the caller's `traceparent`, continued through the gateway).
 //!
@@ -305,6 +307,26 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
             .iter()
             .any(|series| series["metric"]["job"] == "order"),
         "ferrishop_saga_total{{outcome=\"completed\"}} > 0 came back without job=order: {completed:?}"
+    );
+    // The gateway's latency histogram of the placement has one request,
+    // and its bucket's exemplar is that request's trace.
+    let exemplars = prometheus
+        .wait_for_exemplars(
+            r#"http_server_request_duration_seconds_bucket{job="gateway",http_route="/api/v1/orders",http_request_method="POST"}"#,
+            PATIENCE,
+        )
+        .await;
+    assert!(
+        exemplars
+            .iter()
+            .all(
+                |exemplar| exemplar["labels"]["trace_id"] == placement.trace_id.as_str()
+                    && exemplar["labels"]["span_id"]
+                        .as_str()
+                        .is_some_and(|id| id.len() == 16)
+            ),
+        "the exemplars of POST /api/v1/orders at the gateway are not the placement's trace {}: {exemplars:?}",
+        placement.trace_id
     );
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -607,6 +629,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--enable-feature=exemplar-storage")
             .arg("--log.level=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -668,6 +691,51 @@ impl Prometheus {
             Value::Array(result) => Ok(result.clone()),
             // A scalar or string result: one value.
             other => Ok(vec![other.clone()]),
+        }
+    }
+
+    /// Polls the exemplars of the series `selector` selects (over the last
+    /// ten minutes) until there are some.
+    async fn wait_for_exemplars(&self, selector: &str, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let response: Result<Value, String> = async {
+                reqwest::Client::new()
+                    .get(format!("{}/api/v1/query_exemplars", self.url))
+                    .query(&[
+                        ("query", selector.to_owned()),
+                        ("start", (now - 600).to_string()),
+                        ("end", (now + 60).to_string()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .json()
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+            .await;
+            let exemplars: Vec<Value> = response
+                .as_ref()
+                .ok()
+                .and_then(|response| response["data"].as_array())
+                .into_iter()
+                .flatten()
+                .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+                .collect();
+            if !exemplars.is_empty() {
+                return exemplars;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus stored no exemplar of {selector}: {response:?}; log {:?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

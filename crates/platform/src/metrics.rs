@@ -20,31 +20,69 @@
 //! and every 5 s, once the database is migrated, the connection pool's size
 //! ([`DB_CONNECTIONS`] by state `idle`/`used`, [`DB_CONNECTIONS_MAX`]), named
 //! after OpenTelemetry's `db.client.connection.*` metrics.
+//!
+//! A scraper that asks for OpenMetrics (Prometheus does) gets it, with
+//! [exemplars](exemplars) on the latency histograms' buckets: the trace of
+//! an observation in the bucket, for Grafana to jump to.
 
-use std::sync::OnceLock;
+mod exemplars;
+mod openmetrics;
+
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Buckets for every `*_seconds` histogram.
+use self::exemplars::{ExemplarRecorder, Exemplars};
+
+/// Buckets for every latency histogram (see [`is_latency`]).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// What the name of every latency histogram ends with.
+const LATENCY_SUFFIX: &str = "_seconds";
+
+/// Whether the histogram `name` measures a latency: it has
+/// [`LATENCY_BUCKETS`] and exemplars.
+fn is_latency(name: &str) -> bool {
+    name.ends_with(LATENCY_SUFFIX)
+}
+
+/// The installed exporter, and the exemplars of its latency histograms.
+struct Installed {
+    handle: PrometheusHandle,
+    exemplars: Arc<Exemplars>,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// Why the metrics recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("another metrics recorder is installed in this process")]
+    AnotherRecorder,
+}
 
 /// Installs the global Prometheus recorder (once; later calls return the same
 /// handle) and spawns its upkeep task.
-pub fn install() -> Result<PrometheusHandle, BuildError> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
+pub fn install() -> Result<PrometheusHandle, InstallError> {
+    if let Some(installed) = INSTALLED.get() {
+        return Ok(installed.handle.clone());
     }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .install_recorder()?;
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix(LATENCY_SUFFIX.into()), LATENCY_BUCKETS)?
+        .build_recorder();
+    let handle = recorder.handle();
+    let recorder = ExemplarRecorder::new(recorder);
+    let exemplars = recorder.exemplars();
+    metrics::set_global_recorder(recorder).map_err(|_| InstallError::AnotherRecorder)?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -53,20 +91,33 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
             upkeep.run_upkeep();
         }
     });
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(INSTALLED
+        .get_or_init(|| Installed { handle, exemplars })
+        .handle
+        .clone())
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-pub async fn render() -> Response {
-    match HANDLE.get() {
-        Some(handle) => {
+/// `GET /metrics`: the Prometheus text exposition, or OpenMetrics with
+/// exemplars when the `Accept` header names it.
+pub async fn render(headers: HeaderMap) -> Response {
+    match INSTALLED.get() {
+        Some(installed) => {
             record_process();
             record_runtime();
-            (
-                [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                handle.render(),
-            )
-                .into_response()
+            let exposition = installed.handle.render();
+            if wants_openmetrics(&headers) {
+                (
+                    [(http::header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)],
+                    openmetrics_with_exemplars(&exposition, &installed.exemplars),
+                )
+                    .into_response()
+            } else {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    exposition,
+                )
+                    .into_response()
+            }
         }
         None => (
             http::StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +125,36 @@ pub async fn render() -> Response {
         )
             .into_response(),
     }
+}
+
+/// Whether the scraper accepts OpenMetrics. Prometheus lists it first, with
+/// the 0.0.4 text format as a fallback; nobody asks for it with `q=0`.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"))
+}
+
+/// `exposition` as OpenMetrics, with the exemplars of `exemplars`.
+fn openmetrics_with_exemplars(exposition: &str, exemplars: &Exemplars) -> String {
+    let series: std::collections::HashMap<(String, openmetrics::Labels), _> = exemplars
+        .series()
+        .into_iter()
+        .map(|(key, buckets)| {
+            let mut labels: openmetrics::Labels = key
+                .labels()
+                .map(|label| (label.key().to_owned(), label.value().to_owned()))
+                .collect();
+            labels.sort();
+            ((key.name().to_owned(), labels), buckets)
+        })
+        .collect();
+    openmetrics::render(exposition, |family, labels, le| {
+        let buckets = series.get(&(family.to_owned(), labels.clone()))?;
+        buckets.get(buckets.index_of_le(le)?)
+    })
 }
 
 /// Axum middleware recording `http_server_request_duration_seconds` with the

@@ -177,7 +177,7 @@ enum StartError {
         source: std::io::Error,
     },
     #[error("metrics recorder: {0}")]
-    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    Metrics(#[from] metrics::InstallError),
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("signal handler: {0}")]

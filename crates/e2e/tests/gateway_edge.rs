@@ -170,8 +170,9 @@ async fn oversized_broken_and_unknown_requests_get_problem_documents() {
     let customer = stack.customer().await;
 
     // The gateway refuses an oversized body without reading it and then
-    // closes the connection: each of these requests gets a connection of
-    // its own, as a client that saw the 413 would open.
+    // closes the connection, saying so (`Connection: close`): each of these
+    // requests gets a connection of its own, as a client that saw the 413
+    // would open.
     let api = Api::new(
         reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -185,6 +186,7 @@ async fn oversized_broken_and_unknown_requests_get_problem_documents() {
     let huge = json!({"email": "big@example.com", "password": padding, "name": "Big"});
     let reply = api.post("/api/v1/users", &huge).await;
     reply.assert_problem(413, "PAYLOAD_TOO_LARGE");
+    assert_eq!(reply.header("connection"), "close", "{reply}");
 
     // Over the limit as a chunked stream (no Content-Length): cut off while
     // reading.
@@ -198,6 +200,7 @@ async fn oversized_broken_and_unknown_requests_get_problem_documents() {
         )
         .await;
     reply.assert_problem(413, "PAYLOAD_TOO_LARGE");
+    assert_eq!(reply.header("connection"), "close", "{reply}");
 
     // Just under the limit is read (and refused by the user service for
     // what it says, not for its size).

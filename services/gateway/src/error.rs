@@ -209,6 +209,12 @@ impl IntoResponse for ApiError {
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             }
+            // The rest of the body is not read: the connection cannot carry
+            // another request, and the client is told so (RFC 9112 §9.6).
+            // HTTP/2 has no such header; hyper leaves it out there.
+            Self::PayloadTooLarge { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -284,6 +290,13 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn an_oversized_body_closes_the_connection() {
+        let response = ApiError::PayloadTooLarge { limit: 1024 }.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! every JSON log line names the `trace_id`/`span_id` it was written under, so
 //! logs and traces join up even on a laptop with no collector running.
 //! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC).
+//!
+//! `RUST_LOG` says which events are written (and become span events), not
+//! which spans exist: spans at `info` and above are traced whatever it says
+//! ([`Verbosity`]), so quieting the logs (`RUST_LOG=warn`) neither switches
+//! tracing off nor takes the trace ids off the lines that remain.
 
 use std::fmt;
 use std::io::Write as _;
@@ -23,9 +28,11 @@ use serde_json::{Map, Value};
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Dispatch, Event, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Event, Level, Metadata, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -34,7 +41,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// SDK's standard variables.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
-    /// Log filter directives (tracing-subscriber `EnvFilter` syntax).
+    /// Log filter directives (tracing-subscriber `EnvFilter` syntax): which
+    /// events are logged. Spans at `info` and above are traced whatever it
+    /// says; it can add more verbose ones.
     #[arg(
         long = "log-filter",
         env = "RUST_LOG",
@@ -172,11 +181,78 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(otel)
-        .with(logs)
+        .with(otel.and_then(logs).with_filter(Verbosity::new(filter)))
         .try_init()?;
     Ok(Telemetry { provider })
+}
+
+/// What the telemetry layers see: every span at `info` or above, and the
+/// spans and events `RUST_LOG` enables. A filter of the layers rather than a
+/// global one, and spans kept apart from events, so that a quieter log does
+/// not turn tracing off.
+struct Verbosity {
+    log: EnvFilter,
+}
+
+/// The least severe level of the spans traced whatever the log filter says.
+const TRACED_SPANS: Level = Level::INFO;
+
+impl Verbosity {
+    fn new(log: EnvFilter) -> Self {
+        Self { log }
+    }
+
+    fn always_traced(metadata: &Metadata<'_>) -> bool {
+        metadata.is_span() && *metadata.level() <= TRACED_SPANS
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Verbosity {
+    fn enabled(&self, metadata: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Self::always_traced(metadata) || Filter::enabled(&self.log, metadata, cx)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if Self::always_traced(metadata) {
+            return Interest::sometimes();
+        }
+        // Never `always`: tracing-subscriber hands a per-layer filter's
+        // verdict to the layer through a thread-local that `enabled`
+        // refreshes, and a callsite cached as `always` skips `enabled`, so
+        // the layer reads whatever was asked last (sqlx's `log_enabled!`
+        // leaves a "no") and drops the event (tokio-rs/tracing#2519).
+        match Filter::<S>::callsite_enabled(&self.log, metadata) {
+            never if never.is_never() => never,
+            _ => Interest::sometimes(),
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        let log = Filter::<S>::max_level_hint(&self.log)?;
+        Some(log.max(LevelFilter::from_level(TRACED_SPANS)))
+    }
+
+    // The log filter's span-scoped directives (`[span{field=value}]`)
+    // follow the spans through these.
+    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, cx: Context<'_, S>) {
+        Filter::on_new_span(&self.log, attributes, id, cx);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, cx: Context<'_, S>) {
+        Filter::on_record(&self.log, id, values, cx);
+    }
+
+    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
+        Filter::on_enter(&self.log, id, cx);
+    }
+
+    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
+        Filter::on_exit(&self.log, id, cx);
+    }
+
+    fn on_close(&self, id: Id, cx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.log, id, cx);
+    }
 }
 
 impl Telemetry {
@@ -500,5 +576,69 @@ mod tests {
         assert_eq!(outer_ids.0.len(), 32);
         assert_eq!(outer_ids.1.len(), 16);
         assert_ne!(outer_ids.1, inner_ids.1);
+    }
+
+    #[test]
+    fn quiet_logs_keep_spans_traced_and_their_ids_on_the_lines_left() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+        let run = |log_filter: &str| {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let provider = SdkTracerProvider::builder().build();
+            let layers = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_context_activation(false)
+                .and_then(JsonLines::new("test", move || writer.clone()))
+                .with_filter(Verbosity::new(EnvFilter::new(log_filter)));
+            let subscriber = tracing_subscriber::registry().with(layers);
+            let traces = tracing::subscriber::with_default(subscriber, || {
+                let request = tracing::info_span!("request", request_id = "r-1");
+                let _request = request.enter();
+                let detail = tracing::debug_span!("detail");
+                tracing::info!("served");
+                tracing::warn!("slow");
+                let trace_id = |span: &tracing::Span| {
+                    let context = span.context();
+                    let otel_span = context.span();
+                    let span_context = otel_span.span_context();
+                    span_context
+                        .is_valid()
+                        .then(|| span_context.trace_id().to_string())
+                };
+                (trace_id(&request), trace_id(&detail))
+            });
+            (lines.json(), traces)
+        };
+
+        let (lines, (request, detail)) = run("warn");
+        let request = request.expect("an info span is traced at RUST_LOG=warn");
+        assert_eq!(detail, None, "a debug span is not traced at RUST_LOG=warn");
+        assert_eq!(lines.len(), 1, "only the warning is logged: {lines:?}");
+        assert_eq!(lines[0]["message"], "slow");
+        assert_eq!(lines[0]["trace_id"], request.as_str());
+        assert_eq!(lines[0]["request_id"], "r-1");
+
+        let (lines, (request, detail)) = run("debug");
+        assert!(request.is_some());
+        assert_eq!(detail, request, "RUST_LOG=debug traces debug spans too");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    /// tokio-rs/tracing#2519: a per-layer filter must not let a callsite be
+    /// cached as `always`, or the layers miss its events after a dynamic
+    /// `enabled` call (sqlx's `log_enabled!`) said "no" to something else.
+    #[test]
+    fn no_callsite_is_cached_as_always() {
+        let verbosity = Verbosity::new(EnvFilter::new("info,sqlx=warn"));
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            let metadata = span.metadata().expect("a span of the registry");
+            let interest =
+                Filter::<tracing_subscriber::Registry>::callsite_enabled(&verbosity, metadata);
+            assert!(interest.is_sometimes(), "{interest:?}");
+        });
     }
 }

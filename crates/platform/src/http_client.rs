@@ -26,10 +26,10 @@ use axum::extract::MatchedPath;
 use http::{Request, Response};
 use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, global};
-use tower::Service;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::observed_client::{Observation, ObservedClient};
 use crate::propagation::HeaderInjector;
 
 /// Histogram of one request's duration, seconds.
@@ -42,56 +42,10 @@ pub const CANCELLED: &str = "cancelled";
 /// refused or reset, TLS, a body that could not be read).
 pub const TRANSPORT_ERROR: &str = "transport";
 
-/// Tower service tracing and measuring the requests it passes to `inner`;
-/// see the module docs. Request URIs must be absolute (scheme and
+/// Tower service tracing and measuring the requests it passes to its inner
+/// service; see the module docs. Request URIs must be absolute (scheme and
 /// authority): they name the server.
-#[derive(Debug, Clone)]
-pub struct ObserveHttpClient<S> {
-    inner: S,
-}
-
-impl<S> ObserveHttpClient<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for ObserveHttpClient<S>
-where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Display,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let call = ClientCall::start(&request);
-        call.inject(request.headers_mut());
-        Box::pin(async move {
-            let result = inner.call(request).instrument(call.span.clone()).await;
-            match &result {
-                Ok(response) => call.answered(response.status()),
-                Err(error) => call.failed(TRANSPORT_ERROR, error),
-            }
-            result
-        })
-    }
-}
+pub type ObserveHttpClient<S> = ObservedClient<S, ClientCall>;
 
 /// One request in flight: its span, its metric labels, its clock. Dropped
 /// before it was answered or failed, it counts as [`CANCELLED`].
@@ -106,7 +60,7 @@ pub struct ClientCall {
 
 impl ClientCall {
     /// Opens the client span of `request`, a child of the current span.
-    pub fn start<B>(request: &Request<B>) -> Self {
+    pub fn open<B>(request: &Request<B>) -> Self {
         let method = request.method().as_str().to_owned();
         let uri = request.uri();
         let address = uri.host().unwrap_or_default().to_owned();
@@ -149,11 +103,6 @@ impl ClientCall {
             started: Instant::now(),
             done: false,
         }
-    }
-
-    /// The call's span.
-    pub fn span(&self) -> &Span {
-        &self.span
     }
 
     /// Writes the span's trace context into the request's headers (over
@@ -209,6 +158,25 @@ impl ClientCall {
     }
 }
 
+impl Observation for ClientCall {
+    fn start<B>(request: &mut Request<B>) -> Self {
+        let call = Self::open(request);
+        call.inject(request.headers_mut());
+        call
+    }
+
+    fn span(&self) -> &Span {
+        &self.span
+    }
+
+    fn finish<RB, E: Display>(self, result: &Result<Response<RB>, E>) {
+        match result {
+            Ok(response) => self.answered(response.status()),
+            Err(error) => self.failed(TRANSPORT_ERROR, error),
+        }
+    }
+}
+
 impl Drop for ClientCall {
     fn drop(&mut self) {
         if !self.done {
@@ -245,6 +213,7 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
     use tower::ServiceExt;
+    use tracing::Instrument as _;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;

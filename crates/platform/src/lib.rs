@@ -43,6 +43,7 @@ pub mod http_client;
 pub mod http_layers;
 pub mod metrics;
 pub mod notify;
+pub mod observed_client;
 pub mod problem;
 pub mod propagation;
 pub mod service;

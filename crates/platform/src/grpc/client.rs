@@ -5,15 +5,16 @@
 //! records `rpc_client_duration_seconds`. Wrapping the channel rather than
 //! each call site means no caller can forget.
 
-use std::time::Duration;
+use std::fmt::Display;
+use std::time::{Duration, Instant};
 
 use http::Request;
 use opentelemetry::global;
 use tonic::transport::{Channel, Endpoint};
-use tower::Service;
-use tracing::Instrument;
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::observed_client::{Observation, ObservedClient};
 use crate::propagation::HeaderInjector;
 
 /// A channel whose calls are traced and measured.
@@ -47,44 +48,24 @@ pub fn channel(url: &str) -> Result<ClientChannel, ChannelError> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(ObserveGrpcClient { inner: channel })
+    Ok(ObserveGrpcClient::new(channel))
 }
 
-/// Tower service wrapping a gRPC channel; see the module docs.
-#[derive(Debug, Clone)]
-pub struct ObserveGrpcClient<S> {
-    inner: S,
+/// Tower service tracing and measuring the calls it passes to its inner
+/// service (a channel); see the module docs.
+pub type ObserveGrpcClient<S> = ObservedClient<S, GrpcCall>;
+
+/// One call in flight: its span, its method, its clock.
+#[derive(Debug)]
+pub struct GrpcCall {
+    span: Span,
+    service: String,
+    method: String,
+    started: Instant,
 }
 
-impl<S> ObserveGrpcClient<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for ObserveGrpcClient<S>
-where
-    S: Service<Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone that was driven to readiness is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl Observation for GrpcCall {
+    fn start<B>(request: &mut Request<B>) -> Self {
         let (service, method) = super::split_path(request.uri().path());
         let span = tracing::info_span!(
             "grpc.client",
@@ -101,27 +82,35 @@ where
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = inner.call(request).instrument(span.clone()).await;
-            let code = match &result {
-                Ok(response) => super::header_status(response),
-                // The call never produced a response: the transport failed.
-                Err(_) => "14".to_owned(),
-            };
-            span.record("rpc.grpc.status_code", code.as_str());
-            if code != "0" {
-                span.record("otel.status_code", "ERROR");
-            }
-            metrics::histogram!(
-                "rpc_client_duration_seconds",
-                "rpc_service" => service,
-                "rpc_method" => method,
-                "rpc_grpc_status_code" => code,
-            )
-            .record(started.elapsed().as_secs_f64());
-            result
-        })
+        Self {
+            span,
+            service,
+            method,
+            started: Instant::now(),
+        }
+    }
+
+    fn span(&self) -> &Span {
+        &self.span
+    }
+
+    fn finish<RB, E: Display>(self, result: &Result<http::Response<RB>, E>) {
+        let code = match result {
+            Ok(response) => super::header_status(response),
+            // The call never produced a response: the transport failed.
+            Err(_) => "14".to_owned(),
+        };
+        self.span.record("rpc.grpc.status_code", code.as_str());
+        if code != "0" {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        metrics::histogram!(
+            "rpc_client_duration_seconds",
+            "rpc_service" => self.service,
+            "rpc_method" => self.method,
+            "rpc_grpc_status_code" => code,
+        )
+        .record(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -133,6 +122,8 @@ mod tests {
     use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tower::Service as _;
+    use tracing::Instrument as _;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;

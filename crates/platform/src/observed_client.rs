@@ -1,0 +1,89 @@
+//! What the traced clients share: [`ObservedClient`] opens an
+//! [`Observation`] of each request it sends (the client span, the trace
+//! context in the request's headers, the clock) and closes it with the
+//! outcome. The HTTP client ([`crate::http_client`]) and the gRPC channel
+//! ([`crate::grpc::client`]) say what they observe; this says when.
+
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+use tracing::{Instrument, Span};
+
+/// One request in flight, as a client observes it.
+pub trait Observation: Send + Sized + 'static {
+    /// Opens the observation of `request` and writes its trace context into
+    /// the request's headers.
+    fn start<B>(request: &mut Request<B>) -> Self;
+
+    /// The span the request is sent in.
+    fn span(&self) -> &Span;
+
+    /// The request ended with `result`.
+    fn finish<RB, E: Display>(self, result: &Result<Response<RB>, E>);
+}
+
+/// Tower service observing, with `O`, each request it passes to `inner`.
+pub struct ObservedClient<S, O> {
+    inner: S,
+    observation: PhantomData<fn() -> O>,
+}
+
+impl<S, O> ObservedClient<S, O> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            observation: PhantomData,
+        }
+    }
+}
+
+impl<S: Clone, O> Clone for ObservedClient<S, O> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone())
+    }
+}
+
+impl<S: fmt::Debug, O> fmt::Debug for ObservedClient<S, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservedClient")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, O, B, RB> Service<Request<B>> for ObservedClient<S, O>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Display,
+    O: Observation,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was driven to readiness is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let observation = O::start(&mut request);
+        Box::pin(async move {
+            let result = inner
+                .call(request)
+                .instrument(observation.span().clone())
+                .await;
+            observation.finish(&result);
+            result
+        })
+    }
+}

@@ -236,6 +236,17 @@ impl StackBuilder {
         self
     }
 
+    /// Holds each order in PENDING for `delay` before its saga confirms it
+    /// (the order service's `order.saga.before_confirm` fault point): time
+    /// to follow the order while it is placed.
+    pub fn delay_confirmation(self, delay: Duration) -> Self {
+        self.env(
+            Service::Order,
+            "FAULTS",
+            format!("order.saga.before_confirm=delay({})", delay.as_millis()),
+        )
+    }
+
     /// Sets `key` for every service (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`);
     /// [`StackBuilder::env`] still wins for its service.
     pub fn env_all(mut self, key: &str, value: impl Into<String>) -> Self {

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use e2e::api::{EventStream, Exchange};
 use e2e::openapi::OpenApi;
-use e2e::stack::{PATIENCE, Service, Session, Stack};
+use e2e::stack::{PATIENCE, Session, Stack};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// How long the saga waits before confirming, so a client connecting right
 /// after the 202 sees the order PENDING first.
-const CONFIRM_DELAY_MS: u64 = 1_500;
+const CONFIRM_DELAY: Duration = Duration::from_millis(1_500);
 
 async fn place(customer: &Session, product: &Value, quantity: u32) -> String {
     let placed = customer
@@ -40,11 +40,7 @@ fn statuses(stream: &EventStream) -> Vec<String> {
 #[tokio::test]
 async fn the_owner_sees_pending_then_confirmed_and_the_stream_ends() {
     let stack = Stack::builder()
-        .env(
-            Service::Order,
-            "FAULTS",
-            format!("order.saga.before_confirm=delay({CONFIRM_DELAY_MS})"),
-        )
+        .delay_confirmation(CONFIRM_DELAY)
         .start()
         .await;
     let admin = stack.admin().await;
@@ -65,7 +61,7 @@ async fn the_owner_sees_pending_then_confirmed_and_the_stream_ends() {
     }
     let confirmed_at = stream.events[1].at;
     assert!(
-        confirmed_at >= Duration::from_millis(CONFIRM_DELAY_MS / 2),
+        confirmed_at >= CONFIRM_DELAY / 2,
         "CONFIRMED came as it happened, not with the first read: {confirmed_at:?}"
     );
 

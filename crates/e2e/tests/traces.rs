@@ -39,7 +39,7 @@ const INVENTORY_SERVICE: &str = "ferrishop.inventory.v1.InventoryService";
 /// How long the order service holds a confirmation back (fault point
 /// `order.saga.before_confirm`), so a stream opened after the placement
 /// sees it happen.
-const CONFIRM_DELAY_MS: u64 = 1_500;
+const CONFIRM_DELAY: Duration = Duration::from_millis(1_500);
 
 /// Every service exports to `collector`, in small batches at once.
 fn traced(collector: &Collector) -> StackBuilder {
@@ -134,11 +134,7 @@ async fn an_order_is_one_trace_across_every_hop_and_a_rejection_shows_its_compen
     let collector = Collector::start().await;
     let stack = traced(&collector)
         // Time to follow the order before it is confirmed.
-        .env(
-            Service::Order,
-            "FAULTS",
-            format!("order.saga.before_confirm=delay({CONFIRM_DELAY_MS})"),
-        )
+        .delay_confirmation(CONFIRM_DELAY)
         .start()
         .await;
     let names = stack.names.clone();

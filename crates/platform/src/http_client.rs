@@ -24,13 +24,12 @@ use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use http::{Request, Response};
+use opentelemetry::KeyValue;
 use opentelemetry::trace::Status;
-use opentelemetry::{KeyValue, global};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::observed_client::{Observation, ObservedClient};
-use crate::propagation::HeaderInjector;
 
 /// Histogram of one request's duration, seconds.
 pub const HTTP_CLIENT_DURATION: &str = "http_client_request_duration_seconds";
@@ -105,15 +104,6 @@ impl ClientCall {
         }
     }
 
-    /// Writes the span's trace context into the request's headers (over
-    /// any the caller set: the server's parent is this span).
-    pub fn inject(&self, headers: &mut http::HeaderMap) {
-        let context = self.span.context();
-        global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut HeaderInjector(headers));
-        });
-    }
-
     /// The server answered with `status`.
     pub fn answered(mut self, status: http::StatusCode) {
         self.done = true;
@@ -161,7 +151,7 @@ impl ClientCall {
 impl Observation for ClientCall {
     fn start<B>(request: &mut Request<B>) -> Self {
         let call = Self::open(request);
-        call.inject(request.headers_mut());
+        crate::propagation::inject_span(&call.span, request.headers_mut());
         call
     }
 
@@ -205,6 +195,7 @@ fn redacted(uri: &http::Uri) -> String {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::global;
     use std::convert::Infallible;
     use std::sync::{Arc, Mutex, OnceLock};
 

@@ -109,7 +109,13 @@ pub fn extract(headers: &HeaderMap) -> Context {
 
 /// Writes the current span's context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
-    let context = tracing::Span::current().context();
+    inject_span(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s context into `headers` (over any already there: the
+/// receiver's parent is this span).
+pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -297,9 +297,7 @@ impl<W> JsonLines<W> {
     /// has valid ones.
     fn ids(&self, span: &Id) -> Option<(String, String)> {
         let dispatch = self.dispatch.get()?.upgrade()?;
-        let context = tracing_opentelemetry::get_otel_context(span, &dispatch)?;
-        let otel_span = context.span();
-        let span_context = otel_span.span_context();
+        let span_context = span_context(span, &dispatch)?;
         span_context.is_valid().then(|| {
             (
                 span_context.trace_id().to_string(),
@@ -307,6 +305,13 @@ impl<W> JsonLines<W> {
             )
         })
     }
+}
+
+/// The OpenTelemetry span context of the tracing span `id` of `dispatch`
+/// (the OpenTelemetry layer's), if that layer knows the span.
+pub(crate) fn span_context(id: &Id, dispatch: &Dispatch) -> Option<SpanContext> {
+    let context = tracing_opentelemetry::get_otel_context(id, dispatch)?;
+    Some(context.span().span_context().clone())
 }
 
 /// The fields of one span, as [`JsonLines`] keeps them.

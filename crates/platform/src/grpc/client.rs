@@ -9,13 +9,10 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use http::Request;
-use opentelemetry::global;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::observed_client::{Observation, ObservedClient};
-use crate::propagation::HeaderInjector;
 
 /// A channel whose calls are traced and measured.
 pub type ClientChannel = ObserveGrpcClient<Channel>;
@@ -78,10 +75,7 @@ impl Observation for GrpcCall {
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let context = span.context();
-        global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
-        });
+        crate::propagation::inject_span(&span, request.headers_mut());
         Self {
             span,
             service,
@@ -116,8 +110,10 @@ impl Observation for GrpcCall {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::global;
     use std::convert::Infallible;
     use std::sync::{Arc, Mutex};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
     use opentelemetry_sdk::propagation::TraceContextPropagator;

@@ -23,7 +23,7 @@ use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use metrics_util::KeyHasher;
-use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use opentelemetry::trace::{SpanId, TraceId};
 
 /// The least time between two exemplars of one bucket, in milliseconds.
 const REFRESH_MS: u64 = 1_000;
@@ -126,9 +126,7 @@ impl BucketExemplars {
 fn current_sampled_span() -> Option<(TraceId, SpanId)> {
     tracing::dispatcher::get_default(|dispatch| {
         let current = dispatch.current_span();
-        let context = tracing_opentelemetry::get_otel_context(current.id()?, dispatch)?;
-        let span = context.span();
-        let span_context = span.span_context();
+        let span_context = crate::telemetry::span_context(current.id()?, dispatch)?;
         (span_context.is_valid() && span_context.is_sampled())
             .then(|| (span_context.trace_id(), span_context.span_id()))
     })

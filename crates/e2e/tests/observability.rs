@@ -673,11 +673,12 @@ impl Prometheus {
         }
     }
 
-    /// An instant query over the HTTP API: the result vector, or the error.
-    async fn query(&self, query: &str) -> Result<Vec<Value>, String> {
+    /// `GET /api/v1/{endpoint}` with `params`: the answer's `data`, or the
+    /// error.
+    async fn api(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Value, String> {
         let response: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query)])
+            .get(format!("{}/api/v1/{endpoint}", self.url))
+            .query(params)
             .send()
             .await
             .map_err(|error| error.to_string())?
@@ -687,71 +688,77 @@ impl Prometheus {
         if response["status"] != "success" {
             return Err(format!("{}: {}", response["errorType"], response["error"]));
         }
-        match &response["data"]["result"] {
+        Ok(response["data"].clone())
+    }
+
+    /// An instant query over the HTTP API: the result vector, or the error.
+    async fn query(&self, query: &str) -> Result<Vec<Value>, String> {
+        let data = self.api("query", &[("query", query.to_owned())]).await?;
+        match &data["result"] {
             Value::Array(result) => Ok(result.clone()),
             // A scalar or string result: one value.
             other => Ok(vec![other.clone()]),
         }
     }
 
-    /// Polls the exemplars of the series `selector` selects (over the last
-    /// ten minutes) until there are some.
-    async fn wait_for_exemplars(&self, selector: &str, within: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let response: Result<Value, String> = async {
-                reqwest::Client::new()
-                    .get(format!("{}/api/v1/query_exemplars", self.url))
-                    .query(&[
-                        ("query", selector.to_owned()),
-                        ("start", (now - 600).to_string()),
-                        ("end", (now + 60).to_string()),
-                    ])
-                    .send()
-                    .await
-                    .map_err(|error| error.to_string())?
-                    .json()
-                    .await
-                    .map_err(|error| error.to_string())
-            }
-            .await;
-            let exemplars: Vec<Value> = response
-                .as_ref()
-                .ok()
-                .and_then(|response| response["data"].as_array())
-                .into_iter()
-                .flatten()
-                .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
-                .collect();
-            if !exemplars.is_empty() {
-                return exemplars;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus stored no exemplar of {selector}: {response:?}; log {:?}",
-                self.log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    /// The exemplars of the series `selector` selects, over the last ten
+    /// minutes.
+    async fn exemplars(&self, selector: &str) -> Result<Vec<Value>, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let data = self
+            .api(
+                "query_exemplars",
+                &[
+                    ("query", selector.to_owned()),
+                    ("start", (now - 600).to_string()),
+                    ("end", (now + 60).to_string()),
+                ],
+            )
+            .await?;
+        Ok(data
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .collect())
     }
 
     /// Polls `query` until it returns series.
     async fn wait_for_result(&self, query: &str, within: Duration) -> Vec<Value> {
+        self.wait_for_some(&format!("an answer to {query}"), within, || {
+            self.query(query)
+        })
+        .await
+    }
+
+    /// Polls the exemplars of `selector` until there are some.
+    async fn wait_for_exemplars(&self, selector: &str, within: Duration) -> Vec<Value> {
+        self.wait_for_some(&format!("an exemplar of {selector}"), within, || {
+            self.exemplars(selector)
+        })
+        .await
+    }
+
+    /// Calls `fetch` until it returns something, for at most `within`.
+    async fn wait_for_some<F, Fut>(&self, what: &str, within: Duration, fetch: F) -> Vec<Value>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Value>, String>>,
+    {
         let deadline = Instant::now() + within;
         loop {
-            let result = self.query(query).await;
-            if let Ok(result) = &result
-                && !result.is_empty()
+            let result = fetch().await;
+            if let Ok(found) = &result
+                && !found.is_empty()
             {
-                return result.clone();
+                return found.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "Prometheus never answered {query} with a series: {result:?}; log {:?}",
+                "Prometheus never gave {what}: {result:?}; log {:?}",
                 self.log.lock().unwrap()
             );
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -25,8 +25,9 @@
 //! missing exchange makes RabbitMQ close the channel — which would fail every
 //! other publish in flight on the shared one. Connections that drop (broker
 //! restart, `rabbitmqctl close_connection`) are re-opened with backoff
-//! (250 ms doubling to 4 s) on the next publish, and by each subscription's
-//! worker, which also re-declares its topology.
+//! (250 ms doubling to 4 s) on the next publish, in a task that every
+//! publish waiting meanwhile shares and none can cancel, and by each
+//! subscription's worker, which also re-declares its topology.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex, RwLock as StdRwLock};
@@ -34,7 +35,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::future::{self, BoxFuture};
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
@@ -45,6 +47,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use opentelemetry::Context;
 use tokio::sync::{Mutex, OnceCell, oneshot};
+use tokio::task::AbortHandle;
 
 use crate::broker::{Broker, Target, Transport};
 use crate::delivery::{
@@ -60,6 +63,13 @@ use crate::subscription::{DestinationSpec, Subscription};
 const SYSTEM: MessagingSystem = MessagingSystem::RabbitMq;
 const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(4);
+/// How long connecting, opening a channel or selecting confirm mode may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A publisher session being opened, shared by everyone waiting for it; the
+/// error is the reason the broker is unreachable.
+type PendingSession =
+    future::Shared<BoxFuture<'static, std::result::Result<Arc<PublishSession>, String>>>;
 
 /// How to reach RabbitMQ.
 #[derive(Debug, Clone)]
@@ -108,8 +118,9 @@ struct Shared {
     config: RabbitMqConfig,
     /// The session publishes use, read without waiting (the fast path).
     current: StdRwLock<Option<Arc<PublishSession>>>,
-    /// Held while (re)connecting, so one task reconnects and the rest wait.
-    publisher: Mutex<Option<Arc<PublishSession>>>,
+    /// The reconnection in flight, which every caller without a usable
+    /// session waits for.
+    reconnecting: StdMutex<Option<(PendingSession, AbortHandle)>>,
     consumer_connection: Mutex<Option<Arc<Connection>>>,
     pending_replies: Arc<StdMutex<HashMap<String, oneshot::Sender<Reply>>>>,
 }
@@ -144,7 +155,7 @@ impl RabbitMq {
             shared: Arc::new(Shared {
                 config,
                 current: StdRwLock::new(None),
-                publisher: Mutex::new(None),
+                reconnecting: StdMutex::new(None),
                 consumer_connection: Mutex::new(None),
                 pending_replies: Arc::default(),
             }),
@@ -174,64 +185,93 @@ impl Shared {
     async fn connect(&self, role: &str) -> Result<Arc<Connection>> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("{} {role}", self.config.connection_name).into());
-        match tokio::time::timeout(
-            Duration::from_secs(5),
+        self.within(
+            "connecting",
             Connection::connect(&self.config.url, properties),
         )
         .await
-        {
-            Ok(Ok(connection)) => Ok(Arc::new(connection)),
-            Ok(Err(error)) => Err(self.unreachable(error)),
-            Err(_) => Err(self.unreachable("no answer within 5s")),
-        }
+        .map(Arc::new)
     }
 
     /// The publisher session, (re)connecting with backoff when needed.
-    async fn session(&self) -> Result<Arc<PublishSession>> {
-        // An async mutex on every publish would make concurrent publishers
-        // queue behind each other's wake-ups; a usable session is shared
-        // through a read lock instead.
-        if let Some(session) = self
+    ///
+    /// An async mutex on every publish would make concurrent publishers
+    /// queue behind each other's wake-ups; a usable session is shared
+    /// through a read lock instead.
+    async fn session(self: &Arc<Self>) -> Result<Arc<PublishSession>> {
+        match self.usable_session() {
+            Some(session) => Ok(session),
+            None => self
+                .reconnection()
+                .await
+                .map_err(|reason| self.unreachable(reason)),
+        }
+    }
+
+    /// The slow path of [`Self::session`]: joins the reconnection in flight,
+    /// or starts one.
+    ///
+    /// The reconnection runs in a task of its own, so a caller that gives up
+    /// (a readiness check's deadline, a cancelled request) does not cancel
+    /// it: against a broker slower to answer than the caller's deadline, a
+    /// reconnection driven by its callers would start over with each one and
+    /// never finish. Every caller waits for the same one, so a broker that is
+    /// down costs one reconnection at a time, whatever the number of callers.
+    fn reconnection(self: &Arc<Self>) -> PendingSession {
+        let mut in_flight = self
+            .reconnecting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((pending, task)) = in_flight.as_ref()
+            && !task.is_finished()
+        {
+            return pending.clone();
+        }
+        let shared = Arc::clone(self);
+        let task = tokio::spawn(async move { shared.reconnect().await });
+        let abort = task.abort_handle();
+        let pending = task
+            .map(|joined| match joined {
+                Ok(Ok(session)) => Ok(session),
+                Ok(Err(MessagingError::Unreachable { reason, .. })) => Err(reason),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(format!("the reconnection task ended: {error}")),
+            })
+            .boxed()
+            .shared();
+        *in_flight = Some((pending.clone(), abort));
+        pending
+    }
+
+    /// Opens a publisher session, re-using the connection of the last one
+    /// while it stays connected; retries with backoff until
+    /// `reconnect_timeout`, each step bounded by [`STEP_TIMEOUT`].
+    async fn reconnect(&self) -> Result<Arc<PublishSession>> {
+        if let Some(session) = self.usable_session() {
+            return Ok(session);
+        }
+        let mut connection = self
             .current
             .read()
             .ok()
-            .and_then(|current| current.clone())
-            .filter(|s| s.is_usable())
-        {
-            return Ok(session);
-        }
-        // Reconnecting is a large future; boxed, it stays out of the future
-        // of every publish that finds the session usable.
-        Box::pin(self.reconnect()).await
-    }
-
-    /// The slow path of [`Self::session`]: one task reconnects, the rest wait.
-    async fn reconnect(&self) -> Result<Arc<PublishSession>> {
-        let mut slot = self.publisher.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| s.is_usable()) {
-            return Ok(session.clone());
-        }
-        let reusable = slot
-            .take()
-            .map(|s| s.connection.clone())
+            .and_then(|current| current.as_ref().map(|s| s.connection.clone()))
             .filter(|c| c.status().connected());
         let deadline = tokio::time::Instant::now() + self.config.reconnect_timeout;
         let mut delay = RECONNECT_INITIAL;
-        let mut connection = reusable;
         loop {
             let attempt = async {
                 let connection = match connection.take() {
                     Some(connection) => connection,
                     None => self.connect("publish").await?,
                 };
-                let channel = connection
-                    .create_channel()
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
-                channel
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
+                let channel = self
+                    .within("opening a channel", connection.create_channel())
+                    .await?;
+                self.within(
+                    "selecting confirm mode",
+                    channel.confirm_select(ConfirmSelectOptions::default()),
+                )
+                .await?;
                 Ok::<_, MessagingError>(PublishSession {
                     connection,
                     channel,
@@ -242,7 +282,6 @@ impl Shared {
             match attempt.await {
                 Ok(session) => {
                     let session = Arc::new(session);
-                    *slot = Some(session.clone());
                     if let Ok(mut current) = self.current.write() {
                         *current = Some(session.clone());
                     }
@@ -258,18 +297,39 @@ impl Shared {
         }
     }
 
-    async fn invalidate(&self, session: &Arc<PublishSession>) {
-        let mut slot = self.publisher.lock().await;
-        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
-            *slot = None;
-            if let Ok(mut current) = self.current.write() {
-                *current = None;
-            }
+    fn usable_session(&self) -> Option<Arc<PublishSession>> {
+        self.current
+            .read()
+            .ok()
+            .and_then(|current| current.clone())
+            .filter(|s| s.is_usable())
+    }
+
+    /// One step of opening a session, as [`MessagingError::Unreachable`] when
+    /// it fails or the broker does not answer within [`STEP_TIMEOUT`].
+    async fn within<T>(
+        &self,
+        step: &str,
+        operation: impl Future<Output = lapin::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(STEP_TIMEOUT, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.unreachable(format!("{step}: {error}"))),
+            Err(_) => Err(self.unreachable(format!(
+                "{step}: no answer within {}s",
+                STEP_TIMEOUT.as_secs()
+            ))),
         }
     }
 
-    /// Fails with `NotFound` unless `exchange` exists, checked once per
-    /// connection on a throw-away channel.
+    fn invalidate(&self, session: &Arc<PublishSession>) {
+        if let Ok(mut current) = self.current.write()
+            && current.as_ref().is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            *current = None;
+        }
+    }
+
     async fn check_exchange(&self, session: &PublishSession, exchange: &str) -> Result<()> {
         if exchange.is_empty() || known(&session.known_exchanges, exchange) {
             return Ok(());
@@ -320,7 +380,7 @@ impl Shared {
     /// message's properties for each attempt (the retry is rare; cloning a
     /// header table up front for it on every publish is not).
     async fn publish_confirmed(
-        &self,
+        self: &Arc<Self>,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
@@ -344,7 +404,7 @@ impl Shared {
                 } else {
                     tracing::warn!(%error, exchange, "RabbitMQ channel lost while publishing, again");
                 }
-                self.invalidate(&session).await;
+                self.invalidate(&session);
                 if !retry {
                     break;
                 }
@@ -368,7 +428,7 @@ impl Shared {
 
     /// One publish on the current session, waiting for the confirm.
     async fn attempt(
-        &self,
+        self: &Arc<Self>,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],

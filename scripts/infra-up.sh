@@ -233,11 +233,15 @@ rabbitmq_up() {
   fi
 }
 
-# Tests declare durable queues under unique names; on a development broker
-# they would pile up run after run. Unused queues expire after 15 minutes.
+# Tests declare durable queues under unique names (a 32-digit hex id in each,
+# testkit::brokers::unique_name); on a development broker they would pile up
+# run after run, and a few hundred idle quorum queues slow the broker down.
+# Such queues expire once unused for 5 minutes; the platform's own queues have
+# fixed names and keep their dead letters.
 rabbitmq_test_policy() {
   command -v rabbitmqctl >/dev/null 2>&1 || return 0
-  timeout 30 rabbitmqctl set_policy --apply-to queues ferrishop-dev-expiry '.*' '{"expires":900000}' \
+  timeout 30 rabbitmqctl clear_policy ferrishop-dev-expiry >/dev/null 2>&1 || true
+  timeout 30 rabbitmqctl set_policy --apply-to queues ferrishop-test-expiry '[0-9a-f]{32}' '{"expires":300000}' \
     >>"$STATE_DIR/rabbitmq-start.log" 2>&1 || note "could not set the queue expiry policy"
 }
 

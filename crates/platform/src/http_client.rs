@@ -195,87 +195,15 @@ fn redacted(uri: &http::Uri) -> String {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::global;
     use std::convert::Infallible;
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
 
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-    use opentelemetry::trace::{SpanKind, TraceContextExt, TracerProvider as _};
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use opentelemetry::trace::{SpanKind, TraceContextExt};
     use tower::ServiceExt;
     use tracing::Instrument as _;
-    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    /// The test binary's one recorder (the facade's global is set once).
-    fn snapshotter() -> &'static Snapshotter {
-        static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-        SNAPSHOTTER.get_or_init(|| {
-            let recorder = DebuggingRecorder::new();
-            let snapshotter = recorder.snapshotter();
-            recorder.install().unwrap();
-            snapshotter
-        })
-    }
-
-    /// The histogram's series recorded since the last call (a snapshot
-    /// drains them): labels and number of samples.
-    fn series() -> Vec<(Vec<(String, String)>, usize)> {
-        snapshotter()
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .filter(|(key, _, _, _)| key.key().name() == HTTP_CLIENT_DURATION)
-            .map(|(key, _, _, value)| {
-                let labels = key
-                    .key()
-                    .labels()
-                    .map(|label| (label.key().to_owned(), label.value().to_owned()))
-                    .collect();
-                let count = match value {
-                    DebugValue::Histogram(values) => values.len(),
-                    _ => 0,
-                };
-                (labels, count)
-            })
-            .collect()
-    }
-
-    /// Whether `series` has samples with exactly `labels`.
-    fn sampled(series: &[(Vec<(String, String)>, usize)], labels: &[(&str, &str)]) -> bool {
-        series.iter().any(|(have, count)| {
-            *count > 0
-                && have.len() == labels.len()
-                && labels
-                    .iter()
-                    .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
-        })
-    }
-
-    fn attribute(span: &SpanData, key: &str) -> Option<String> {
-        span.attributes
-            .iter()
-            .find(|attribute| attribute.key.as_str() == key)
-            .map(|attribute| attribute.value.to_string())
-    }
-
-    /// Runs `test` with a tracer exporting into memory; returns its spans.
-    async fn traced<F: std::future::Future<Output = ()>>(test: F) -> Vec<SpanData> {
-        snapshotter();
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let _guard = tracing::subscriber::set_default(subscriber);
-        test.await;
-        provider.force_flush().unwrap();
-        exporter.get_finished_spans().unwrap()
-    }
+    use crate::test_support::{attribute, sampled, series, traced};
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_gets_a_client_span_its_traceparent_and_a_sample() {
@@ -355,7 +283,7 @@ mod tests {
                 client.span_context.span_id()
             )
         );
-        let series = series();
+        let series = series(HTTP_CLIENT_DURATION);
         assert!(
             sampled(
                 &series,
@@ -406,7 +334,7 @@ mod tests {
             Status::error("connection refused".to_owned())
         );
         assert!(refused.events.iter().any(|event| event.name == "exception"));
-        let series = series();
+        let series = series(HTTP_CLIENT_DURATION);
         for labels in [
             [
                 ("http_request_method", "GET"),
@@ -441,7 +369,7 @@ mod tests {
             Some(CANCELLED)
         );
         assert!(matches!(spans[0].status, Status::Error { .. }));
-        let series = series();
+        let series = series(HTTP_CLIENT_DURATION);
         assert!(
             sampled(
                 &series,

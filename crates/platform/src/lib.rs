@@ -49,6 +49,8 @@ pub mod propagation;
 pub mod service;
 pub mod startup;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod validation;
 
 pub use service::Service;

@@ -3,7 +3,9 @@
 //! Every outgoing call gets a client span, carries that span's W3C trace
 //! context in its metadata (so the server's span becomes its child), and
 //! records `rpc_client_duration_seconds`. Wrapping the channel rather than
-//! each call site means no caller can forget.
+//! each call site means no caller can forget. A call abandoned before its
+//! answer (the caller's deadline, a client that went away) ends with status
+//! `CANCELLED` (1), as the caller saw it.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
@@ -52,13 +54,38 @@ pub fn channel(url: &str) -> Result<ClientChannel, ChannelError> {
 /// service (a channel); see the module docs.
 pub type ObserveGrpcClient<S> = ObservedClient<S, GrpcCall>;
 
-/// One call in flight: its span, its method, its clock.
+/// `rpc.grpc.status_code` of a call that produced no response: the transport
+/// failed (`UNAVAILABLE`).
+const UNAVAILABLE: &str = "14";
+/// `rpc.grpc.status_code` of a call dropped before its answer.
+const CANCELLED: &str = "1";
+
+/// One call in flight: its span, its method, its clock. Dropped before it
+/// was answered or failed, it counts as [`CANCELLED`].
 #[derive(Debug)]
 pub struct GrpcCall {
     span: Span,
     service: String,
     method: String,
     started: Instant,
+    done: bool,
+}
+
+impl GrpcCall {
+    fn end(&mut self, code: &str) {
+        self.done = true;
+        self.span.record("rpc.grpc.status_code", code);
+        if code != "0" {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        metrics::histogram!(
+            "rpc_client_duration_seconds",
+            "rpc_service" => std::mem::take(&mut self.service),
+            "rpc_method" => std::mem::take(&mut self.method),
+            "rpc_grpc_status_code" => code.to_owned(),
+        )
+        .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 impl Observation for GrpcCall {
@@ -81,6 +108,7 @@ impl Observation for GrpcCall {
             service,
             method,
             started: Instant::now(),
+            done: false,
         }
     }
 
@@ -88,23 +116,19 @@ impl Observation for GrpcCall {
         &self.span
     }
 
-    fn finish<RB, E: Display>(self, result: &Result<http::Response<RB>, E>) {
-        let code = match result {
-            Ok(response) => super::header_status(response),
-            // The call never produced a response: the transport failed.
-            Err(_) => "14".to_owned(),
-        };
-        self.span.record("rpc.grpc.status_code", code.as_str());
-        if code != "0" {
-            self.span.record("otel.status_code", "ERROR");
+    fn finish<RB, E: Display>(mut self, result: &Result<http::Response<RB>, E>) {
+        match result {
+            Ok(response) => self.end(&super::header_status(response)),
+            Err(_) => self.end(UNAVAILABLE),
         }
-        metrics::histogram!(
-            "rpc_client_duration_seconds",
-            "rpc_service" => self.service,
-            "rpc_method" => self.method,
-            "rpc_grpc_status_code" => code,
-        )
-        .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for GrpcCall {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(CANCELLED);
+        }
     }
 }
 
@@ -161,6 +185,78 @@ mod tests {
         assert!(
             traceparent.contains(&caller_trace.to_string()),
             "{traceparent} is not in trace {caller_trace}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_abandoned_call_counts_as_cancelled() {
+        let spans = crate::test_support::traced(async {
+            let server = tower::service_fn(|_: Request<()>| async {
+                std::future::pending::<Result<http::Response<()>, Infallible>>().await
+            });
+            let request =
+                Request::post("http://order:50053/ferrishop.order.v1.OrderService/GetOrder")
+                    .body(())
+                    .unwrap();
+            let call = tower::ServiceExt::oneshot(ObserveGrpcClient::new(server), request);
+            let timed_out = tokio::time::timeout(Duration::from_millis(10), call).await;
+            assert!(timed_out.is_err());
+        })
+        .await;
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            crate::test_support::attribute(&spans[0], "rpc.grpc.status_code").as_deref(),
+            Some(CANCELLED)
+        );
+        let series = crate::test_support::series("rpc_client_duration_seconds");
+        assert!(
+            crate::test_support::sampled(
+                &series,
+                &[
+                    ("rpc_service", "ferrishop.order.v1.OrderService"),
+                    ("rpc_method", "GetOrder"),
+                    ("rpc_grpc_status_code", CANCELLED),
+                ]
+            ),
+            "{series:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_answered_call_counts_its_status() {
+        crate::test_support::traced(async {
+            let server = tower::service_fn(|_: Request<()>| async {
+                let response = http::Response::builder()
+                    .header("grpc-status", "5")
+                    .body(())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            });
+            let request =
+                Request::post("http://order:50053/ferrishop.order.v1.OrderService/GetOrder")
+                    .body(())
+                    .unwrap();
+            tower::ServiceExt::oneshot(ObserveGrpcClient::new(server), request)
+                .await
+                .unwrap();
+        })
+        .await;
+        let series = crate::test_support::series("rpc_client_duration_seconds");
+        assert!(
+            crate::test_support::sampled(
+                &series,
+                &[
+                    ("rpc_service", "ferrishop.order.v1.OrderService"),
+                    ("rpc_method", "GetOrder"),
+                    ("rpc_grpc_status_code", "5"),
+                ]
+            ),
+            "{series:?}"
+        );
+        assert_eq!(
+            series.len(),
+            1,
+            "a finished call is counted once: {series:?}"
         );
     }
 }

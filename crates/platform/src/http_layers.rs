@@ -89,56 +89,42 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use http::{HeaderMap, HeaderValue};
-    use opentelemetry::trace::{Status, TracerProvider as _};
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use opentelemetry::trace::Status;
     use tower::ServiceExt;
-    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+    use crate::test_support::{attribute, traced};
 
     #[tokio::test(flavor = "current_thread")]
     async fn server_spans_carry_the_status_and_fail_on_5xx_only() {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let app = axum::Router::new()
-            .route("/ok", axum::routing::get(|| async { "fine" }))
-            .route(
-                "/missing/{id}",
-                axum::routing::get(|| async { http::StatusCode::NOT_FOUND }),
-            )
-            .route(
-                "/broken",
-                axum::routing::get(|| async { http::StatusCode::SERVICE_UNAVAILABLE }),
-            )
-            .route_layer(trace_layer());
-        for path in ["/ok", "/missing/7", "/broken"] {
-            let request = http::Request::get(path)
-                .header("x-request-id", "req-7")
-                .body(axum::body::Body::empty())
-                .unwrap();
-            app.clone().oneshot(request).await.unwrap();
-        }
-        provider.force_flush().unwrap();
-        let spans = exporter.get_finished_spans().unwrap();
+        let spans = traced(async {
+            let app = axum::Router::new()
+                .route("/ok", axum::routing::get(|| async { "fine" }))
+                .route(
+                    "/missing/{id}",
+                    axum::routing::get(|| async { http::StatusCode::NOT_FOUND }),
+                )
+                .route(
+                    "/broken",
+                    axum::routing::get(|| async { http::StatusCode::SERVICE_UNAVAILABLE }),
+                )
+                .route_layer(trace_layer());
+            for path in ["/ok", "/missing/7", "/broken"] {
+                let request = http::Request::get(path)
+                    .header("x-request-id", "req-7")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                app.clone().oneshot(request).await.unwrap();
+            }
+        })
+        .await;
         let seen: Vec<(String, String, bool)> = spans
             .iter()
             .map(|span| {
-                let attribute = |key: &str| {
-                    span.attributes
-                        .iter()
-                        .find(|kv| kv.key.as_str() == key)
-                        .map(|kv| kv.value.to_string())
-                        .unwrap_or_default()
-                };
-                assert_eq!(attribute("request_id"), "req-7");
+                assert_eq!(attribute(span, "request_id").as_deref(), Some("req-7"));
                 (
                     span.name.to_string(),
-                    attribute("http.response.status_code"),
+                    attribute(span, "http.response.status_code").unwrap_or_default(),
                     matches!(span.status, Status::Error { .. }),
                 )
             })

@@ -188,16 +188,32 @@ mod tests {
         );
     }
 
+    fn get_order_request() -> Request<()> {
+        Request::post("http://order:50053/ferrishop.order.v1.OrderService/GetOrder")
+            .body(())
+            .unwrap()
+    }
+
+    /// Whether `rpc_client_duration_seconds` has a sample of `GetOrder`
+    /// with `code`.
+    fn get_order_sampled(series: &crate::test_support::Series, code: &str) -> bool {
+        crate::test_support::sampled(
+            series,
+            &[
+                ("rpc_service", "ferrishop.order.v1.OrderService"),
+                ("rpc_method", "GetOrder"),
+                ("rpc_grpc_status_code", code),
+            ],
+        )
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn an_abandoned_call_counts_as_cancelled() {
         let spans = crate::test_support::traced(async {
             let server = tower::service_fn(|_: Request<()>| async {
                 std::future::pending::<Result<http::Response<()>, Infallible>>().await
             });
-            let request =
-                Request::post("http://order:50053/ferrishop.order.v1.OrderService/GetOrder")
-                    .body(())
-                    .unwrap();
+            let request = get_order_request();
             let call = tower::ServiceExt::oneshot(ObserveGrpcClient::new(server), request);
             let timed_out = tokio::time::timeout(Duration::from_millis(10), call).await;
             assert!(timed_out.is_err());
@@ -209,17 +225,7 @@ mod tests {
             Some(CANCELLED)
         );
         let series = crate::test_support::series("rpc_client_duration_seconds");
-        assert!(
-            crate::test_support::sampled(
-                &series,
-                &[
-                    ("rpc_service", "ferrishop.order.v1.OrderService"),
-                    ("rpc_method", "GetOrder"),
-                    ("rpc_grpc_status_code", CANCELLED),
-                ]
-            ),
-            "{series:?}"
-        );
+        assert!(get_order_sampled(&series, CANCELLED), "{series:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -232,27 +238,14 @@ mod tests {
                     .unwrap();
                 Ok::<_, Infallible>(response)
             });
-            let request =
-                Request::post("http://order:50053/ferrishop.order.v1.OrderService/GetOrder")
-                    .body(())
-                    .unwrap();
+            let request = get_order_request();
             tower::ServiceExt::oneshot(ObserveGrpcClient::new(server), request)
                 .await
                 .unwrap();
         })
         .await;
         let series = crate::test_support::series("rpc_client_duration_seconds");
-        assert!(
-            crate::test_support::sampled(
-                &series,
-                &[
-                    ("rpc_service", "ferrishop.order.v1.OrderService"),
-                    ("rpc_method", "GetOrder"),
-                    ("rpc_grpc_status_code", "5"),
-                ]
-            ),
-            "{series:?}"
-        );
+        assert!(get_order_sampled(&series, "5"), "{series:?}");
         assert_eq!(
             series.len(),
             1,

@@ -57,6 +57,7 @@
 
 pub mod broker;
 pub mod config;
+mod connecting;
 pub mod delivery;
 pub mod envelope;
 pub mod error;

@@ -38,6 +38,7 @@ use opentelemetry::Context;
 use tokio::sync::OnceCell;
 
 use crate::broker::{Broker, Target, Transport};
+use crate::connecting::ConnectAttempts;
 use crate::delivery::{
     DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, NoopSettler,
     ReceivedMessage, Replier, RetryPolicy, Settler,
@@ -93,6 +94,8 @@ impl std::fmt::Debug for Nats {
 struct Shared {
     config: NatsConfig,
     connection: OnceCell<(Client, jetstream::Context)>,
+    /// The first connection attempt, while it runs.
+    connecting: ConnectAttempts<(Client, jetstream::Context)>,
     /// Subject → the stream that captures it.
     streams: StdMutex<HashMap<String, String>>,
 }
@@ -104,6 +107,7 @@ impl Nats {
             shared: Arc::new(Shared {
                 config,
                 connection: OnceCell::new(),
+                connecting: ConnectAttempts::default(),
                 streams: StdMutex::default(),
             }),
         }
@@ -159,7 +163,7 @@ impl Shared {
         }
     }
 
-    async fn connect(&self) -> Result<&(Client, jetstream::Context)> {
+    async fn connect(self: &Arc<Self>) -> Result<&(Client, jetstream::Context)> {
         let connection = match self.connection.get() {
             Some(connection) => connection,
             // Connecting is a large future; boxed, it stays out of the
@@ -172,30 +176,39 @@ impl Shared {
         Ok(connection)
     }
 
-    async fn open(&self) -> Result<&(Client, jetstream::Context)> {
-        self.connection
-            .get_or_try_init(|| async {
-                let client = ConnectOptions::new()
-                    .name(&self.config.client_name)
-                    .connection_timeout(Duration::from_secs(5))
-                    .max_reconnects(None)
-                    .reconnect_delay_callback(|attempts| {
-                        let exponent = u32::try_from(attempts.min(8)).unwrap_or(8);
-                        (RECONNECT_INITIAL * 2u32.pow(exponent)).min(RECONNECT_MAX)
-                    })
-                    .connect(&self.config.url)
-                    .await
-                    .map_err(|error| self.unreachable(error))?;
-                let mut js = jetstream::new(client.clone());
-                js.set_timeout(self.config.ack_timeout);
-                Ok::<_, MessagingError>((client, js))
-            })
+    /// The first connection, made in a task of its own that no caller
+    /// giving up cancels (see [`crate::connecting`]); the client reconnects
+    /// by itself from then on.
+    async fn open(self: &Arc<Self>) -> Result<&(Client, jetstream::Context)> {
+        let shared = Arc::clone(self);
+        let connection = self
+            .connecting
+            .join(move || async move { shared.dial().await })
             .await
+            .map_err(|reason| self.unreachable(reason))?;
+        Ok(self.connection.get_or_init(|| async { connection }).await)
+    }
+
+    async fn dial(&self) -> Result<(Client, jetstream::Context)> {
+        let client = ConnectOptions::new()
+            .name(&self.config.client_name)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                let exponent = u32::try_from(attempts.min(8)).unwrap_or(8);
+                (RECONNECT_INITIAL * 2u32.pow(exponent)).min(RECONNECT_MAX)
+            })
+            .connect(&self.config.url)
+            .await
+            .map_err(|error| self.unreachable(error))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(self.config.ack_timeout);
+        Ok((client, js))
     }
 
     /// The stream capturing `subject`, created (capturing `create_as` and
     /// `create_as.>`) if none does.
-    async fn stream_for(&self, subject: &str, create_as: &str) -> Result<String> {
+    async fn stream_for(self: &Arc<Self>, subject: &str, create_as: &str) -> Result<String> {
         if let Some(name) = self
             .streams
             .lock()
@@ -274,7 +287,7 @@ impl Shared {
         }
     }
 
-    async fn publish_durable(&self, wire: Wire) -> Result<()> {
+    async fn publish_durable(self: &Arc<Self>, wire: Wire) -> Result<()> {
         let (_, js) = self.connect().await?;
         let Wire {
             subject,

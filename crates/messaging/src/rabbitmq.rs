@@ -35,8 +35,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::{self, BoxFuture};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
@@ -47,9 +46,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use opentelemetry::Context;
 use tokio::sync::{Mutex, OnceCell, oneshot};
-use tokio::task::AbortHandle;
 
 use crate::broker::{Broker, Target, Transport};
+use crate::connecting::{Attempt, ConnectAttempts};
 use crate::delivery::{
     DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, ReceivedMessage,
     RetryPolicy, Settler,
@@ -65,11 +64,6 @@ const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(4);
 /// How long connecting, opening a channel or selecting confirm mode may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A publisher session being opened, shared by everyone waiting for it; the
-/// error is the reason the broker is unreachable.
-type PendingSession =
-    future::Shared<BoxFuture<'static, std::result::Result<Arc<PublishSession>, String>>>;
 
 /// How to reach RabbitMQ.
 #[derive(Debug, Clone)]
@@ -120,7 +114,7 @@ struct Shared {
     current: StdRwLock<Option<Arc<PublishSession>>>,
     /// The reconnection in flight, which every caller without a usable
     /// session waits for.
-    reconnecting: StdMutex<Option<(PendingSession, AbortHandle)>>,
+    reconnecting: ConnectAttempts<Arc<PublishSession>>,
     consumer_connection: Mutex<Option<Arc<Connection>>>,
     pending_replies: Arc<StdMutex<HashMap<String, oneshot::Sender<Reply>>>>,
 }
@@ -155,7 +149,7 @@ impl RabbitMq {
             shared: Arc::new(Shared {
                 config,
                 current: StdRwLock::new(None),
-                reconnecting: StdMutex::new(None),
+                reconnecting: ConnectAttempts::default(),
                 consumer_connection: Mutex::new(None),
                 pending_replies: Arc::default(),
             }),
@@ -208,39 +202,12 @@ impl Shared {
         }
     }
 
-    /// The slow path of [`Self::session`]: joins the reconnection in flight,
-    /// or starts one.
-    ///
-    /// The reconnection runs in a task of its own, so a caller that gives up
-    /// (a readiness check's deadline, a cancelled request) does not cancel
-    /// it: against a broker slower to answer than the caller's deadline, a
-    /// reconnection driven by its callers would start over with each one and
-    /// never finish. Every caller waits for the same one, so a broker that is
-    /// down costs one reconnection at a time, whatever the number of callers.
-    fn reconnection(self: &Arc<Self>) -> PendingSession {
-        let mut in_flight = self
-            .reconnecting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((pending, task)) = in_flight.as_ref()
-            && !task.is_finished()
-        {
-            return pending.clone();
-        }
+    /// The slow path of [`Self::session`]: joins the reconnection under
+    /// way, or starts one (see [`crate::connecting`]).
+    fn reconnection(self: &Arc<Self>) -> Attempt<Arc<PublishSession>> {
         let shared = Arc::clone(self);
-        let task = tokio::spawn(async move { shared.reconnect().await });
-        let abort = task.abort_handle();
-        let pending = task
-            .map(|joined| match joined {
-                Ok(Ok(session)) => Ok(session),
-                Ok(Err(MessagingError::Unreachable { reason, .. })) => Err(reason),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(error) => Err(format!("the reconnection task ended: {error}")),
-            })
-            .boxed()
-            .shared();
-        *in_flight = Some((pending.clone(), abort));
-        pending
+        self.reconnecting
+            .join(move || async move { shared.reconnect().await })
     }
 
     /// Opens a publisher session, re-using the connection of the last one

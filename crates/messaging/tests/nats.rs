@@ -1,5 +1,7 @@
 //! NATS-only behaviour: JetStream de-duplication by `Nats-Msg-Id`, transient
-//! notifications over core queue groups, and fault flags driven by a KV bucket.
+//! notifications over core queue groups, fault flags driven by a KV bucket,
+//! and a server slow to answer that gets connected even when every caller
+//! gives up sooner.
 
 mod support;
 
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use messaging::{CloudEvent, Nats, NatsConfig, OutgoingMessage, watch_faults};
 use platform::faults;
 use support::{maybe_next, next};
+use testkit::net::delaying_proxy;
 use tokio_util::sync::CancellationToken;
 
 /// A publisher retry with the same `ce_id` is stored once.
@@ -131,4 +134,15 @@ async fn wait_until(point: &str, failing: bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A server that answers later than each caller waits (a readiness check
+/// with a 500 ms deadline, asked again and again) still gets connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_slower_than_each_check_still_gets_connected() {
+    let url = testkit::brokers::nats().await;
+    let (_slow, slow_url) = delaying_proxy(&url, Duration::from_millis(1500)).await;
+    let name = testkit::brokers::unique_name("messaging-test");
+    let broker = Nats::new(NatsConfig::new(slow_url, &name)).into_broker(support::SOURCE);
+    support::gets_connected_despite_impatient_checks(&broker).await;
 }

@@ -7,9 +7,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use messaging::{DestinationSpec, MessagingError, OutgoingMessage, RabbitMq, RabbitMqConfig};
+use messaging::{MessagingError, OutgoingMessage, RabbitMq, RabbitMqConfig};
 use support::next;
-use testkit::net::TcpProxy;
+use testkit::net::delaying_proxy;
 
 /// Publishing to an exchange that does not exist is an error, not silence,
 /// and does not break publishing to exchanges that do.
@@ -107,54 +107,12 @@ async fn reconnects_after_the_server_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_slower_than_each_check_still_gets_connected() {
     let url = testkit::brokers::rabbitmq().await;
-    let (credentials, rest) = url
-        .split_once('@')
-        .unwrap_or_else(|| panic!("no credentials in {url}"));
-    let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = tokio::net::lookup_host(authority)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .unwrap_or_else(|| panic!("cannot resolve {authority}"));
-    let slow = TcpProxy::start_delayed(
-        ([127, 0, 0, 1], 0).into(),
-        upstream,
-        Duration::from_millis(1500),
-    )
-    .await;
+    let (_slow, slow_url) = delaying_proxy(&url, Duration::from_millis(1500)).await;
     let connection_name = testkit::brokers::unique_name("messaging-test");
-    let broker = RabbitMq::new(RabbitMqConfig::new(
-        format!("{credentials}@{}/{vhost}", slow.addr),
-        &connection_name,
-    ))
-    .into_broker(support::SOURCE);
+    let broker =
+        RabbitMq::new(RabbitMqConfig::new(slow_url, &connection_name)).into_broker(support::SOURCE);
 
-    let started = Instant::now();
-    let mut checks = 0;
-    loop {
-        checks += 1;
-        match tokio::time::timeout(Duration::from_millis(500), broker.check()).await {
-            Ok(Ok(())) => break,
-            Ok(Err(error)) => panic!("check {checks} failed: {error}"),
-            Err(_) => assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "not connected after {checks} checks of 500 ms"
-            ),
-        }
-    }
-    assert!(
-        checks >= 3,
-        "connected after {checks} checks: the proxy did not delay"
-    );
-    let destination = testkit::brokers::unique_name("slow-broker");
-    broker
-        .ensure_destination(&DestinationSpec::new(&destination))
-        .await
-        .unwrap_or_else(|e| panic!("creating {destination}: {e}"));
-    broker
-        .publish(OutgoingMessage::new(&destination, "through the slow proxy"))
-        .await
-        .unwrap_or_else(|e| panic!("publish once connected: {e}"));
+    support::gets_connected_despite_impatient_checks(&broker).await;
 }
 
 /// Closes every connection whose `connection_name` starts with `name`;

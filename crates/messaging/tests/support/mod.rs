@@ -3,12 +3,12 @@
 //! subscription timings short enough for CI.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use messaging::{
     Broker, Delivery, DeliveryStream, DestinationSpec, Kafka, KafkaConfig, MessagingSystem, Nats,
-    NatsConfig, RabbitMq, RabbitMqConfig, Subscription,
+    NatsConfig, OutgoingMessage, RabbitMq, RabbitMqConfig, Subscription,
 };
 
 pub const SOURCE: &str = "/ferrishop/messaging-tests";
@@ -63,6 +63,39 @@ impl Harness {
             .await
             .unwrap_or_else(|error| panic!("subscribing: {error}"))
     }
+}
+
+/// Checks `broker` with a 500 ms deadline, again and again, until a check
+/// passes (panics after 10 s), then publishes through it. Meant for a broker
+/// behind a proxy that delays each connection by more than the deadline:
+/// giving up must not cancel the connection under way, or no check passes.
+pub async fn gets_connected_despite_impatient_checks(broker: &Broker) {
+    let started = Instant::now();
+    let mut checks = 0;
+    loop {
+        checks += 1;
+        match tokio::time::timeout(Duration::from_millis(500), broker.check()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(error)) => panic!("check {checks} failed: {error}"),
+            Err(_) => assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not connected after {checks} checks of 500 ms"
+            ),
+        }
+    }
+    assert!(
+        checks >= 3,
+        "connected after {checks} checks: the proxy did not delay"
+    );
+    let destination = testkit::brokers::unique_name("slow-broker");
+    broker
+        .ensure_destination(&DestinationSpec::new(&destination))
+        .await
+        .unwrap_or_else(|e| panic!("creating {destination}: {e}"));
+    broker
+        .publish(OutgoingMessage::new(&destination, "through the slow proxy"))
+        .await
+        .unwrap_or_else(|e| panic!("publish once connected: {e}"));
 }
 
 pub async fn rabbitmq() -> Harness {

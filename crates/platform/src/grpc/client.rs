@@ -3,9 +3,13 @@
 //! Every outgoing call gets a client span, carries that span's W3C trace
 //! context in its metadata (so the server's span becomes its child), and
 //! records `rpc_client_duration_seconds`. Wrapping the channel rather than
-//! each call site means no caller can forget. A call abandoned before its
-//! answer (the caller's deadline, a client that went away) ends with status
-//! `CANCELLED` (1), as the caller saw it.
+//! each call site means no caller can forget.
+//!
+//! The status recorded is the `grpc-status` of a trailers-only response (how
+//! a failed call is answered), otherwise `0`, as on the server side
+//! ([`super::ObserveGrpcLayer`]): the call is measured to its response's
+//! headers. A call abandoned before them (the caller's deadline, a client
+//! that went away) ends with `CANCELLED` (1), as the caller saw it.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};

@@ -28,9 +28,10 @@ test: ensure-nextest ## Run every test of the workspace with cargo-nextest (need
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace
 
-lint: ## rustfmt check, clippy with warnings denied, buf lint of proto/
+lint: ## rustfmt check, clippy and rustdoc with warnings denied, buf lint of proto/
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	cd proto && $(BUF) lint
 
 deploy-check: ## Validate compose, the Dockerfile and the k8s overlays (installs the tools first)

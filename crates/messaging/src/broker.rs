@@ -4,7 +4,7 @@
 //! CloudEvents envelope, the size limit, header validation, the
 //! `messaging.publish` fault point, the producer span, trace-context
 //! injection and the publish metric — and delegates the wire work to a
-//! crate-private [`Transport`] per broker. A service therefore cannot publish
+//! crate-private `Transport` per broker. A service therefore cannot publish
 //! without a span or a metric by picking a different broker, and the contract
 //! tests that run the same scenarios against all three test this code once.
 

@@ -15,7 +15,7 @@
 //!   processed to be settled, then close the consumer.
 //!
 //! What each broker does for those verbs lives behind the crate-private
-//! [`Settler`] trait; counting attempts, metrics and spans live here, once.
+//! `Settler` trait; counting attempts, metrics and spans live here, once.
 
 use std::fmt;
 use std::ops::Deref;

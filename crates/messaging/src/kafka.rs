@@ -4,7 +4,7 @@
 //!
 //! **Commits.** Deliveries may be settled out of order (several handlers at
 //! once, a retry waiting while later messages are acked), but a Kafka offset
-//! commit means "everything before this is done". The [`OffsetTracker`]
+//! commit means "everything before this is done". The `OffsetTracker`
 //! therefore commits, per partition, only up to the oldest offset still
 //! unsettled, so a crash redelivers every message not yet acked (and possibly
 //! some that were — at-least-once, never at-most-once). Commits are batched

@@ -22,8 +22,8 @@
 //! after OpenTelemetry's `db.client.connection.*` metrics.
 //!
 //! A scraper that asks for OpenMetrics (Prometheus does) gets it, with
-//! [exemplars](exemplars) on the latency histograms' buckets: the trace of
-//! an observation in the bucket, for Grafana to jump to.
+//! exemplars on the latency histograms' buckets (`metrics/exemplars.rs`): the
+//! trace of an observation in the bucket, for Grafana to jump to.
 
 mod exemplars;
 mod openmetrics;
@@ -39,7 +39,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use self::exemplars::{ExemplarRecorder, Exemplars};
 
-/// Buckets for every latency histogram (see [`is_latency`]).
+/// Buckets for every latency histogram (every `*_seconds` histogram).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];

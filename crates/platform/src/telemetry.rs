@@ -8,7 +8,7 @@
 //!
 //! `RUST_LOG` says which events are written (and become span events), not
 //! which spans exist: spans at `info` and above are traced whatever it says
-//! ([`Verbosity`]), so quieting the logs (`RUST_LOG=warn`) neither switches
+//! (`Verbosity`), so quieting the logs (`RUST_LOG=warn`) neither switches
 //! tracing off nor takes the trace ids off the lines that remain.
 
 use std::fmt;

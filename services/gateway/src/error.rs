@@ -61,7 +61,7 @@ pub enum ApiError {
     Upstream(#[from] resilience::Error),
 
     /// An upstream's gRPC status, mapped by its code and its `x-error-code`
-    /// metadata; see [`ApiError::from_status`].
+    /// metadata; see [`problem_from_status`].
     #[error("{}: {}", .0.code(), .0.message())]
     Status(Box<tonic::Status>),
 

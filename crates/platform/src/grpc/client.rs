@@ -60,9 +60,9 @@ pub type ObserveGrpcClient<S> = ObservedClient<S, GrpcCall>;
 
 /// `rpc.grpc.status_code` of a call that produced no response: the transport
 /// failed (`UNAVAILABLE`).
-const UNAVAILABLE: &str = "14";
+pub const UNAVAILABLE: &str = "14";
 /// `rpc.grpc.status_code` of a call dropped before its answer.
-const CANCELLED: &str = "1";
+pub const CANCELLED: &str = "1";
 
 /// One call in flight: its span, its method, its clock. Dropped before it
 /// was answered or failed, it counts as [`CANCELLED`].

@@ -1,4 +1,4 @@
-//! Money: the platform's shared [`money`](::money) kernel, plus the
+//! Money: the platform's shared [`money`] kernel, plus the
 //! inventory's own rates and rounding.
 //!
 //! Every amount the service stores, compares or sends is a kernel [`Money`]:

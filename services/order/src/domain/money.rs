@@ -1,4 +1,4 @@
-//! Money as an order sees it: the platform's shared [`money`](::money) kernel
+//! Money as an order sees it: the platform's shared [`money`] kernel
 //! — whole minor units of one currency, never negative, never a float — with
 //! no rule of the order's own on top.
 //!

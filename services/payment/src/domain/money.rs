@@ -1,4 +1,4 @@
-//! Money as a wallet sees it: the platform's shared [`money`](::money) kernel
+//! Money as a wallet sees it: the platform's shared [`money`] kernel
 //! — whole minor units of one currency, never negative, never a float — and
 //! the payment service's own rule on top, [`Amount`].
 //!

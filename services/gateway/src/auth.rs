@@ -5,7 +5,9 @@
 //! user service is down. A token signed with a key it has not seen (the user
 //! service rotated) triggers one refetch, at most every
 //! [`Config::jwks_refresh_interval`](crate::config::AuthArgs) (10 s): a flood of
-//! forged `kid`s cannot turn into a flood of JWKS requests.
+//! forged `kid`s cannot turn into a flood of JWKS requests. The refetch
+//! outlives the request that triggered it, so a client that gives up does
+//! not leave the gateway without the new key for the rest of the interval.
 //!
 //! [`identify`] runs before every route: a request with a valid token gets a
 //! [`Caller`] in its extensions, one without a token none, and one with a bad
@@ -215,10 +217,10 @@ struct KeysInner {
     client: reqwest::Client,
     verifier: RwLock<Arc<Verifier>>,
     verified: VerifiedTokens,
-    /// When the last token-triggered fetch was started; the lock also makes
-    /// concurrent refetches wait for one fetch instead of each sending their
-    /// own.
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the last token-triggered fetch was started; the lock, held by
+    /// the fetch until it is done, also makes concurrent refetches wait for
+    /// one fetch instead of each sending their own.
+    last_fetch: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -264,6 +266,9 @@ pub enum JwksError {
     },
     #[error("the JWKS at {url} holds no usable key")]
     NoKeys { url: String },
+    /// The fetch's task ended before the fetch did (the gateway stopping).
+    #[error("the JWKS fetch was interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl Keys {
@@ -280,7 +285,7 @@ impl Keys {
                 client,
                 verifier: RwLock::new(Arc::new(verifier)),
                 verified: VerifiedTokens::default(),
-                last_fetch: Mutex::new(None),
+                last_fetch: Arc::default(),
             }),
         }
     }
@@ -318,13 +323,24 @@ impl Keys {
 
     /// Fetches the JWKS unless a fetch started less than the refresh
     /// interval ago.
+    ///
+    /// The fetch runs in a task of its own, holding the lock until it is
+    /// done: a request that goes away meanwhile does not cancel it (the
+    /// interval would then pass with no new keys), and the requests queued
+    /// behind it verify with what it loaded.
     pub async fn refresh_if_due(&self) -> Result<(), JwksError> {
-        let mut last = self.inner.last_fetch.lock().await;
+        let mut last = Arc::clone(&self.inner.last_fetch).lock_owned().await;
         if last.is_some_and(|at| at.elapsed() < self.inner.config.refresh_interval) {
             return Ok(());
         }
         *last = Some(Instant::now());
-        self.fetch().await
+        let keys = self.clone();
+        tokio::spawn(async move {
+            let _last = last;
+            keys.fetch().await
+        })
+        .await
+        .unwrap_or_else(|ended| Err(JwksError::Interrupted(ended.to_string())))
     }
 
     /// Fetches the JWKS now and replaces the keys (an empty or unreadable
@@ -395,7 +411,7 @@ impl Keys {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     use auth::{SigningKey, jwks};
     use axum::Json;
@@ -409,12 +425,19 @@ mod tests {
     struct Issuer {
         document: Arc<RwLock<Option<JwkSet>>>,
         fetches: Arc<AtomicUsize>,
+        /// How long each answer takes, in milliseconds.
+        delay_ms: Arc<AtomicU64>,
     }
 
     impl Issuer {
         fn publish(&self, keys: &[&SigningKey]) {
             let set = jwks(keys.iter().map(|key| key.public_key()));
             *self.document.write().unwrap() = Some(set);
+        }
+
+        fn answer_after(&self, delay: Duration) {
+            let millis = u64::try_from(delay.as_millis()).unwrap();
+            self.delay_ms.store(millis, Ordering::SeqCst);
         }
 
         fn go_down(&self) {
@@ -433,6 +456,8 @@ mod tests {
                     let issuer = issuer.clone();
                     async move {
                         issuer.fetches.fetch_add(1, Ordering::SeqCst);
+                        let delay = issuer.delay_ms.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
                         match issuer.document.read().unwrap().clone() {
                             Some(set) => Ok(Json(set)),
                             None => Err(http::StatusCode::SERVICE_UNAVAILABLE),
@@ -503,6 +528,29 @@ mod tests {
             fetches + 1,
             "at most one fetch per interval"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refetch_outlives_the_request_that_started_it() {
+        let issuer = Issuer::default();
+        let old = SigningKey::generate().unwrap();
+        issuer.publish(&[&old]);
+        let keys = keys(issuer.serve().await, Duration::from_secs(10));
+        keys.refresh().await.unwrap();
+
+        let new = SigningKey::generate().unwrap();
+        issuer.publish(&[&new, &old]);
+        issuer.answer_after(Duration::from_millis(300));
+        let token = bearer(&new);
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(50), keys.verify(Some(&token))).await;
+        assert!(abandoned.is_err(), "the request should give up first");
+
+        // Within the interval nothing is fetched again: the token verifies
+        // only if the abandoned request's fetch went on to load the new key.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(keys.verify(Some(&token)).await.is_ok());
+        assert_eq!(issuer.fetches(), 2);
     }
 
     #[tokio::test]

@@ -6,6 +6,8 @@
 #   NATS         127.0.0.1:4222   JetStream enabled
 #   Kafka API    127.0.0.1:9092   tansu (Kafka-compatible broker, in-memory storage)
 #   prometheus   installed, not started: the end-to-end observability test starts its own
+#   ports        50051-50055 (the services' gRPC ports) reserved from the kernel's
+#                ephemeral range, so no outgoing connection takes one before its service
 #
 # Whatever is already listening is left alone, so running this again is harmless.
 # The per-service databases (users, orders, payments, inventory) are created if missing.
@@ -481,9 +483,30 @@ prometheus_installed() {
   ok $name "installed (started by the tests that need it)"
 }
 
+# The services' gRPC ports (50051-50055) lie in Linux's ephemeral port range
+# (32768-60999 by default): the kernel may give one to an outgoing connection
+# as its local port (a service's pool connecting to Postgres, say), and the
+# service that starts next cannot listen on it ("Address already in use").
+# Reserved ports are never handed out that way, and tests' port-0 listeners
+# skip them too.
+reserve_service_ports() {
+  local name=ports want=50051-50055 file=/proc/sys/net/ipv4/ip_local_reserved_ports current
+  current=$(cat "$file" 2>/dev/null) || { ok $name "no $file here; nothing to reserve"; return; }
+  if [[ ",$current," == *",$want,"* ]]; then
+    ok $name "$want already reserved from the ephemeral range"
+    return
+  fi
+  if as_root sysctl -qw "net.ipv4.ip_local_reserved_ports=${current:+$current,}$want" 2>/dev/null; then
+    ok $name "$want reserved from the ephemeral range"
+  else
+    note "could not reserve $want (net.ipv4.ip_local_reserved_ports); a service may rarely find its gRPC port taken"
+  fi
+}
+
 # ---------------------------------------------------------------------------
 
 postgres_up
+reserve_service_ports
 rabbitmq_up
 nats_up
 kafka_up

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2e::api::{EventStream, Exchange};
 use e2e::openapi::OpenApi;
-use e2e::stack::{PATIENCE, Session, Stack};
+use e2e::stack::{PATIENCE, Service, Session, Stack};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -29,6 +29,17 @@ async fn place(customer: &Session, product: &Value, quantity: u32) -> String {
     placed.body["id"].as_str().unwrap().to_owned()
 }
 
+/// A customer with a funded wallet who ordered one of a product in stock
+/// (three of it, at 7.00): the customer, the product and the order's id.
+async fn a_customer_with_an_order(stack: &Stack) -> (Session, Value, String) {
+    let admin = stack.admin().await;
+    let product = stack.product(&admin, 700, 3).await;
+    let customer = stack.customer().await;
+    stack.wallet(&customer).await;
+    let order = place(&customer, &product, 1).await;
+    (customer, product, order)
+}
+
 fn statuses(stream: &EventStream) -> Vec<String> {
     stream
         .events
@@ -43,12 +54,7 @@ async fn the_owner_sees_pending_then_confirmed_and_the_stream_ends() {
         .delay_confirmation(CONFIRM_DELAY)
         .start()
         .await;
-    let admin = stack.admin().await;
-    let product = stack.product(&admin, 700, 3).await;
-    let customer = stack.customer().await;
-    stack.wallet(&customer).await;
-
-    let order = place(&customer, &product, 1).await;
+    let (customer, product, order) = a_customer_with_an_order(&stack).await;
     let path = format!("/api/v1/orders/{order}/events");
     let stream = customer.api.follow(&path, PATIENCE, |_| false).await;
     assert_eq!(stream.status, 200, "{stream:?}");
@@ -163,4 +169,31 @@ async fn only_the_owner_may_follow_an_order() {
         Some("CONFIRMED"),
         "{mine:?}"
     );
+}
+
+/// The order service's read models lag (each projection batch is held open
+/// for a second): a stream opened just after the order settled starts from
+/// the settled status the stored notification announced, not from the stale
+/// PENDING of the read model.
+#[tokio::test]
+async fn a_stream_opened_after_the_order_settled_starts_from_the_settled_status() {
+    let stack = Stack::builder()
+        .env(
+            Service::Order,
+            "FAULTS",
+            "eventstore.projection.before_checkpoint=delay(1000)",
+        )
+        .start()
+        .await;
+    let (customer, _, order) = a_customer_with_an_order(&stack).await;
+    let path = format!("/api/v1/orders/{order}/events");
+    let settled = customer.api.follow(&path, PATIENCE, |_| false).await;
+    assert_eq!(
+        statuses(&settled).last().map(String::as_str),
+        Some("CONFIRMED"),
+        "{settled:?}"
+    );
+    let again = customer.api.follow(&path, PATIENCE, |_| false).await;
+    assert_eq!(statuses(&again), ["CONFIRMED"], "{again:?}");
+    assert!(again.ended, "{again:?}");
 }

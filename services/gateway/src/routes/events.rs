@@ -23,7 +23,11 @@
 //!
 //! The status read in step 3 and the notifications overlap (a notification
 //! of the status just read may still arrive), and a read model can lag
-//! behind a notification. Statuses only move forward (PENDING → CONFIRMED
+//! behind a notification. So the first status sent is the further along of
+//! the order as read and the last notification stored for it (JetStream
+//! keeps them): a stream opened just after the order settled starts from
+//! the settled status, not from a stale one it would then hold for a
+//! recheck. Statuses only move forward (PENDING → CONFIRMED
 //! | REJECTED, CONFIRMED → CANCELLED), so the stream sends a status only if
 //! it is further along than the last one sent; anything else is a duplicate
 //! or stale and is dropped.
@@ -385,6 +389,25 @@ async fn subscribe(state: &AppState, id: Uuid) -> Option<BoxStream<'static, Byte
     }
 }
 
+/// The last notification stored for the order, if NATS has one and answers
+/// within [`NATS_WAIT`].
+async fn last_notification(state: &AppState, id: Uuid) -> Option<OrderStatusEvent> {
+    let subject = status_subject(&state.settings.order_status_subject_prefix, id);
+    let lookup = async {
+        let jetstream = state.nats.jetstream().await.ok()?;
+        let stream = jetstream.stream_by_subject(subject.as_str()).await.ok()?;
+        let stored = jetstream
+            .get_stream_no_info(stream)
+            .await
+            .ok()?
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .ok()?;
+        OrderStatusEvent::of_notification(id, &stored.payload).ok()
+    };
+    tokio::time::timeout(NATS_WAIT, lookup).await.ok().flatten()
+}
+
 /// A consumer span for one notification: the child of the order service's
 /// publish span whose context the message's headers carry, so the order's
 /// trace reaches the edge, linked to the span of the request following it.
@@ -450,7 +473,13 @@ pub async fn follow_order(
         caller,
         request_id: request_id.map(|Extension(id)| id),
     };
-    let first = reader.current().await?;
+    let mut first = reader.current().await?;
+    if feed.is_some()
+        && let Some(stored) = last_notification(&state, id).await
+        && rank(stored.status) > rank(first.status)
+    {
+        first = stored;
+    }
     let mut tracker = Tracker::default();
     tracker.admit(&first, true);
     let period = if feed.is_some() {

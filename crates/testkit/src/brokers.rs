@@ -13,12 +13,21 @@ const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
 const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
+/// Where the `host:port` of a broker URL stands in it
+/// (`scheme://[user:pass@]host:port[/...]`, or a comma-separated list of
+/// `host:port`, of which the first).
+pub(crate) fn authority_range(url: &str) -> std::ops::Range<usize> {
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let start = url[start..].rfind('@').map_or(start, |at| start + at + 1);
+    let end = url[start..]
+        .find(['/', ',', '?'])
+        .map_or(url.len(), |end| start + end);
+    start..end
+}
+
 /// Whether `url`'s host and port accept a TCP connection within 3 s.
 pub async fn reachable(url: &str) -> bool {
-    let authority = url.split("://").nth(1).unwrap_or(url);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let host_port = authority.split(['/', ',', '?']).next().unwrap_or(authority);
-    let connect = tokio::net::TcpStream::connect(host_port);
+    let connect = tokio::net::TcpStream::connect(&url[authority_range(url)]);
     matches!(
         tokio::time::timeout(Duration::from_secs(3), connect).await,
         Ok(Ok(_))
@@ -86,5 +95,20 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
+    }
+
+    #[test]
+    fn the_authority_of_each_kind_of_broker_url() {
+        for (url, authority) in [
+            ("amqp://guest:guest@127.0.0.1:5672/%2f", "127.0.0.1:5672"),
+            ("nats://127.0.0.1:4222", "127.0.0.1:4222"),
+            ("127.0.0.1:9092,127.0.0.1:9093", "127.0.0.1:9092"),
+            (
+                "postgres://postgres@localhost:5432/db?sslmode=disable",
+                "localhost:5432",
+            ),
+        ] {
+            assert_eq!(&url[authority_range(url)], authority, "{url}");
+        }
     }
 }

@@ -51,22 +51,19 @@ impl TcpProxy {
 /// (`scheme://[user:pass@]host:port[/...]`), holding every new connection
 /// for `delay`, and `url` pointed at it.
 pub async fn delaying_proxy(url: &str, delay: Duration) -> (TcpProxy, String) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (credentials, rest) = match rest.split_once('@') {
-        Some((credentials, rest)) => (format!("{credentials}@"), rest),
-        None => (String::new(), rest),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(slash) => rest.split_at(slash),
-        None => (rest, ""),
-    };
-    let upstream = tokio::net::lookup_host(authority)
+    let authority = crate::brokers::authority_range(url);
+    let upstream = tokio::net::lookup_host(&url[authority.clone()])
         .await
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .unwrap_or_else(|| panic!("cannot resolve {authority} of {url}"));
+        .unwrap_or_else(|| panic!("cannot resolve the host of {url}"));
     let proxy = TcpProxy::start_delayed(([127, 0, 0, 1], 0).into(), upstream, delay).await;
-    let through = format!("{scheme}://{credentials}{}{path}", proxy.addr);
+    let through = format!(
+        "{}{}{}",
+        &url[..authority.start],
+        proxy.addr,
+        &url[authority.end..]
+    );
     (proxy, through)
 }
 

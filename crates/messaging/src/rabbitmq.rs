@@ -214,14 +214,12 @@ impl Shared {
     /// while it stays connected; retries with backoff until
     /// `reconnect_timeout`, each step bounded by [`STEP_TIMEOUT`].
     async fn reconnect(&self) -> Result<Arc<PublishSession>> {
-        if let Some(session) = self.usable_session() {
-            return Ok(session);
+        let last = self.current.read().ok().and_then(|current| current.clone());
+        if let Some(session) = last.as_ref().filter(|s| s.is_usable()) {
+            return Ok(session.clone());
         }
-        let mut connection = self
-            .current
-            .read()
-            .ok()
-            .and_then(|current| current.as_ref().map(|s| s.connection.clone()))
+        let mut connection = last
+            .map(|s| s.connection.clone())
             .filter(|c| c.status().connected());
         let deadline = tokio::time::Instant::now() + self.config.reconnect_timeout;
         let mut delay = RECONNECT_INITIAL;
@@ -297,6 +295,8 @@ impl Shared {
         }
     }
 
+    /// Fails with `NotFound` unless `exchange` exists, checked once per
+    /// connection on a throw-away channel.
     async fn check_exchange(&self, session: &PublishSession, exchange: &str) -> Result<()> {
         if exchange.is_empty() || known(&session.known_exchanges, exchange) {
             return Ok(());

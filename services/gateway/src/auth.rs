@@ -498,13 +498,20 @@ mod tests {
         format!("Bearer {}", key.sign(&claims).unwrap())
     }
 
-    #[tokio::test]
-    async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_flood_the_issuer() {
+    /// An issuer publishing one key, and the gateway's keys loaded from it
+    /// with a 10 s refetch interval.
+    async fn loaded_with_one_key() -> (Issuer, SigningKey, Keys) {
         let issuer = Issuer::default();
         let old = SigningKey::generate().unwrap();
         issuer.publish(&[&old]);
         let keys = keys(issuer.serve().await, Duration::from_secs(10));
         keys.refresh().await.unwrap();
+        (issuer, old, keys)
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_flood_the_issuer() {
+        let (issuer, old, keys) = loaded_with_one_key().await;
         assert!(keys.verify(Some(&bearer(&old))).await.is_ok());
 
         // The issuer rotates: a token with the new kid triggers one refetch.
@@ -532,11 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refetch_outlives_the_request_that_started_it() {
-        let issuer = Issuer::default();
-        let old = SigningKey::generate().unwrap();
-        issuer.publish(&[&old]);
-        let keys = keys(issuer.serve().await, Duration::from_secs(10));
-        keys.refresh().await.unwrap();
+        let (issuer, old, keys) = loaded_with_one_key().await;
 
         let new = SigningKey::generate().unwrap();
         issuer.publish(&[&new, &old]);

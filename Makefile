@@ -44,7 +44,7 @@ fmt: ## Format the Rust code
 bench: ## Run the benchmarks
 	$(CARGO) bench --workspace
 
-bench-gateway: ## wrk: GET /users/me through the gateway, direct, and through nginx (release build)
+bench-gateway: ## wrk: GET /users/me through the gateway, direct, nginx and a bare hyper proxy (release build)
 	scripts/bench-gateway.sh
 
 ensure-nextest:

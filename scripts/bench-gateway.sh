@@ -10,6 +10,10 @@
 #     3. through nginx, a plain reverse proxy in front of the user service
 #                              (upstream keepalive, HTTP/1.1 to the upstream,
 #                               no access log: a fair, well-configured nginx)
+#     4. through `bare`, the floor: the gateway's HTTP stack alone (hyper's
+#                              server, hyper-util's pooled client, tokio,
+#                              mimalloc) as a proxy with none of its features
+#                              (services/gateway/examples/bare_proxy.rs)
 #
 # The route reads the profile from Postgres, so every variant includes the
 # same user-service work; the differences are what each proxy adds.
@@ -28,9 +32,9 @@
 # The user service logs at warn in every variant (it is the same work under
 # each proxy), and nginx runs without an access log.
 #
-# Every proxy is warmed up first, then measured for BENCH_DURATION, the three
+# Every proxy is warmed up first, then measured for BENCH_DURATION, the four
 # one after the other (nginx and the gateway taking turns to go first),
-# BENCH_ROUNDS times. For nginx and the gateway, the CPU time their
+# BENCH_ROUNDS times. For the three proxies, the CPU time their
 # processes used during each measured run is divided by the requests served:
 # the proxy's own cost per request, much steadier than throughput when the
 # machine is busy with other work. A summary table (medians over the rounds,
@@ -43,7 +47,7 @@
 #   BENCH_DURATION      measured run per target          (default 20s)
 #   BENCH_WARMUP        warm-up run per target           (default 5s, first
 #                       round only)
-#   BENCH_ROUNDS        rounds of the three measurements (default 1; on a
+#   BENCH_ROUNDS        rounds of the four measurements  (default 1; on a
 #                       busy machine 3 or more, and compare the ratios)
 #   BENCH_CONNECTIONS   wrk connections                  (default 32)
 #   BENCH_THREADS       wrk threads                      (default 1; the machine's
@@ -87,6 +91,7 @@ GATEWAY_GRPC=$((BASE + 1))
 USER_HTTP=$((BASE + 2))
 USER_GRPC=$((BASE + 3))
 NGINX_HTTP=$((BASE + 4))
+BARE_HTTP=$((BASE + 5))
 
 section() { printf '\n==> %s\n' "$*"; }
 fail() {
@@ -117,17 +122,18 @@ echo "wrk: $(wrk --version 2>&1 | head -n 1)"
 echo "nginx: $("$NGINX" -v 2>&1)"
 
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-  section "release build (gateway, user)"
+  section "release build (gateway, user, the bare proxy)"
   cargo build --release --bins -p gateway -p user
+  cargo build --release -p gateway --example bare_proxy
 fi
-for bin in gateway user; do
+for bin in gateway user examples/bare_proxy; do
   [[ -x $BIN_DIR/$bin ]] || fail "$BIN_DIR/$bin not found (build it, or unset BENCH_SKIP_BUILD)"
 done
 
 section "infrastructure"
 scripts/infra-up.sh
 
-for port in $GATEWAY_HTTP $GATEWAY_GRPC $USER_HTTP $USER_GRPC $NGINX_HTTP; do
+for port in $GATEWAY_HTTP $GATEWAY_GRPC $USER_HTTP $USER_GRPC $NGINX_HTTP $BARE_HTTP; do
   if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
     fail "port $port is taken (set BENCH_PORT_BASE to another range)"
   fi
@@ -190,6 +196,13 @@ env "${gateway_env[@]}" \
 GATEWAY_PID=$!
 PIDS+=("$GATEWAY_PID")
 wait_ready gateway "http://127.0.0.1:$GATEWAY_HTTP/readyz"
+
+section "bare proxy on :$BARE_HTTP"
+"$BIN_DIR/examples/bare_proxy" "127.0.0.1:$BARE_HTTP" "http://127.0.0.1:$USER_HTTP" \
+  >"$WORK/bare.log" 2>&1 &
+BARE_PID=$!
+PIDS+=("$BARE_PID")
+wait_ready bare "http://127.0.0.1:$BARE_HTTP/readyz"
 
 section "nginx on :$NGINX_HTTP"
 mkdir -p "$WORK/logs"
@@ -262,13 +275,16 @@ ROUTE=/api/v1/users/me
 check gateway "http://127.0.0.1:$GATEWAY_HTTP$ROUTE" -H "authorization: Bearer $TOKEN"
 check direct "http://127.0.0.1:$USER_HTTP$ROUTE" -H "x-user-id: $USER_ID"
 check nginx "http://127.0.0.1:$NGINX_HTTP$ROUTE" -H "x-user-id: $USER_ID"
+check bare "http://127.0.0.1:$BARE_HTTP$ROUTE" -H "x-user-id: $USER_ID"
 
 # --------------------------------------------------------------- measuring
 
-# The processes of a proxy: the gateway, or nginx's master and workers.
+# The processes of a proxy: the gateway, the bare proxy, or nginx's master
+# and workers.
 proxy_pids() {
   case $1 in
     gateway) echo "$GATEWAY_PID" ;;
+    bare) echo "$BARE_PID" ;;
     nginx)
       local master
       master=$(cat "$WORK/nginx.pid")
@@ -334,18 +350,20 @@ median() {
 # Per target, one entry per round: requests/s, and p50/p99 in microseconds.
 declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS RESULT_CPU
 RATIOS=()
+BARE_RATIOS=()
 for round in $(seq "$ROUNDS"); do
   warmup=$WARMUP
   ((round == 1)) || warmup=0
   # nginx and the gateway swap places every other round, so that a load
   # that drifts during a run (the machine is shared) favours neither.
-  order=(direct nginx gateway)
-  ((round % 2)) || order=(direct gateway nginx)
+  order=(direct bare nginx gateway)
+  ((round % 2)) || order=(direct bare gateway nginx)
   for target in "${order[@]}"; do
     case $target in
       gateway) url="http://127.0.0.1:$GATEWAY_HTTP$ROUTE" header="Authorization: Bearer $TOKEN" ;;
       direct) url="http://127.0.0.1:$USER_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
       nginx) url="http://127.0.0.1:$NGINX_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
+      bare) url="http://127.0.0.1:$BARE_HTTP$ROUTE" header="x-user-id: $USER_ID" ;;
     esac
     section "round $round/$ROUNDS, $target: $url ($([[ $warmup == 0 ]] || echo "$warmup warm-up, then ")$DURATION, $CONNECTIONS connections, $THREADS thread(s))"
     run "$target" "$url" "$header" "$warmup"
@@ -357,9 +375,11 @@ for round in $(seq "$ROUNDS"); do
     case $target in
       nginx) nginx_rps=$RPS ;;
       gateway) gateway_rps=$RPS ;;
+      bare) bare_rps=$RPS ;;
     esac
   done
   RATIOS+=("$(awk -v g="$gateway_rps" -v n="$nginx_rps" 'BEGIN {printf "%.2f", g / n}')")
+  BARE_RATIOS+=("$(awk -v b="$bare_rps" -v n="$nginx_rps" 'BEGIN {printf "%.2f", b / n}')")
 done
 
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
@@ -395,7 +415,7 @@ fi
 # ----------------------------------------------------------------- summary
 
 declare -A MED_RPS MED_P50 MED_P99 MED_CPU
-for target in direct nginx gateway; do
+for target in direct nginx bare gateway; do
   # shellcheck disable=SC2086
   [[ -z ${RESULT_CPU[$target]// /} ]] || MED_CPU[$target]=$(median ${RESULT_CPU[$target]})
   # shellcheck disable=SC2086 # the per-round lists split on purpose
@@ -416,7 +436,7 @@ SUMMARY=$WORK/summary.md
   fi
   echo "| target | requests/s | p50 | p99 | proxy CPU per request | errors |"
   echo "|---|---:|---:|---:|---:|---:|"
-  for target in direct nginx gateway; do
+  for target in direct nginx bare gateway; do
     cpu=-
     [[ -z ${MED_CPU[$target]:-} ]] || cpu="$(printf '%.1f' "${MED_CPU[$target]}") µs"
     printf '| %s | %.0f | %s | %s | %s | %s |\n' "$target" "${MED_RPS[$target]}" \
@@ -428,8 +448,12 @@ SUMMARY=$WORK/summary.md
     -v dp99="${MED_P99[direct]}" -v gp99="${MED_P99[gateway]}" 'BEGIN {
       printf "- gateway overhead over direct: %+.0f us at p50, %+.0f us at p99; throughput %.0f%% of direct\n", gp50 - dp50, gp99 - dp99, 100 * g / d
     }'
-  awk -v g="${MED_CPU[gateway]}" -v n="${MED_CPU[nginx]}" 'BEGIN {
-      printf "- proxy CPU per request (the proxy'"'"'s processes, user + system time): gateway %.1f µs, nginx %.1f µs (%.2fx)\n", g, n, g / n
+  awk -v g="${MED_CPU[gateway]}" -v n="${MED_CPU[nginx]}" -v b="${MED_CPU[bare]}" 'BEGIN {
+      printf "- proxy CPU per request (the proxy'"'"'s processes, user + system time): gateway %.1f µs, nginx %.1f µs (%.2fx), bare %.1f µs (%.2fx)\n", g, n, g / n, b, b / n
+    }'
+  awk -v r="$(median "${BARE_RATIOS[@]}")" -v all="${BARE_RATIOS[*]}" -v rounds="$ROUNDS" 'BEGIN {
+      printf "- bare proxy (the floor) throughput relative to nginx: %.2fx%s\n", r,
+        (rounds > 1 ? " (median; rounds: " all ")" : "")
     }'
   ratio=$(median "${RATIOS[@]}")
   awk -v r="$ratio" -v all="${RATIOS[*]}" -v rounds="$ROUNDS" 'BEGIN {

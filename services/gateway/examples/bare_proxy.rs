@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -25,6 +24,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use resilience::Endpoint;
 use tokio::net::TcpListener;
 
 #[global_allocator]
@@ -38,8 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: bare_proxy LISTEN_ADDR UPSTREAM_URL";
     let listen: SocketAddr = args.next().ok_or(usage)?.parse()?;
-    let upstream: Uri = args.next().ok_or(usage)?.parse()?;
-    let authority = upstream.authority().ok_or(usage)?.clone();
+    let upstream = Endpoint::parse(&args.next().ok_or(usage)?)?;
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -49,10 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let client = client.clone();
-        let authority = authority.clone();
+        let upstream = upstream.clone();
         tokio::spawn(async move {
             let service =
-                service_fn(move |request| forward(client.clone(), authority.clone(), request));
+                service_fn(move |request| forward(client.clone(), upstream.clone(), request));
             // A connection ends with its client; nothing to report.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -63,19 +62,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn forward(
     client: Arc<Upstream>,
-    authority: Authority,
+    upstream: Endpoint,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let (mut parts, body) = request.into_parts();
-    let mut uri = parts.uri.into_parts();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
-    let Ok(uri) = Uri::from_parts(uri) else {
+    // The gateway's own way of pointing a request at an instance.
+    let Ok(mut request) = upstream.rebase(request) else {
         return Ok(status(StatusCode::BAD_REQUEST));
     };
-    parts.uri = uri;
-    parts.headers.remove(HOST);
-    match client.request(Request::from_parts(parts, body)).await {
+    request.headers_mut().remove(HOST);
+    match client.request(request).await {
         Ok(response) => Ok(response.map(BodyExt::boxed)),
         Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),
     }

@@ -26,13 +26,14 @@
 //! trace of an observation in the bucket, for Grafana to jump to.
 
 mod exemplars;
+mod http_server;
 mod openmetrics;
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+pub use http_server::{HTTP_SERVER_DURATION, TrackHttp, TrackHttpLayer};
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
@@ -155,36 +156,6 @@ fn openmetrics_with_exemplars(exposition: &str, exemplars: &Exemplars) -> String
         let buckets = series.get(&(family.to_owned(), labels.clone()))?;
         buckets.get(buckets.index_of_le(le)?)
     })
-}
-
-/// Axum middleware recording `http_server_request_duration_seconds` with the
-/// OpenTelemetry semantic-convention labels. Install it with `route_layer` so
-/// the matched route template (not the raw path) is the `http_route` label,
-/// which keeps the label's cardinality bounded.
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    if let Err(fault) = crate::faults::inject("http.server.request").await {
-        return crate::problem::Problem::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "FAULT_INJECTED",
-            fault.to_string(),
-        )
-        .into_response();
-    }
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "http_request_method" => method,
-        "http_route" => route,
-        "http_response_status_code" => response.status().as_str().to_owned(),
-    )
-    .record(started.elapsed().as_secs_f64());
-    response
 }
 
 // ----------------------------------------------------------- process, runtime

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use futures::future::join_all;
 use tokio::net::TcpListener;
@@ -226,7 +226,7 @@ impl Running {
                 .route_layer(
                     ServiceBuilder::new()
                         .layer(http_layers::trace_layer())
-                        .layer(from_fn(metrics::track_http)),
+                        .layer(metrics::TrackHttpLayer),
                 );
             let stop = shutdown.clone();
             servers.push(tokio::spawn(async move {

@@ -160,7 +160,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
     ]));
     global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_new(&args.log_filter)?;
+    let verbosity = Verbosity::new(&args.log_filter)?;
     // What tracing-opentelemetry adds to every span besides its fields —
     // busy/idle time (a clock read at each enter and exit, and a span is
     // entered at each poll of its future), the thread, the source location —
@@ -181,7 +181,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
-        .with(otel.and_then(logs).with_filter(Verbosity::new(filter)))
+        .with(otel.and_then(logs).with_filter(verbosity))
         .try_init()?;
     Ok(Telemetry { provider })
 }
@@ -192,14 +192,24 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
 /// not turn tracing off.
 struct Verbosity {
     log: EnvFilter,
+    /// Whether the log filter has span-scoped directives
+    /// (`[span{field=value}]=level`), the only ones that follow spans as
+    /// they open, record, enter, exit and close: each of those is a lock and
+    /// a lookup in the filter, several times per request.
+    follows_spans: bool,
 }
 
 /// The least severe level of the spans traced whatever the log filter says.
 const TRACED_SPANS: Level = Level::INFO;
 
 impl Verbosity {
-    fn new(log: EnvFilter) -> Self {
-        Self { log }
+    /// The filter of the log directives `directives` (`RUST_LOG`).
+    fn new(directives: &str) -> Result<Self, tracing_subscriber::filter::ParseError> {
+        Ok(Self {
+            log: EnvFilter::try_new(directives)?,
+            // A span scope is written in brackets, and nothing else is.
+            follows_spans: directives.contains('['),
+        })
     }
 
     fn always_traced(metadata: &Metadata<'_>) -> bool {
@@ -213,18 +223,19 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Verbosity {
     }
 
     fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if Self::always_traced(metadata) {
-            return Interest::sometimes();
+        // The log filter is asked about every callsite, even a span traced
+        // anyway: asking is how it learns the spans its span-scoped
+        // directives name.
+        let log = Filter::<S>::callsite_enabled(&self.log, metadata);
+        if log.is_never() && !Self::always_traced(metadata) {
+            return log;
         }
         // Never `always`: tracing-subscriber hands a per-layer filter's
         // verdict to the layer through a thread-local that `enabled`
         // refreshes, and a callsite cached as `always` skips `enabled`, so
         // the layer reads whatever was asked last (sqlx's `log_enabled!`
         // leaves a "no") and drops the event (tokio-rs/tracing#2519).
-        match Filter::<S>::callsite_enabled(&self.log, metadata) {
-            never if never.is_never() => never,
-            _ => Interest::sometimes(),
-        }
+        Interest::sometimes()
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
@@ -235,23 +246,33 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Verbosity {
     // The log filter's span-scoped directives (`[span{field=value}]`)
     // follow the spans through these.
     fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, cx: Context<'_, S>) {
-        Filter::on_new_span(&self.log, attributes, id, cx);
+        if self.follows_spans {
+            Filter::on_new_span(&self.log, attributes, id, cx);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, cx: Context<'_, S>) {
-        Filter::on_record(&self.log, id, values, cx);
+        if self.follows_spans {
+            Filter::on_record(&self.log, id, values, cx);
+        }
     }
 
     fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
-        Filter::on_enter(&self.log, id, cx);
+        if self.follows_spans {
+            Filter::on_enter(&self.log, id, cx);
+        }
     }
 
     fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
-        Filter::on_exit(&self.log, id, cx);
+        if self.follows_spans {
+            Filter::on_exit(&self.log, id, cx);
+        }
     }
 
     fn on_close(&self, id: Id, cx: Context<'_, S>) {
-        Filter::<S>::on_close(&self.log, id, cx);
+        if self.follows_spans {
+            Filter::<S>::on_close(&self.log, id, cx);
+        }
     }
 }
 
@@ -596,7 +617,7 @@ mod tests {
                 .with_tracer(provider.tracer("test"))
                 .with_context_activation(false)
                 .and_then(JsonLines::new("test", move || writer.clone()))
-                .with_filter(Verbosity::new(EnvFilter::new(log_filter)));
+                .with_filter(Verbosity::new(log_filter).unwrap());
             let subscriber = tracing_subscriber::registry().with(layers);
             let traces = tracing::subscriber::with_default(subscriber, || {
                 let request = tracing::info_span!("request", request_id = "r-1");
@@ -631,12 +652,52 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
     }
 
+    /// A span-scoped directive follows its spans: a debug line is written
+    /// inside the span it names (and its children), and nowhere else.
+    #[test]
+    fn span_scoped_directives_follow_their_spans() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layers = JsonLines::new("test", move || writer.clone())
+            .with_filter(Verbosity::new("warn,[checkout{user=alice}]=debug").unwrap());
+        let subscriber = tracing_subscriber::registry().with(layers);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!("before");
+            for user in ["bob", "alice"] {
+                let checkout = tracing::info_span!("checkout", user);
+                let _checkout = checkout.enter();
+                tracing::debug!(user, "inside");
+                let step = tracing::info_span!("step");
+                let _step = step.enter();
+                tracing::debug!(user, "nested");
+            }
+            tracing::debug!("after");
+        });
+        let written: Vec<(String, String)> = lines
+            .json()
+            .iter()
+            .map(|line| {
+                (
+                    line["message"].as_str().unwrap_or_default().to_owned(),
+                    line["user"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("inside".to_owned(), "alice".to_owned()),
+                ("nested".to_owned(), "alice".to_owned()),
+            ]
+        );
+    }
+
     /// tokio-rs/tracing#2519: a per-layer filter must not let a callsite be
     /// cached as `always`, or the layers miss its events after a dynamic
     /// `enabled` call (sqlx's `log_enabled!`) said "no" to something else.
     #[test]
     fn no_callsite_is_cached_as_always() {
-        let verbosity = Verbosity::new(EnvFilter::new("info,sqlx=warn"));
+        let verbosity = Verbosity::new("info,sqlx=warn").unwrap();
         let subscriber = tracing_subscriber::registry();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request");

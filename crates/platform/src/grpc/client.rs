@@ -5,11 +5,13 @@
 //! records `rpc_client_duration_seconds`. Wrapping the channel rather than
 //! each call site means no caller can forget.
 //!
-//! The status recorded is the `grpc-status` of a trailers-only response (how
-//! a failed call is answered), otherwise `0`, as on the server side
-//! ([`super::ObserveGrpcLayer`]): the call is measured to its response's
-//! headers. A call abandoned before them (the caller's deadline, a client
-//! that went away) ends with `CANCELLED` (1), as the caller saw it.
+//! The call is measured to its response's headers, and the status recorded
+//! is the `grpc-status` of a trailers-only response (how a failed call is
+//! answered), otherwise `0`: whether the call was answered. A stream's later
+//! failure is its reader's to see, and the server's to count
+//! ([`super::ObserveGrpcLayer`] counts every call with its final status). A
+//! call abandoned before its headers (the caller's deadline, a client that
+//! went away) ends with `CANCELLED` (1), as the caller saw it.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};

@@ -3,6 +3,12 @@
 //! client side ([`client`]: channels whose calls carry the caller's trace
 //! context and record `rpc_client_duration_seconds`).
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http_body::Frame;
+use pin_project_lite::pin_project;
+
 pub mod client;
 pub mod server;
 
@@ -18,15 +24,86 @@ pub(crate) fn split_path(path: &str) -> (String, String) {
     (service, method)
 }
 
-/// The status of a response whose `grpc-status` came in the headers (a
-/// trailers-only response: how a handler's `Err(Status)` travels), else `0`.
-pub(crate) fn header_status<B>(response: &http::Response<B>) -> String {
+/// `rpc.grpc.status_code` of a call whose response ended without a
+/// `grpc-status` (`UNKNOWN`).
+pub const UNKNOWN: &str = "2";
+
+/// The `grpc-status` of a trailers-only response (how a handler's
+/// `Err(Status)` travels): the status in the headers, if any.
+pub(crate) fn trailers_only_status<B>(response: &http::Response<B>) -> Option<&str> {
     response
         .headers()
         .get("grpc-status")
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("0")
-        .to_owned()
+}
+
+/// The status of a response whose `grpc-status` came in the headers, else
+/// `0`.
+pub(crate) fn header_status<B>(response: &http::Response<B>) -> String {
+    trailers_only_status(response).unwrap_or("0").to_owned()
+}
+
+/// An observed call, told its final status once.
+pub(crate) trait CallEnd {
+    fn end(self, code: &str);
+}
+
+pin_project! {
+    /// A response body that ends its call with the `grpc-status` of its
+    /// trailers, when they pass; with [`UNKNOWN`] when it ends or fails
+    /// without any. Dropped before then, it drops the call unended (which
+    /// counts it as cancelled).
+    pub(crate) struct StatusInTrailers<B, C> {
+        #[pin]
+        body: B,
+        call: Option<C>,
+    }
+}
+
+impl<B, C> StatusInTrailers<B, C> {
+    pub(crate) fn new(body: B, call: C) -> Self {
+        Self {
+            body,
+            call: Some(call),
+        }
+    }
+}
+
+impl<B: http_body::Body, C: CallEnd> http_body::Body for StatusInTrailers<B, C> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        let status = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                trailers
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or(UNKNOWN)
+            }),
+            Some(Err(_)) | None => Some(UNKNOWN),
+        };
+        if let Some(code) = status
+            && let Some(call) = this.call.take()
+        {
+            call.end(code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Polled once more past its end when the status is still to come.
+        self.call.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

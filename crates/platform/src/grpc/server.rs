@@ -9,6 +9,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::CallEnd;
+
 use http::Request;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -115,10 +117,13 @@ pub(crate) async fn set_health(reporter: &HealthReporter, names: &[&'static str]
 /// Tower layer for the gRPC server: a server span per call (parented to the
 /// caller's `traceparent`) and `rpc_server_duration_seconds`.
 ///
-/// The status label is the `grpc-status` of a trailers-only response (how
-/// tonic answers a handler's `Err(Status)`), otherwise `0`: a unary call that
-/// produced a message succeeded, and a stream's later failure is recorded on
-/// its span rather than here.
+/// A call is timed to its response's headers (a stream's lifetime says
+/// nothing about latency) and counted with its final status: the
+/// `grpc-status` of a trailers-only response (how tonic answers a handler's
+/// `Err(Status)`), else that of the trailers once the body has been sent —
+/// so a stream failing halfway counts as failed. A body dropped before its
+/// end (the client went away) counts as `CANCELLED`. The span lasts until
+/// then, so a stream's span covers the stream.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ObserveGrpcLayer;
 
@@ -141,8 +146,10 @@ where
     S: Service<Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    RB: http_body::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    RB::Error: Into<tonic::codegen::StdError>,
 {
-    type Response = S::Response;
+    type Response = http::Response<Body>;
     type Error = S::Error;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
@@ -188,19 +195,228 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let response = inner.call(request).instrument(span.clone()).await?;
-            let code = super::header_status(&response);
-            span.record("rpc.grpc.status_code", code.as_str());
-            if code != "0" {
-                span.record("otel.status_code", "ERROR");
-            }
-            metrics::histogram!(
-                "rpc_server_duration_seconds",
-                "rpc_service" => service,
-                "rpc_method" => method,
-                "rpc_grpc_status_code" => code,
-            )
-            .record(started.elapsed().as_secs_f64());
-            Ok(response)
+            let call = ServerCall {
+                span,
+                service,
+                method,
+                to_headers: started.elapsed(),
+                done: false,
+            };
+            Ok(match super::trailers_only_status(&response) {
+                Some(code) => {
+                    call.end(code);
+                    response.map(Body::new)
+                }
+                None => response.map(|body| Body::new(super::StatusInTrailers::new(body, call))),
+            })
         })
+    }
+}
+
+/// One call being answered: its span, its method, the time its response's
+/// headers took. Dropped before its status was known, it counts as
+/// `CANCELLED`.
+struct ServerCall {
+    span: tracing::Span,
+    service: String,
+    method: String,
+    to_headers: Duration,
+    done: bool,
+}
+
+impl CallEnd for ServerCall {
+    fn end(mut self, code: &str) {
+        self.record(code);
+    }
+}
+
+impl ServerCall {
+    fn record(&mut self, code: &str) {
+        self.done = true;
+        self.span.record("rpc.grpc.status_code", code);
+        if code != "0" {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        metrics::histogram!(
+            "rpc_server_duration_seconds",
+            "rpc_service" => std::mem::take(&mut self.service),
+            "rpc_method" => std::mem::take(&mut self.method),
+            "rpc_grpc_status_code" => code.to_owned(),
+        )
+        .record(self.to_headers.as_secs_f64());
+    }
+}
+
+impl Drop for ServerCall {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(super::client::CANCELLED);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, StreamBody};
+    use opentelemetry::trace::Status;
+    use tonic::codegen::Bytes;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::test_support::{Series, attribute, sampled, series, traced};
+
+    type Frames = StreamBody<tokio_stream::Iter<std::vec::IntoIter<Result<Frame, Infallible>>>>;
+    type Frame = http_body::Frame<Bytes>;
+
+    /// A server streaming `messages` then trailers with `status` (none: no
+    /// trailers at all).
+    fn streaming(
+        messages: usize,
+        status: Option<&'static str>,
+    ) -> impl Service<
+        Request<()>,
+        Response = http::Response<Frames>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |_: Request<()>| async move {
+            let mut frames: Vec<Result<Frame, Infallible>> = (0..messages)
+                .map(|_| Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))))
+                .collect();
+            if let Some(status) = status {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                frames.push(Ok(Frame::trailers(trailers)));
+            }
+            Ok(http::Response::new(StreamBody::new(tokio_stream::iter(
+                frames,
+            ))))
+        })
+    }
+
+    fn list_products() -> Request<()> {
+        Request::post("/ferrishop.inventory.v1.InventoryService/ListProducts")
+            .body(())
+            .unwrap()
+    }
+
+    fn counted(series: &Series, code: &str) -> bool {
+        sampled(
+            series,
+            &[
+                ("rpc_service", "ferrishop.inventory.v1.InventoryService"),
+                ("rpc_method", "ListProducts"),
+                ("rpc_grpc_status_code", code),
+            ],
+        )
+    }
+
+    /// A stream that fails halfway is counted, once it has ended, with the
+    /// status of its trailers; its span lasts until then and fails.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_is_counted_with_the_status_of_its_trailers() {
+        let spans = traced(async {
+            series("rpc_server_duration_seconds");
+            let response = ObserveGrpcLayer
+                .layer(streaming(3, Some("13")))
+                .oneshot(list_products())
+                .await
+                .unwrap();
+            let before = series("rpc_server_duration_seconds");
+            assert!(before.iter().all(|(_, count)| *count == 0), "{before:?}");
+            let body = response.into_body().collect().await.unwrap();
+            assert_eq!(body.trailers().unwrap()["grpc-status"], "13");
+            let after = series("rpc_server_duration_seconds");
+            assert!(counted(&after, "13"), "{after:?}");
+            assert_eq!(after.iter().map(|(_, count)| count).sum::<usize>(), 1);
+        })
+        .await;
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert_eq!(
+            attribute(&spans[0], "rpc.grpc.status_code").as_deref(),
+            Some("13")
+        );
+        assert!(matches!(spans[0].status, Status::Error { .. }));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_that_succeeds_counts_as_ok() {
+        let spans = traced(async {
+            series("rpc_server_duration_seconds");
+            let response = ObserveGrpcLayer
+                .layer(streaming(1, Some("0")))
+                .oneshot(list_products())
+                .await
+                .unwrap();
+            response.into_body().collect().await.unwrap();
+            let after = series("rpc_server_duration_seconds");
+            assert!(counted(&after, "0"), "{after:?}");
+        })
+        .await;
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        assert!(!matches!(spans[0].status, Status::Error { .. }));
+    }
+
+    /// A handler's `Err(Status)` comes as a trailers-only response: counted
+    /// at once, body or no body.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_trailers_only_answer_is_counted_at_once() {
+        traced(async {
+            series("rpc_server_duration_seconds");
+            let refusing = tower::service_fn(|_: Request<()>| async {
+                let response = http::Response::builder()
+                    .header("grpc-status", "5")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            });
+            let response = ObserveGrpcLayer
+                .layer(refusing)
+                .oneshot(list_products())
+                .await
+                .unwrap();
+            let now = series("rpc_server_duration_seconds");
+            assert!(counted(&now, "5"), "{now:?}");
+            drop(response);
+            let later = series("rpc_server_duration_seconds");
+            assert!(later.iter().all(|(_, count)| *count == 0), "{later:?}");
+        })
+        .await;
+    }
+
+    /// A client that leaves mid-stream drops the body: `CANCELLED`. A
+    /// stream that ends without any status is `UNKNOWN`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_left_or_without_status_is_not_ok() {
+        traced(async {
+            series("rpc_server_duration_seconds");
+            let response = ObserveGrpcLayer
+                .layer(streaming(3, Some("0")))
+                .oneshot(list_products())
+                .await
+                .unwrap();
+            let mut body = response.into_body();
+            body.frame().await.unwrap().unwrap();
+            drop(body);
+            let left = series("rpc_server_duration_seconds");
+            assert!(counted(&left, super::super::client::CANCELLED), "{left:?}");
+
+            let response = ObserveGrpcLayer
+                .layer(streaming(2, None))
+                .oneshot(list_products())
+                .await
+                .unwrap();
+            response.into_body().collect().await.unwrap();
+            let unfinished = series("rpc_server_duration_seconds");
+            assert!(
+                counted(&unfinished, super::super::UNKNOWN),
+                "{unfinished:?}"
+            );
+        })
+        .await;
     }
 }

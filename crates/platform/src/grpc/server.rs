@@ -233,17 +233,16 @@ impl CallEnd for ServerCall {
 impl ServerCall {
     fn record(&mut self, code: &str) {
         self.done = true;
-        self.span.record("rpc.grpc.status_code", code);
-        if code != "0" {
-            self.span.record("otel.status_code", "ERROR");
-        }
-        metrics::histogram!(
+        super::record_call(
+            &self.span,
             "rpc_server_duration_seconds",
-            "rpc_service" => std::mem::take(&mut self.service),
-            "rpc_method" => std::mem::take(&mut self.method),
-            "rpc_grpc_status_code" => code.to_owned(),
-        )
-        .record(self.to_headers.as_secs_f64());
+            (
+                std::mem::take(&mut self.service),
+                std::mem::take(&mut self.method),
+            ),
+            code,
+            self.to_headers,
+        );
     }
 }
 

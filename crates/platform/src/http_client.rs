@@ -149,6 +149,8 @@ impl ClientCall {
 }
 
 impl Observation for ClientCall {
+    type Body<B> = B;
+
     fn start<B>(request: &mut Request<B>) -> Self {
         let call = Self::open(request);
         crate::propagation::inject_span(&call.span, request.headers_mut());
@@ -159,11 +161,12 @@ impl Observation for ClientCall {
         &self.span
     }
 
-    fn finish<RB, E: Display>(self, result: &Result<Response<RB>, E>) {
-        match result {
+    fn finish<RB, E: Display>(self, result: Result<Response<RB>, E>) -> Result<Response<RB>, E> {
+        match &result {
             Ok(response) => self.answered(response.status()),
             Err(error) => self.failed(TRANSPORT_ERROR, error),
         }
+        result
     }
 }
 

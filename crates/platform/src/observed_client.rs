@@ -16,6 +16,10 @@ use tracing::{Instrument, Span};
 
 /// One request in flight, as a client observes it.
 pub trait Observation: Send + Sized + 'static {
+    /// What the body of a response becomes: the inner service's as it is,
+    /// or wrapped to observe the call until its body ends.
+    type Body<B>;
+
     /// Opens the observation of `request` and writes its trace context into
     /// the request's headers.
     fn start<B>(request: &mut Request<B>) -> Self;
@@ -23,8 +27,12 @@ pub trait Observation: Send + Sized + 'static {
     /// The span the request is sent in.
     fn span(&self) -> &Span;
 
-    /// The request ended with `result`.
-    fn finish<RB, E: Display>(self, result: &Result<Response<RB>, E>);
+    /// The inner service answered with `result`: ends the observation, or
+    /// hands it to the response's body.
+    fn finish<RB, E: Display>(
+        self,
+        result: Result<Response<RB>, E>,
+    ) -> Result<Response<Self::Body<RB>>, E>;
 }
 
 /// Tower service observing, with `O`, each request it passes to `inner`.
@@ -64,7 +72,7 @@ where
     O: Observation,
     B: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<O::Body<RB>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -82,8 +90,7 @@ where
                 .call(request)
                 .instrument(observation.span().clone())
                 .await;
-            observation.finish(&result);
-            result
+            observation.finish(result)
         })
     }
 }

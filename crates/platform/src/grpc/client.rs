@@ -5,13 +5,13 @@
 //! records `rpc_client_duration_seconds`. Wrapping the channel rather than
 //! each call site means no caller can forget.
 //!
-//! The call is measured to its response's headers, and the status recorded
-//! is the `grpc-status` of a trailers-only response (how a failed call is
-//! answered), otherwise `0`: whether the call was answered. A stream's later
-//! failure is its reader's to see, and the server's to count
-//! ([`super::ObserveGrpcLayer`] counts every call with its final status). A
-//! call abandoned before its headers (the caller's deadline, a client that
-//! went away) ends with `CANCELLED` (1), as the caller saw it.
+//! As on the server side ([`super::ObserveGrpcLayer`]), a call is timed to
+//! its response's headers and counted with its final status: that of a
+//! trailers-only response (how a failed call is answered), else that of the
+//! trailers once the body has been read, so a stream failing halfway counts
+//! as failed. A call abandoned before its end (the caller's deadline, a
+//! caller that stopped reading) counts as `CANCELLED` (1), as the caller saw
+//! it; a transport failure before any answer as `UNAVAILABLE` (14).
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use http::Request;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Span;
 
+use super::{CallEnd, StatusInTrailers};
 use crate::observed_client::{Observation, ObservedClient};
 
 /// A channel whose calls are traced and measured.
@@ -66,19 +67,21 @@ pub const UNAVAILABLE: &str = "14";
 /// `rpc.grpc.status_code` of a call dropped before its answer.
 pub const CANCELLED: &str = "1";
 
-/// One call in flight: its span, its method, its clock. Dropped before it
-/// was answered or failed, it counts as [`CANCELLED`].
+/// One call in flight: its span, its method, its clock. Dropped before its
+/// status was known, it counts as [`CANCELLED`].
 #[derive(Debug)]
 pub struct GrpcCall {
     span: Span,
     service: String,
     method: String,
     started: Instant,
+    /// How long the response's headers took, once they came.
+    to_headers: Option<Duration>,
     done: bool,
 }
 
 impl GrpcCall {
-    fn end(&mut self, code: &str) {
+    fn record(&mut self, code: &str) {
         self.done = true;
         super::record_call(
             &self.span,
@@ -88,12 +91,23 @@ impl GrpcCall {
                 std::mem::take(&mut self.method),
             ),
             code,
-            self.started.elapsed(),
+            self.to_headers.unwrap_or_else(|| self.started.elapsed()),
         );
     }
 }
 
+impl CallEnd for GrpcCall {
+    fn end(mut self, code: &str) {
+        self.record(code);
+    }
+}
+
+/// The body of a response to an observed call.
+pub type CallBody<B> = StatusInTrailers<B, GrpcCall>;
+
 impl Observation for GrpcCall {
+    type Body<B> = CallBody<B>;
+
     fn start<B>(request: &mut Request<B>) -> Self {
         let (service, method) = super::split_path(request.uri().path());
         let span = tracing::info_span!(
@@ -113,6 +127,7 @@ impl Observation for GrpcCall {
             service,
             method,
             started: Instant::now(),
+            to_headers: None,
             done: false,
         }
     }
@@ -121,10 +136,25 @@ impl Observation for GrpcCall {
         &self.span
     }
 
-    fn finish<RB, E: Display>(mut self, result: &Result<http::Response<RB>, E>) {
+    fn finish<RB, E: Display>(
+        mut self,
+        result: Result<http::Response<RB>, E>,
+    ) -> Result<http::Response<CallBody<RB>>, E> {
         match result {
-            Ok(response) => self.end(&super::header_status(response)),
-            Err(_) => self.end(UNAVAILABLE),
+            Ok(response) => {
+                self.to_headers = Some(self.started.elapsed());
+                Ok(match super::trailers_only_status(&response) {
+                    Some(code) => {
+                        self.end(code);
+                        response.map(StatusInTrailers::ended)
+                    }
+                    None => response.map(|body| StatusInTrailers::new(body, self)),
+                })
+            }
+            Err(error) => {
+                self.end(UNAVAILABLE);
+                Err(error)
+            }
         }
     }
 }
@@ -132,7 +162,7 @@ impl Observation for GrpcCall {
 impl Drop for GrpcCall {
     fn drop(&mut self) {
         if !self.done {
-            self.end(CANCELLED);
+            self.record(CANCELLED);
         }
     }
 }
@@ -256,5 +286,63 @@ mod tests {
             1,
             "a finished call is counted once: {series:?}"
         );
+    }
+
+    /// A stream read to its end is counted with the status of its
+    /// trailers; one the caller stops reading, as cancelled.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_is_counted_with_its_final_status() {
+        use http_body_util::BodyExt;
+        use tonic::codegen::Bytes;
+
+        let streaming = |status: &'static str| {
+            tower::service_fn(move |_: Request<()>| async move {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = vec![
+                    Ok(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                    Ok(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                    Ok(http_body::Frame::trailers(trailers)),
+                ];
+                let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+                Ok::<_, Infallible>(http::Response::new(body))
+            })
+        };
+        let spans = crate::test_support::traced(async {
+            crate::test_support::series("rpc_client_duration_seconds");
+            let response = tower::ServiceExt::oneshot(
+                ObserveGrpcClient::new(streaming("13")),
+                get_order_request(),
+            )
+            .await
+            .unwrap();
+            let answered = crate::test_support::series("rpc_client_duration_seconds");
+            assert!(
+                answered.iter().all(|(_, count)| *count == 0),
+                "{answered:?}"
+            );
+            response.into_body().collect().await.unwrap();
+            let read = crate::test_support::series("rpc_client_duration_seconds");
+            assert!(get_order_sampled(&read, "13"), "{read:?}");
+
+            let response = tower::ServiceExt::oneshot(
+                ObserveGrpcClient::new(streaming("0")),
+                get_order_request(),
+            )
+            .await
+            .unwrap();
+            let mut body = response.into_body();
+            body.frame().await.unwrap().unwrap();
+            drop(body);
+            let left = crate::test_support::series("rpc_client_duration_seconds");
+            assert!(get_order_sampled(&left, CANCELLED), "{left:?}");
+        })
+        .await;
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        let codes: Vec<_> = spans
+            .iter()
+            .map(|span| crate::test_support::attribute(span, "rpc.grpc.status_code"))
+            .collect();
+        assert_eq!(codes, [Some("13".to_owned()), Some(CANCELLED.to_owned())]);
     }
 }

@@ -37,12 +37,6 @@ pub(crate) fn trailers_only_status<B>(response: &http::Response<B>) -> Option<&s
         .and_then(|value| value.to_str().ok())
 }
 
-/// The status of a response whose `grpc-status` came in the headers, else
-/// `0`.
-pub(crate) fn header_status<B>(response: &http::Response<B>) -> String {
-    trailers_only_status(response).unwrap_or("0").to_owned()
-}
-
 /// A call's end, client or server side: its status on its span (failed
 /// unless `0`), and `elapsed` as a sample of `histogram`, labelled with the
 /// call's `(service, method)` and status.
@@ -67,7 +61,7 @@ fn record_call(
 }
 
 /// An observed call, told its final status once.
-pub(crate) trait CallEnd {
+pub trait CallEnd {
     fn end(self, code: &str);
 }
 
@@ -76,7 +70,7 @@ pin_project! {
     /// trailers, when they pass; with [`UNKNOWN`] when it ends or fails
     /// without any. Dropped before then, it drops the call unended (which
     /// counts it as cancelled).
-    pub(crate) struct StatusInTrailers<B, C> {
+    pub struct StatusInTrailers<B, C> {
         #[pin]
         body: B,
         call: Option<C>,
@@ -89,6 +83,11 @@ impl<B, C> StatusInTrailers<B, C> {
             body,
             call: Some(call),
         }
+    }
+
+    /// The body of a call already ended (a trailers-only response).
+    pub(crate) fn ended(body: B) -> Self {
+        Self { body, call: None }
     }
 }
 

@@ -83,15 +83,18 @@ pub struct GrpcCall {
 impl GrpcCall {
     fn record(&mut self, code: &str) {
         self.done = true;
-        super::record_call(
-            &self.span,
+        super::record_status(&self.span, code);
+        // The name written out: the deployment checks read it from here.
+        metrics::histogram!(
             "rpc_client_duration_seconds",
-            (
-                std::mem::take(&mut self.service),
-                std::mem::take(&mut self.method),
-            ),
-            code,
-            self.to_headers.unwrap_or_else(|| self.started.elapsed()),
+            "rpc_service" => std::mem::take(&mut self.service),
+            "rpc_method" => std::mem::take(&mut self.method),
+            "rpc_grpc_status_code" => code.to_owned(),
+        )
+        .record(
+            self.to_headers
+                .unwrap_or_else(|| self.started.elapsed())
+                .as_secs_f64(),
         );
     }
 }

@@ -37,27 +37,12 @@ pub(crate) fn trailers_only_status<B>(response: &http::Response<B>) -> Option<&s
         .and_then(|value| value.to_str().ok())
 }
 
-/// A call's end, client or server side: its status on its span (failed
-/// unless `0`), and `elapsed` as a sample of `histogram`, labelled with the
-/// call's `(service, method)` and status.
-fn record_call(
-    span: &tracing::Span,
-    histogram: &'static str,
-    (service, method): (String, String),
-    code: &str,
-    elapsed: std::time::Duration,
-) {
+/// A call's final status on its span: failed unless `0`.
+fn record_status(span: &tracing::Span, code: &str) {
     span.record("rpc.grpc.status_code", code);
     if code != "0" {
         span.record("otel.status_code", "ERROR");
     }
-    metrics::histogram!(
-        histogram,
-        "rpc_service" => service,
-        "rpc_method" => method,
-        "rpc_grpc_status_code" => code.to_owned(),
-    )
-    .record(elapsed.as_secs_f64());
 }
 
 /// An observed call, told its final status once.

@@ -234,6 +234,33 @@ mod tests {
         assert_eq!(recorded.len(), 3, "{recorded:?}");
     }
 
+    /// An injected `http.server.request` fault answers 503 problem+json
+    /// without running the handler, and is counted as the 503 it is.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_injected_fault_is_answered_and_counted() {
+        series(HTTP_SERVER_DURATION);
+        let app = app();
+        crate::faults::set(
+            "http.server.request",
+            Some(crate::faults::FaultAction::Error { probability: 1.0 }),
+        );
+        let request = Request::post("/items/7").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        crate::faults::set("http.server.request", None);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(
+            send(&app, Method::POST, "/items/7").await,
+            StatusCode::CREATED
+        );
+        let recorded = series(HTTP_SERVER_DURATION);
+        assert!(sampled(&recorded, &labels("POST", "503")), "{recorded:?}");
+        assert!(sampled(&recorded, &labels("POST", "201")), "{recorded:?}");
+    }
+
     /// A route keeps a bounded number of series; beyond them, requests are
     /// still recorded, through the recorder's own lookup.
     #[test]

@@ -57,6 +57,11 @@ use crate::subscription::{DestinationSpec, Subscription};
 const SYSTEM: MessagingSystem = MessagingSystem::Kafka;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a [`Transport::check`] waits for the cluster's metadata: under
+/// the platform's 2 s readiness timeout, so that a probe's answer is the
+/// cluster's and not the probe's own timeout.
+const METADATA_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// How to reach Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -107,6 +112,8 @@ struct Shared {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     known_topics: StdMutex<HashSet<String>>,
+    /// Held by the one metadata request of a [`Transport::check`] in flight.
+    checking: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Kafka {
@@ -139,6 +146,7 @@ impl Kafka {
                 producer,
                 admin,
                 known_topics: StdMutex::default(),
+                checking: Arc::default(),
             }),
         })
     }
@@ -409,13 +417,20 @@ impl Transport for Kafka {
         })
     }
 
+    /// Asks the cluster for its metadata, on a blocking thread, for at most
+    /// [`METADATA_CHECK_TIMEOUT`]. One request at a time: a caller that
+    /// gives up first (a readiness probe's own timeout) leaves the thread
+    /// waiting on the cluster, and while the cluster is down the probes keep
+    /// coming; the next check waits for that thread rather than adding one.
     async fn check(&self) -> Result<()> {
+        let in_flight = self.shared.checking.clone().lock_owned().await;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
+            let _in_flight = in_flight;
             shared
                 .producer
                 .client()
-                .fetch_metadata(None, Duration::from_secs(5))
+                .fetch_metadata(None, METADATA_CHECK_TIMEOUT)
                 .map(|_| ())
                 .map_err(|error| shared.unreachable(error))
         })
@@ -828,5 +843,27 @@ mod tests {
         assert_eq!(tracker.take_committable(None), vec![(0, 5)]);
         tracker.settle(0, 5, new);
         assert_eq!(tracker.take_committable(None), vec![(0, 6)]);
+    }
+
+    /// Checks of a cluster that does not answer fail as unreachable, one
+    /// metadata request at a time: three at once take three timeouts one
+    /// after the other (side by side, they would take one), and so hold one
+    /// blocking thread, not three.
+    #[tokio::test]
+    async fn checks_of_an_unreachable_cluster_fail_one_at_a_time() {
+        let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:1", "check-test")).unwrap();
+        let started = std::time::Instant::now();
+        let outcomes = futures::future::join_all((0..3).map(|_| kafka.check())).await;
+        for outcome in outcomes {
+            assert!(
+                matches!(outcome, Err(MessagingError::Unreachable { .. })),
+                "{outcome:?}"
+            );
+        }
+        assert!(
+            started.elapsed() >= METADATA_CHECK_TIMEOUT * 2,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

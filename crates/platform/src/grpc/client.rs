@@ -64,8 +64,7 @@ pub type ObserveGrpcClient<S> = ObservedClient<S, GrpcCall>;
 /// `rpc.grpc.status_code` of a call that produced no response: the transport
 /// failed (`UNAVAILABLE`).
 pub const UNAVAILABLE: &str = "14";
-/// `rpc.grpc.status_code` of a call dropped before its answer.
-pub const CANCELLED: &str = "1";
+pub use super::CANCELLED;
 
 /// One call in flight: its span, its method, its clock. Dropped before its
 /// status was known, it counts as [`CANCELLED`].

@@ -24,17 +24,23 @@ pub(crate) fn split_path(path: &str) -> (String, String) {
     (service, method)
 }
 
+/// `rpc.grpc.status_code` of a call dropped before its status was known.
+pub const CANCELLED: &str = "1";
 /// `rpc.grpc.status_code` of a call whose response ended without a
 /// `grpc-status` (`UNKNOWN`).
 pub const UNKNOWN: &str = "2";
 
+/// The `grpc-status` in `headers` (a response's, or its trailers), if any.
+fn grpc_status(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+}
+
 /// The `grpc-status` of a trailers-only response (how a handler's
 /// `Err(Status)` travels): the status in the headers, if any.
 pub(crate) fn trailers_only_status<B>(response: &http::Response<B>) -> Option<&str> {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
+    grpc_status(response.headers())
 }
 
 /// A call's final status on its span: failed unless `0`.
@@ -87,12 +93,9 @@ impl<B: http_body::Body, C: CallEnd> http_body::Body for StatusInTrailers<B, C> 
         let this = self.project();
         let frame = ready!(this.body.poll_frame(cx));
         let status = match &frame {
-            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
-                trailers
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or(UNKNOWN)
-            }),
+            Some(Ok(frame)) => frame
+                .trailers_ref()
+                .map(|trailers| grpc_status(trailers).unwrap_or(UNKNOWN)),
             Some(Err(_)) | None => Some(UNKNOWN),
         };
         if let Some(code) = status

@@ -248,7 +248,7 @@ impl ServerCall {
 impl Drop for ServerCall {
     fn drop(&mut self) {
         if !self.done {
-            self.record(super::client::CANCELLED);
+            self.record(super::CANCELLED);
         }
     }
 }
@@ -401,7 +401,7 @@ mod tests {
             body.frame().await.unwrap().unwrap();
             drop(body);
             let left = series("rpc_server_duration_seconds");
-            assert!(counted(&left, super::super::client::CANCELLED), "{left:?}");
+            assert!(counted(&left, super::super::CANCELLED), "{left:?}");
 
             let response = ObserveGrpcLayer
                 .layer(streaming(2, None))

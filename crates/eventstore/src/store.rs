@@ -187,8 +187,8 @@ impl EventMetadata {
     /// can continue the trace. Leaves the fields empty when no propagator or
     /// no sampled span is active.
     pub fn with_current_trace_context(mut self) -> Self {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let context = tracing::Span::current().context();
+        use platform::telemetry::SpanTrace;
+        let context = tracing::Span::current().trace_context();
         let mut carrier = std::collections::HashMap::new();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut carrier);

@@ -16,8 +16,8 @@ use std::time::Duration;
 use metrics::{Key, Label, Metadata};
 use opentelemetry::Context;
 use opentelemetry::trace::TraceContextExt;
+use platform::telemetry::SpanTrace;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::MessagingSystem;
 
@@ -50,7 +50,7 @@ pub(crate) fn producer_span(
     if let Some(parent) = parent.filter(|cx| cx.span().span_context().is_valid()) {
         // Fails only when no OpenTelemetry layer is installed, in which case
         // there is no trace to continue anyway.
-        let _ = span.set_parent(parent);
+        let _ = span.continue_trace(parent);
     }
     span
 }
@@ -82,14 +82,14 @@ pub(crate) fn consumer_span(
         error.type = tracing::field::Empty,
     );
     if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+        let _ = span.continue_trace(parent);
     }
     span
 }
 
 /// The current trace context of `span`, if it belongs to a real trace.
 pub(crate) fn context_of(span: &Span) -> Option<Context> {
-    let context = span.context();
+    let context = span.trace_context();
     context.span().span_context().is_valid().then_some(context)
 }
 

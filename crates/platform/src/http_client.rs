@@ -206,6 +206,7 @@ mod tests {
     use tracing::Instrument as _;
 
     use super::*;
+    use crate::telemetry::SpanTrace as _;
     use crate::test_support::{attribute, sampled, series, traced};
 
     #[tokio::test(flavor = "current_thread")]
@@ -223,7 +224,7 @@ mod tests {
                 async { Ok::<_, Infallible>(Response::builder().status(201).body(()).unwrap()) }
             });
             let caller = tracing::info_span!("caller");
-            caller_trace = Some(caller.context().span().span_context().trace_id());
+            caller_trace = Some(caller.trace_context().span().span_context().trace_id());
             // Through a router, as the gateway's proxy sees it: the request
             // carries the route it matched.
             let app = axum::Router::new().route(

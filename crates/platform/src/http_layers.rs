@@ -3,10 +3,10 @@
 use axum::extract::{MatchedPath, Request};
 use std::time::Duration;
 
+use crate::telemetry::SpanTrace;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, MakeSpan, OnResponse, TraceLayer};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::propagation;
 
@@ -53,7 +53,7 @@ impl<B> MakeSpan<B> for ServerSpan {
             request_id = request_id(request.headers()),
             user_id = tracing::field::Empty,
         );
-        if let Err(error) = span.set_parent(propagation::extract(request.headers())) {
+        if let Err(error) = span.continue_trace(propagation::extract(request.headers())) {
             tracing::debug!(%error, "could not continue the caller's trace");
         }
         span

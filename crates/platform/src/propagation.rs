@@ -4,6 +4,7 @@
 //! client in the platform so a trace continues across each hop; the broker
 //! carriers live with the messaging crate.
 
+use crate::telemetry::SpanTrace;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry::propagation::text_map_propagator::FieldIter;
@@ -11,7 +12,6 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, global};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Reads trace context from HTTP headers (gRPC metadata are HTTP/2 headers).
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
@@ -115,7 +115,7 @@ pub fn inject_current(headers: &mut HeaderMap) {
 /// Writes `span`'s context into `headers` (over any already there: the
 /// receiver's parent is this span).
 pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) {
-    let context = span.context();
+    let context = span.trace_context();
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });

@@ -1,10 +1,13 @@
 //! Logs and traces.
 //!
-//! Every span is an OpenTelemetry span, whether or not traces are exported:
+//! Every span has OpenTelemetry ids, whether or not traces are exported:
 //! incoming `traceparent` headers are continued, outgoing calls carry one, and
 //! every JSON log line names the `trace_id`/`span_id` it was written under, so
 //! logs and traces join up even on a laptop with no collector running.
-//! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC).
+//! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC);
+//! then tracing-opentelemetry builds each span for the exporter, otherwise
+//! spans get their ids alone ([`ids`]). Code reads and continues a span's
+//! trace through [`SpanTrace`], the same either way.
 //!
 //! `RUST_LOG` says which events are written (and become span events), not
 //! which spans exist: spans at `info` and above are traced whatever it says
@@ -17,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use opentelemetry::Context as TraceContext;
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
@@ -30,12 +34,15 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Level, Metadata, Subscriber};
+use tracing_opentelemetry::{OpenTelemetrySpanExt, SetParentError};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+mod ids;
 
 /// Logging and tracing settings. The `OTEL_*` names are the OpenTelemetry
 /// SDK's standard variables.
@@ -118,9 +125,10 @@ pub enum TelemetryError {
     AlreadyInstalled(#[from] tracing_subscriber::util::TryInitError),
 }
 
-/// Owns the tracer provider; [`Telemetry::shutdown`] flushes pending spans.
+/// Owns the tracer provider, when traces are exported;
+/// [`Telemetry::shutdown`] flushes pending spans.
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl fmt::Debug for Telemetry {
@@ -131,57 +139,60 @@ impl fmt::Debug for Telemetry {
 
 /// Installs the global subscriber, tracer provider and W3C propagators.
 pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, TelemetryError> {
-    let service_name = args
-        .service_name
-        .clone()
-        .unwrap_or_else(|| binary.to_owned());
-    let resource = Resource::builder()
-        .with_service_name(service_name)
-        .with_attributes([
-            KeyValue::new("service.namespace", "ferrishop"),
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        ])
-        .build();
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
-        .with_sampler(args.sampler.sampler(args.sampler_arg));
-    if let Some(endpoint) = &args.otlp_endpoint {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build()?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
     global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(crate::propagation::TraceContext::new()),
         Box::new(BaggagePropagator::new()),
     ]));
-    global::set_tracer_provider(provider.clone());
-
     let verbosity = Verbosity::new(&args.log_filter)?;
-    // What tracing-opentelemetry adds to every span besides its fields —
-    // busy/idle time (a clock read at each enter and exit, and a span is
-    // entered at each poll of its future), the thread, the source location —
-    // only an exporter would show, so it is gathered only when there is one.
-    let exporting = args.otlp_endpoint.is_some();
-    // Nor is a span's OpenTelemetry context made the current one while it
-    // is entered (at every poll of its future): everything here asks a span
-    // for its context (`OpenTelemetrySpanExt::context`), and the log lines
-    // take theirs from the span they are written in ([`JsonLines`]).
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(binary))
-        .with_tracked_inactivity(exporting)
-        .with_threads(exporting)
-        .with_location(exporting)
-        .with_context_activation(false);
+    let (traces, provider) = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let service_name = args
+                .service_name
+                .clone()
+                .unwrap_or_else(|| binary.to_owned());
+            let resource = Resource::builder()
+                .with_service_name(service_name)
+                .with_attributes([
+                    KeyValue::new("service.namespace", "ferrishop"),
+                    KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                ])
+                .build();
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5))
+                .build()?;
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_sampler(args.sampler.sampler(args.sampler_arg))
+                .with_batch_exporter(exporter)
+                .build();
+            global::set_tracer_provider(provider.clone());
+            // What tracing-opentelemetry adds to a span besides its fields
+            // (busy/idle time, a clock read at each enter and exit, and a
+            // span is entered at each poll of its future; the thread; the
+            // source location) is for the exporter to show. A span's
+            // OpenTelemetry context is not made the current one while it is
+            // entered (at every poll): everything here asks the span for it
+            // ([`SpanTrace`]), and log lines take theirs from the span they
+            // are written in ([`JsonLines`]).
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(binary))
+                .with_context_activation(false)
+                .boxed();
+            (layer, Some(provider))
+        }
+        None => (
+            ids::SpanIds::new(args.sampler, args.sampler_arg).boxed(),
+            None,
+        ),
+    };
     let logs = match args.log_format {
         LogFormat::Json => JsonLines::new(binary, std::io::stdout).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
     tracing_subscriber::registry()
-        .with(otel.and_then(logs).with_filter(verbosity))
+        .with(traces.and_then(logs).with_filter(verbosity))
         .try_init()?;
     Ok(Telemetry { provider })
 }
@@ -279,7 +290,9 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Verbosity {
 impl Telemetry {
     /// Flushes and stops the exporter; spans ended after this are dropped.
     pub fn shutdown(self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
             eprintln!("telemetry shutdown: {error}");
         }
     }
@@ -328,11 +341,50 @@ impl<W> JsonLines<W> {
     }
 }
 
-/// The OpenTelemetry span context of the tracing span `id` of `dispatch`
-/// (the OpenTelemetry layer's), if that layer knows the span.
+/// The OpenTelemetry span context of the tracing span `id` of `dispatch`,
+/// if it is traced.
 pub(crate) fn span_context(id: &Id, dispatch: &Dispatch) -> Option<SpanContext> {
+    if let Some(ids) = ids::of(id, dispatch) {
+        return Some(ids);
+    }
     let context = tracing_opentelemetry::get_otel_context(id, dispatch)?;
     Some(context.span().span_context().clone())
+}
+
+/// A span's place in its trace, whichever layer gave it its ids: the
+/// OpenTelemetry layer when traces are exported, [`ids`] when not.
+pub trait SpanTrace {
+    /// The span's OpenTelemetry context, to propagate (`traceparent`) or
+    /// link to; one with no valid span when the span is not traced.
+    fn trace_context(&self) -> TraceContext;
+
+    /// Continues `parent`'s trace (a caller's context, extracted from a
+    /// request or a message): the span becomes its child, or a root when
+    /// `parent` holds no valid span. Call it before the span's context is
+    /// read or a child span opened.
+    fn continue_trace(&self, parent: TraceContext) -> Result<(), SetParentError>;
+}
+
+impl SpanTrace for tracing::Span {
+    fn trace_context(&self) -> TraceContext {
+        match self
+            .with_subscriber(|(id, dispatch)| ids::of(id, dispatch))
+            .flatten()
+        {
+            Some(ids) => TraceContext::new().with_remote_span_context(ids),
+            None => OpenTelemetrySpanExt::context(self),
+        }
+    }
+
+    fn continue_trace(&self, parent: TraceContext) -> Result<(), SetParentError> {
+        let continued = self
+            .with_subscriber(|(id, dispatch)| ids::continue_trace(id, dispatch, &parent))
+            .flatten();
+        match continued {
+            Some(()) => Ok(()),
+            None => OpenTelemetrySpanExt::set_parent(self, parent),
+        }
+    }
 }
 
 /// The fields of one span, as [`JsonLines`] keeps them.
@@ -555,53 +607,56 @@ mod tests {
         assert_eq!(inside["ok"], true);
     }
 
+    /// With traces exported (the OpenTelemetry layer) or not ([`ids`]).
     #[test]
     fn lines_name_the_trace_and_span_they_were_written_in() {
         use opentelemetry::trace::TracerProvider as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-        let lines = Lines::default();
-        let writer = lines.clone();
         let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("test"))
-                    .with_context_activation(false),
-            )
-            .with(JsonLines::new("test", move || writer.clone()));
-        let (outer_ids, inner_ids) = tracing::subscriber::with_default(subscriber, || {
-            let outer = tracing::info_span!("outer");
-            let _outer = outer.enter();
-            tracing::info!("in outer");
-            let inner = tracing::info_span!("inner");
-            let ids = |span: &tracing::Span| {
-                let context = span.context();
-                let otel_span = context.span();
-                let span_context = otel_span.span_context();
-                (
-                    span_context.trace_id().to_string(),
-                    span_context.span_id().to_string(),
-                )
-            };
-            {
-                let _inner = inner.enter();
-                tracing::info!("in inner");
-            }
-            tracing::info!("back in outer");
-            (ids(&outer), ids(&inner))
-        });
-        let lines = lines.json();
-        assert_eq!(lines.len(), 3, "{lines:?}");
-        assert_eq!(lines[0]["trace_id"], outer_ids.0.as_str());
-        assert_eq!(lines[0]["span_id"], outer_ids.1.as_str());
-        assert_eq!(lines[1]["span"], "inner");
-        assert_eq!(lines[1]["trace_id"], outer_ids.0.as_str());
-        assert_eq!(lines[1]["span_id"], inner_ids.1.as_str());
-        assert_eq!(lines[2]["span_id"], outer_ids.1.as_str());
-        assert_eq!(outer_ids.0.len(), 32);
-        assert_eq!(outer_ids.1.len(), 16);
-        assert_ne!(outer_ids.1, inner_ids.1);
+        let exported = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_context_activation(false)
+            .boxed();
+        let not_exported = ids::SpanIds::new(SamplerKind::ParentbasedAlwaysOn, 1.0).boxed();
+        for traces in [exported, not_exported] {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber = tracing_subscriber::registry()
+                .with(traces.and_then(JsonLines::new("test", move || writer.clone())));
+            let (outer_ids, inner_ids) = tracing::subscriber::with_default(subscriber, || {
+                let outer = tracing::info_span!("outer");
+                let _outer = outer.enter();
+                tracing::info!("in outer");
+                let inner = tracing::info_span!("inner");
+                let ids = |span: &tracing::Span| {
+                    let context = span.trace_context();
+                    let otel_span = context.span();
+                    let span_context = otel_span.span_context();
+                    (
+                        span_context.trace_id().to_string(),
+                        span_context.span_id().to_string(),
+                    )
+                };
+                {
+                    let _inner = inner.enter();
+                    tracing::info!("in inner");
+                }
+                tracing::info!("back in outer");
+                (ids(&outer), ids(&inner))
+            });
+            let lines = lines.json();
+            assert_eq!(lines.len(), 3, "{lines:?}");
+            assert_eq!(lines[0]["trace_id"], outer_ids.0.as_str());
+            assert_eq!(lines[0]["span_id"], outer_ids.1.as_str());
+            assert_eq!(lines[1]["span"], "inner");
+            assert_eq!(lines[1]["trace_id"], outer_ids.0.as_str());
+            assert_eq!(lines[1]["span_id"], inner_ids.1.as_str());
+            assert_eq!(lines[2]["span_id"], outer_ids.1.as_str());
+            assert_eq!(outer_ids.0.len(), 32);
+            assert_eq!(outer_ids.1.len(), 16);
+            assert_ne!(outer_ids.1, inner_ids.1);
+            assert_ne!(outer_ids.0, "0".repeat(32));
+        }
     }
 
     #[test]

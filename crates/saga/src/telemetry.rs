@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use opentelemetry::global;
 use opentelemetry::trace::Status;
+use platform::telemetry::SpanTrace;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
@@ -38,7 +39,7 @@ impl TraceContext {
 
     /// `span`'s context.
     pub fn of(span: &Span) -> Self {
-        let context = span.context();
+        let context = span.trace_context();
         let mut carrier = HashMap::new();
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut carrier);
@@ -61,7 +62,7 @@ impl TraceContext {
             carrier.insert(headers::TRACESTATE.to_owned(), tracestate.clone());
         }
         let parent = global::get_text_map_propagator(|propagator| propagator.extract(&carrier));
-        if let Err(error) = span.set_parent(parent) {
+        if let Err(error) = span.continue_trace(parent) {
             tracing::debug!(%error, "cannot parent the saga step span");
         }
     }

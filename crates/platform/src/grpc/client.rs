@@ -171,10 +171,10 @@ impl Drop for GrpcCall {
 
 #[cfg(test)]
 mod tests {
+    use crate::telemetry::SpanTrace as _;
     use opentelemetry::global;
     use std::convert::Infallible;
     use std::sync::{Arc, Mutex};
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -207,7 +207,7 @@ mod tests {
         let mut client = ObserveGrpcClient::new(inner);
 
         let caller = tracing::info_span!("caller");
-        let caller_trace = caller.context().span().span_context().trace_id();
+        let caller_trace = caller.trace_context().span().span_context().trace_id();
         let request = Request::builder()
             .uri("http://inventory:50055/ferrishop.inventory.v1.InventoryService/GetProduct")
             .body(())

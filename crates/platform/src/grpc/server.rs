@@ -163,8 +163,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        use crate::telemetry::SpanTrace;
         use tracing::Instrument;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
 
         // The clone that was driven to readiness is the one to call.
         let clone = self.inner.clone();
@@ -187,7 +187,7 @@ where
             )
         };
         if !infrastructure {
-            let _ = span.set_parent(crate::propagation::extract(request.headers()));
+            let _ = span.continue_trace(crate::propagation::extract(request.headers()));
             if let Some(id) = crate::http_layers::request_id(request.headers()) {
                 span.record("request_id", id);
             }

@@ -75,6 +75,7 @@ use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use messaging::propagation::NatsHeaderExtractor;
 use opentelemetry::trace::TraceContextExt;
+use platform::telemetry::SpanTrace;
 use proto::ferrishop::order::v1 as pb;
 use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
 use serde::{Deserialize, Serialize};
@@ -369,7 +370,7 @@ async fn subscribe(state: &AppState, id: Uuid) -> Option<BoxStream<'static, Byte
                 tracing::debug!(%error, "flushing the subscription failed");
             }
             let follower = tracing::Span::current()
-                .context()
+                .trace_context()
                 .span()
                 .span_context()
                 .clone();
@@ -428,7 +429,7 @@ fn received(
     if let Some(headers) = headers {
         let parent = messaging::propagation::extract(&NatsHeaderExtractor(headers));
         if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
+            let _ = span.continue_trace(parent);
         }
     }
     if follower.is_valid() {

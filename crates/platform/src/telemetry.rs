@@ -6,7 +6,7 @@
 //! logs and traces join up even on a laptop with no collector running.
 //! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC);
 //! then tracing-opentelemetry builds each span for the exporter, otherwise
-//! spans get their ids alone ([`ids`]). Code reads and continues a span's
+//! spans get their ids alone (the `ids` module). Code reads and continues a span's
 //! trace through [`SpanTrace`], the same either way.
 //!
 //! `RUST_LOG` says which events are written (and become span events), not
@@ -42,7 +42,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-mod ids;
+pub(crate) mod ids;
 
 /// Logging and tracing settings. The `OTEL_*` names are the OpenTelemetry
 /// SDK's standard variables.
@@ -352,7 +352,7 @@ pub(crate) fn span_context(id: &Id, dispatch: &Dispatch) -> Option<SpanContext> 
 }
 
 /// A span's place in its trace, whichever layer gave it its ids: the
-/// OpenTelemetry layer when traces are exported, [`ids`] when not.
+/// OpenTelemetry layer when traces are exported, the `ids` module's when not.
 pub trait SpanTrace {
     /// The span's OpenTelemetry context, to propagate (`traceparent`) or
     /// link to; one with no valid span when the span is not traced.

@@ -289,34 +289,48 @@ mod tests {
         assert_eq!(buckets.get(1).unwrap().trace_id, span(1).0);
     }
 
+    /// With traces exported (the OpenTelemetry layer) or not (span ids alone).
     #[test]
     fn latency_histograms_recorded_in_a_sampled_span_keep_its_ids() {
-        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+        use tracing_subscriber::Layer as _;
         use tracing_subscriber::layer::SubscriberExt as _;
 
-        let recorder = ExemplarRecorder::new(metrics_util::debugging::DebuggingRecorder::new());
-        let exemplars = recorder.exemplars();
+        use crate::telemetry::{SamplerKind, SpanTrace as _, ids::SpanIds};
+
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        let ids = tracing::subscriber::with_default(subscriber, || {
-            metrics::with_local_recorder(&recorder, || {
-                let span = tracing::info_span!("request");
-                let _entered = span.enter();
-                metrics::histogram!("request_duration_seconds", "route" => "/a").record(0.3);
-                metrics::histogram!("request_bytes").record(0.3);
-                current_sampled_span()
-            })
-        });
-        let (trace_id, span_id) = ids.expect("the span is sampled");
-        let series = exemplars.series();
-        assert_eq!(series.len(), 1, "only the latency histogram has exemplars");
-        let (key, buckets) = &series[0];
-        assert_eq!(key.name(), "request_duration_seconds");
-        let index = buckets.index_of_le("0.5").unwrap();
-        let exemplar = buckets.get(index).unwrap();
-        assert_eq!((exemplar.trace_id, exemplar.span_id), (trace_id, span_id));
-        assert_eq!(exemplar.value, 0.3);
+        let exported = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .boxed();
+        let not_exported = SpanIds::new(SamplerKind::ParentbasedAlwaysOn, 1.0).boxed();
+        for traces in [exported, not_exported] {
+            let recorder = ExemplarRecorder::new(metrics_util::debugging::DebuggingRecorder::new());
+            let exemplars = recorder.exemplars();
+            let subscriber = tracing_subscriber::registry().with(traces);
+            let (ids, context) = tracing::subscriber::with_default(subscriber, || {
+                metrics::with_local_recorder(&recorder, || {
+                    let span = tracing::info_span!("request");
+                    let _entered = span.enter();
+                    metrics::histogram!("request_duration_seconds", "route" => "/a").record(0.3);
+                    metrics::histogram!("request_bytes").record(0.3);
+                    (current_sampled_span(), span.trace_context())
+                })
+            });
+            let (trace_id, span_id) = ids.expect("the span is sampled");
+            let span_context = context.span().span_context().clone();
+            assert_eq!(
+                (trace_id, span_id),
+                (span_context.trace_id(), span_context.span_id())
+            );
+            let series = exemplars.series();
+            assert_eq!(series.len(), 1, "only the latency histogram has exemplars");
+            let (key, buckets) = &series[0];
+            assert_eq!(key.name(), "request_duration_seconds");
+            let index = buckets.index_of_le("0.5").unwrap();
+            let exemplar = buckets.get(index).unwrap();
+            assert_eq!((exemplar.trace_id, exemplar.span_id), (trace_id, span_id));
+            assert_eq!(exemplar.value, 0.3);
+        }
     }
 
     #[test]

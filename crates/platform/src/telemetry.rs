@@ -6,8 +6,8 @@
 //! logs and traces join up even on a laptop with no collector running.
 //! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC);
 //! then tracing-opentelemetry builds each span for the exporter, otherwise
-//! spans get their ids alone (the `ids` module). Code reads and continues a span's
-//! trace through [`SpanTrace`], the same either way.
+//! spans get their ids alone (the `ids` module). Code reads and continues
+//! a span's trace through [`SpanTrace`], the same either way.
 //!
 //! `RUST_LOG` says which events are written (and become span events), not
 //! which spans exist: spans at `info` and above are traced whatever it says

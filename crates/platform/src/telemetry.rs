@@ -101,15 +101,22 @@ pub enum SamplerKind {
 
 impl SamplerKind {
     fn sampler(self, ratio: f64) -> Sampler {
+        match self.root_sampler(ratio) {
+            (root, true) => Sampler::ParentBased(Box::new(root)),
+            (root, false) => root,
+        }
+    }
+
+    /// The sampler of a span with no parent, and whether a span with one
+    /// takes its parent's decision instead.
+    fn root_sampler(self, ratio: f64) -> (Sampler, bool) {
         match self {
-            Self::AlwaysOn => Sampler::AlwaysOn,
-            Self::AlwaysOff => Sampler::AlwaysOff,
-            Self::Traceidratio => Sampler::TraceIdRatioBased(ratio),
-            Self::ParentbasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            Self::ParentbasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            Self::ParentbasedTraceidratio => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
-            }
+            Self::AlwaysOn => (Sampler::AlwaysOn, false),
+            Self::AlwaysOff => (Sampler::AlwaysOff, false),
+            Self::Traceidratio => (Sampler::TraceIdRatioBased(ratio), false),
+            Self::ParentbasedAlwaysOn => (Sampler::AlwaysOn, true),
+            Self::ParentbasedAlwaysOff => (Sampler::AlwaysOff, true),
+            Self::ParentbasedTraceidratio => (Sampler::TraceIdRatioBased(ratio), true),
         }
     }
 }
@@ -607,18 +614,11 @@ mod tests {
         assert_eq!(inside["ok"], true);
     }
 
-    /// With traces exported (the OpenTelemetry layer) or not ([`ids`]).
+    /// With traces exported (the OpenTelemetry layer) or not ([`ids`]):
+    /// [`crate::test_support::trace_layers`].
     #[test]
     fn lines_name_the_trace_and_span_they_were_written_in() {
-        use opentelemetry::trace::TracerProvider as _;
-
-        let provider = SdkTracerProvider::builder().build();
-        let exported = tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("test"))
-            .with_context_activation(false)
-            .boxed();
-        let not_exported = ids::SpanIds::new(SamplerKind::ParentbasedAlwaysOn, 1.0).boxed();
-        for traces in [exported, not_exported] {
+        for traces in crate::test_support::trace_layers() {
             let lines = Lines::default();
             let writer = lines.clone();
             let subscriber = tracing_subscriber::registry()

@@ -9,7 +9,12 @@ use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::Layer;
+use tracing_subscriber::Registry;
 use tracing_subscriber::layer::SubscriberExt;
+
+use crate::telemetry::SamplerKind;
+use crate::telemetry::ids::SpanIds;
 
 /// Labels of one series and its number of samples.
 pub type Series = Vec<(Vec<(String, String)>, usize)>;
@@ -82,4 +87,17 @@ pub async fn traced<F: Future<Output = ()>>(test: F) -> Vec<SpanData> {
     test.await;
     provider.force_flush().unwrap();
     exporter.get_finished_spans().unwrap()
+}
+
+/// The two layers that give spans their ids, as `telemetry::init` installs
+/// them: the OpenTelemetry layer (traces exported), then span ids alone (not
+/// exported).
+pub fn trace_layers() -> [Box<dyn Layer<Registry> + Send + Sync>; 2] {
+    let provider = SdkTracerProvider::builder().build();
+    let exported = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("test"))
+        .with_context_activation(false)
+        .boxed();
+    let not_exported = SpanIds::new(SamplerKind::ParentbasedAlwaysOn, 1.0).boxed();
+    [exported, not_exported]
 }

@@ -292,18 +292,12 @@ mod tests {
     /// With traces exported (the OpenTelemetry layer) or not (span ids alone).
     #[test]
     fn latency_histograms_recorded_in_a_sampled_span_keep_its_ids() {
-        use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-        use tracing_subscriber::Layer as _;
+        use opentelemetry::trace::TraceContextExt as _;
         use tracing_subscriber::layer::SubscriberExt as _;
 
-        use crate::telemetry::{SamplerKind, SpanTrace as _, ids::SpanIds};
+        use crate::telemetry::SpanTrace as _;
 
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        let exported = tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("test"))
-            .boxed();
-        let not_exported = SpanIds::new(SamplerKind::ParentbasedAlwaysOn, 1.0).boxed();
-        for traces in [exported, not_exported] {
+        for traces in crate::test_support::trace_layers() {
             let recorder = ExemplarRecorder::new(metrics_util::debugging::DebuggingRecorder::new());
             let exemplars = recorder.exemplars();
             let subscriber = tracing_subscriber::registry().with(traces);

@@ -44,7 +44,7 @@ struct Ids {
     root: Sampler,
     /// Whether a span with a parent takes the parent's decision.
     parent_based: bool,
-    ids: RandomIdGenerator,
+    generator: RandomIdGenerator,
 }
 
 /// A span's ids, in its extensions, with what made them (to make them
@@ -56,18 +56,11 @@ struct SpanIdsOf {
 
 impl Ids {
     fn new(sampler: SamplerKind, ratio: f64) -> Self {
-        let (root, parent_based) = match sampler {
-            SamplerKind::AlwaysOn => (Sampler::AlwaysOn, false),
-            SamplerKind::AlwaysOff => (Sampler::AlwaysOff, false),
-            SamplerKind::Traceidratio => (Sampler::TraceIdRatioBased(ratio), false),
-            SamplerKind::ParentbasedAlwaysOn => (Sampler::AlwaysOn, true),
-            SamplerKind::ParentbasedAlwaysOff => (Sampler::AlwaysOff, true),
-            SamplerKind::ParentbasedTraceidratio => (Sampler::TraceIdRatioBased(ratio), true),
-        };
+        let (root, parent_based) = sampler.root_sampler(ratio);
         Self {
             root,
             parent_based,
-            ids: RandomIdGenerator::default(),
+            generator: RandomIdGenerator::default(),
         }
     }
 
@@ -75,7 +68,7 @@ impl Ids {
     /// the SDK's tracer would make them.
     fn ids_under(&self, parent: Option<&SpanContext>, span_id: SpanId) -> SpanContext {
         let parent = parent.filter(|parent| parent.is_valid());
-        let trace_id = parent.map_or_else(|| self.ids.new_trace_id(), SpanContext::trace_id);
+        let trace_id = parent.map_or_else(|| self.generator.new_trace_id(), SpanContext::trace_id);
         let sampled = match parent {
             Some(parent) if self.parent_based => parent.is_sampled(),
             _ => {
@@ -105,7 +98,9 @@ where
             let extensions = parent.extensions();
             extensions.get::<SpanIdsOf>().map(|of| of.ids.clone())
         });
-        let ids = self.0.ids_under(parent.as_ref(), self.0.ids.new_span_id());
+        let ids = self
+            .0
+            .ids_under(parent.as_ref(), self.0.generator.new_span_id());
         span.extensions_mut().insert(SpanIdsOf {
             ids,
             made_by: Arc::clone(&self.0),

@@ -20,6 +20,7 @@
 //! `error.type = cancelled` and is counted so.
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
@@ -29,7 +30,9 @@ use opentelemetry::trace::Status;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::metrics::kept::KeptHistograms;
 use crate::observed_client::{Observation, ObservedClient};
+use crate::telemetry::concat;
 
 /// Histogram of one request's duration, seconds.
 pub const HTTP_CLIENT_DURATION: &str = "http_client_request_duration_seconds";
@@ -55,11 +58,66 @@ pub struct ClientCall {
     address: String,
     started: Instant,
     done: bool,
+    series: Arc<ClientSeries>,
+}
+
+/// The series of [`HTTP_CLIENT_DURATION`] one client has recorded into.
+#[derive(Debug, Default)]
+pub struct ClientSeries(KeptHistograms<Series>);
+
+/// One series' labels.
+struct Series {
+    method: String,
+    address: String,
+    outcome: Outcome,
+}
+
+/// How a request ended, as its series tells: answered with a status, or
+/// failed with an `error.type`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Answered(http::StatusCode),
+    Failed(&'static str),
+}
+
+impl ClientSeries {
+    fn histogram(&self, method: &str, address: &str, outcome: Outcome) -> metrics::Histogram {
+        self.0.get(
+            |series| {
+                series.outcome == outcome && series.method == method && series.address == address
+            },
+            || {
+                let method = method.to_owned();
+                let address = address.to_owned();
+                let histogram = match outcome {
+                    Outcome::Answered(status) => metrics::histogram!(
+                        HTTP_CLIENT_DURATION,
+                        "http_request_method" => method.clone(),
+                        "server_address" => address.clone(),
+                        "http_response_status_code" => status.as_str().to_owned(),
+                    ),
+                    Outcome::Failed(error_type) => metrics::histogram!(
+                        HTTP_CLIENT_DURATION,
+                        "http_request_method" => method.clone(),
+                        "server_address" => address.clone(),
+                        "error_type" => error_type,
+                    ),
+                };
+                let series = Series {
+                    method,
+                    address,
+                    outcome,
+                };
+                (series, histogram)
+            },
+        )
+    }
 }
 
 impl ClientCall {
-    /// Opens the client span of `request`, a child of the current span.
-    pub fn open<B>(request: &Request<B>) -> Self {
+    /// Opens the client span of `request`, a child of the current span; the
+    /// request's duration goes to a series of `series`.
+    pub fn open<B>(request: &Request<B>, series: Arc<ClientSeries>) -> Self {
         let method = request.method().as_str().to_owned();
         let uri = request.uri();
         let address = uri.host().unwrap_or_default().to_owned();
@@ -75,7 +133,7 @@ impl ClientCall {
             .get::<MatchedPath>()
             .map(|path| path.as_str().to_owned());
         let name = match &template {
-            Some(template) => format!("{method} {template}"),
+            Some(template) => concat(&[&method, " ", template]),
             None => method.clone(),
         };
         // Every value is given as the span opens (`None` leaves a field
@@ -101,6 +159,7 @@ impl ClientCall {
             address,
             started: Instant::now(),
             done: false,
+            series,
         }
     }
 
@@ -113,13 +172,13 @@ impl ClientCall {
             self.span.record("error.type", status.as_str());
             self.span.set_status(Status::error(status.to_string()));
         }
-        metrics::histogram!(
-            HTTP_CLIENT_DURATION,
-            "http_request_method" => std::mem::take(&mut self.method),
-            "server_address" => std::mem::take(&mut self.address),
-            "http_response_status_code" => status.as_str().to_owned(),
-        )
-        .record(self.started.elapsed().as_secs_f64());
+        self.record(Outcome::Answered(status));
+    }
+
+    fn record(&self, outcome: Outcome) {
+        self.series
+            .histogram(&self.method, &self.address, outcome)
+            .record(self.started.elapsed().as_secs_f64());
     }
 
     /// No answer came: `error_type` says why, `error` is the exception.
@@ -138,21 +197,16 @@ impl ClientCall {
                 KeyValue::new("exception.message", message.to_owned()),
             ],
         );
-        metrics::histogram!(
-            HTTP_CLIENT_DURATION,
-            "http_request_method" => std::mem::take(&mut self.method),
-            "server_address" => std::mem::take(&mut self.address),
-            "error_type" => error_type,
-        )
-        .record(self.started.elapsed().as_secs_f64());
+        self.record(Outcome::Failed(error_type));
     }
 }
 
 impl Observation for ClientCall {
     type Body<B> = B;
+    type Kept = ClientSeries;
 
-    fn start<B>(request: &mut Request<B>) -> Self {
-        let call = Self::open(request);
+    fn start<B>(request: &mut Request<B>, kept: &Arc<ClientSeries>) -> Self {
+        let call = Self::open(request, Arc::clone(kept));
         crate::propagation::inject_span(&call.span, request.headers_mut());
         call
     }
@@ -178,22 +232,26 @@ impl Drop for ClientCall {
     }
 }
 
-/// `uri` as `url.full` may show it: without credentials.
+/// `uri` as `url.full` may show it: without credentials; otherwise as
+/// `Uri`'s `Display` writes it.
 fn redacted(uri: &http::Uri) -> String {
-    match uri.authority() {
-        Some(authority) if authority.as_str().contains('@') => {
-            let host = authority
-                .as_str()
-                .rsplit_once('@')
-                .map_or("", |(_, host)| host);
-            let path = uri.path_and_query().map_or("", |path| path.as_str());
-            format!(
-                "{}://REDACTED:REDACTED@{host}{path}",
-                uri.scheme_str().unwrap_or("http")
-            )
-        }
-        _ => uri.to_string(),
-    }
+    let Some(authority) = uri.authority() else {
+        return uri.to_string();
+    };
+    let (credentials, host) = match authority.as_str().rsplit_once('@') {
+        Some((_, host)) => ("REDACTED:REDACTED@", host),
+        None => ("", authority.as_str()),
+    };
+    let query = uri.query().map_or(["", ""], |query| ["?", query]);
+    concat(&[
+        uri.scheme_str().unwrap_or("http"),
+        "://",
+        credentials,
+        host,
+        uri.path(),
+        query[0],
+        query[1],
+    ])
 }
 
 #[cfg(test)]
@@ -394,7 +452,16 @@ mod tests {
             redacted(&uri),
             "http://REDACTED:REDACTED@user.test:8081/a?b=c"
         );
-        let plain: http::Uri = "http://user.test/a".parse().unwrap();
-        assert_eq!(redacted(&plain), "http://user.test/a");
+        // Without credentials, the URI as `Display` writes it.
+        for plain in [
+            "http://user.test/a",
+            "http://user.test",
+            "https://user.test:8443/a/b?c=d&e",
+            "http://10.0.0.7:8081/?",
+            "/relative?x=1",
+        ] {
+            let uri: http::Uri = plain.parse().unwrap();
+            assert_eq!(redacted(&uri), uri.to_string(), "{plain}");
+        }
     }
 }

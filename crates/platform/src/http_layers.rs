@@ -40,7 +40,7 @@ impl<B> MakeSpan<B> for ServerSpan {
         let method = request.method().as_str();
         let span = tracing::info_span!(
             "http.server",
-            otel.name = format!("{method} {route}"),
+            otel.name = crate::telemetry::concat(&[method, " ", route]),
             otel.kind = "server",
             http.request.method = method,
             http.route = route,

@@ -27,6 +27,7 @@
 
 mod exemplars;
 mod http_server;
+pub(crate) mod kept;
 mod openmetrics;
 
 pub use http_server::{HTTP_SERVER_DURATION, TrackHttp, TrackHttpLayer};

@@ -8,6 +8,7 @@ use std::fmt::{self, Display};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -20,9 +21,13 @@ pub trait Observation: Send + Sized + 'static {
     /// or wrapped to observe the call until its body ends.
     type Body<B>;
 
+    /// What a client keeps across its calls: the handles of the metric
+    /// series it has recorded into.
+    type Kept: Default + Send + Sync + 'static;
+
     /// Opens the observation of `request` and writes its trace context into
     /// the request's headers.
-    fn start<B>(request: &mut Request<B>) -> Self;
+    fn start<B>(request: &mut Request<B>, kept: &Arc<Self::Kept>) -> Self;
 
     /// The span the request is sent in.
     fn span(&self) -> &Span;
@@ -36,27 +41,34 @@ pub trait Observation: Send + Sized + 'static {
 }
 
 /// Tower service observing, with `O`, each request it passes to `inner`.
-pub struct ObservedClient<S, O> {
+/// Clones share what it keeps ([`Observation::Kept`]).
+pub struct ObservedClient<S, O: Observation> {
     inner: S,
+    kept: Arc<O::Kept>,
     observation: PhantomData<fn() -> O>,
 }
 
-impl<S, O> ObservedClient<S, O> {
+impl<S, O: Observation> ObservedClient<S, O> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
+            kept: Arc::default(),
             observation: PhantomData,
         }
     }
 }
 
-impl<S: Clone, O> Clone for ObservedClient<S, O> {
+impl<S: Clone, O: Observation> Clone for ObservedClient<S, O> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone())
+        Self {
+            inner: self.inner.clone(),
+            kept: Arc::clone(&self.kept),
+            observation: PhantomData,
+        }
     }
 }
 
-impl<S: fmt::Debug, O> fmt::Debug for ObservedClient<S, O> {
+impl<S: fmt::Debug, O: Observation> fmt::Debug for ObservedClient<S, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObservedClient")
             .field("inner", &self.inner)
@@ -84,7 +96,7 @@ where
         // The clone that was driven to readiness is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let observation = O::start(&mut request);
+        let observation = O::start(&mut request, &self.kept);
         Box::pin(async move {
             let result = inner
                 .call(request)

@@ -14,7 +14,7 @@
 //! (`Verbosity`), so quieting the logs (`RUST_LOG=warn`) neither switches
 //! tracing off nor takes the trace ids off the lines that remain.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -394,24 +394,81 @@ impl SpanTrace for tracing::Span {
     }
 }
 
-/// The fields of one span, as [`JsonLines`] keeps them.
+/// `parts` one after the other, in a string of just their length: for the
+/// span fields made on every request (names, URLs), where `format!` costs
+/// more than the copies.
+pub(crate) fn concat(parts: &[&str]) -> String {
+    let mut text = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        text.push_str(part);
+    }
+    text
+}
+
+/// The fields of one span, as [`JsonLines`] keeps them: numbers and flags
+/// as values, the text of every other field in one buffer the span owns (a
+/// request's span opens with some ten fields, most of them text: one
+/// allocation for them all rather than one each).
 #[derive(Debug, Default)]
-struct FieldValues(Vec<(&'static str, Value)>);
+struct FieldValues {
+    /// Each field's index in its span's field set (unique within the span,
+    /// and cheaper to compare than its name), name and value.
+    fields: Vec<(usize, &'static str, FieldValue)>,
+    text: String,
+}
+
+/// One field's value: a value, or a slice of [`FieldValues::text`].
+#[derive(Debug)]
+enum FieldValue {
+    Value(Value),
+    Text { start: usize, end: usize },
+}
 
 impl FieldValues {
     /// Room for every field a span declares: its values are pushed as it
     /// opens, and set as it records (once each, mostly).
     fn with_capacity(fields: usize) -> Self {
-        Self(Vec::with_capacity(fields))
-    }
-
-    fn set(&mut self, name: &'static str, value: Value) {
-        match self.0.iter_mut().find(|(field, _)| *field == name) {
-            Some((_, current)) => *current = value,
-            None => self.0.push((name, value)),
+        Self {
+            fields: Vec::with_capacity(fields),
+            text: String::with_capacity(TEXT_PER_FIELD * fields),
         }
     }
+
+    fn set(&mut self, field: &Field, value: FieldValue) {
+        let index = field.index();
+        match self.fields.iter_mut().find(|(kept, _, _)| *kept == index) {
+            Some((_, _, current)) => *current = value,
+            None => self.fields.push((index, field_name(field), value)),
+        }
+    }
+
+    /// Sets `name` to the text `write` appends to the buffer. A value it
+    /// replaces stays in the buffer, unread, until the span closes.
+    fn set_text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let end = self.text.len();
+        self.set(field, FieldValue::Text { start, end });
+    }
+
+    /// Each field with its value, as a log line shows it.
+    fn json(&self) -> impl Iterator<Item = (String, Value)> + '_ {
+        self.fields.iter().map(|(_, name, value)| {
+            let value = match value {
+                FieldValue::Value(value) => value.clone(),
+                FieldValue::Text { start, end } => {
+                    Value::String(self.text.get(*start..*end).unwrap_or_default().to_owned())
+                }
+            };
+            ((*name).to_owned(), value)
+        })
+    }
 }
+
+/// Bytes of text [`FieldValues`] makes room for per declared field, as
+/// the span opens: enough for a request's span (its method, route, URL,
+/// address...) without growing.
+const TEXT_PER_FIELD: usize = 16;
 
 impl<S, W> Layer<S> for JsonLines<W>
 where
@@ -455,12 +512,8 @@ where
         let mut innermost = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(FieldValues(values)) = span.extensions().get::<FieldValues>() {
-                    span_fields.extend(
-                        values
-                            .iter()
-                            .map(|(name, value)| ((*name).to_owned(), value.clone())),
-                    );
+                if let Some(values) = span.extensions().get::<FieldValues>() {
+                    span_fields.extend(values.json());
                 }
                 innermost = Some((span.id(), span.name()));
             }
@@ -490,28 +543,35 @@ struct SpanFieldVisitor<'a>(&'a mut FieldValues);
 
 impl Visit for SpanFieldVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let name = field.name();
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        self.0.set(name, format!("{value:?}").into());
+        self.0.set_text(field, |text| {
+            // Writing to a String fails only if `Debug` does.
+            let _ = write!(text, "{value:?}");
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.set(field.name(), value.into());
+        self.0.set_text(field, |text| text.push_str(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), value.into());
+        self.0.set(field, FieldValue::Value(value.into()));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.set(field.name(), value.into());
+        self.0.set(field, FieldValue::Value(value.into()));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.set(field.name(), value.into());
+        self.0.set(field, FieldValue::Value(value.into()));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), value.into());
+        self.0.set(field, FieldValue::Value(value.into()));
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.0.set(field.name(), value.into());
+        self.0.set(field, FieldValue::Value(value.into()));
     }
+}
+
+/// A field's name as a log line shows it: a raw identifier without its `r#`.
+fn field_name(field: &Field) -> &'static str {
+    let name = field.name();
+    name.strip_prefix("r#").unwrap_or(name)
 }
 
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);
@@ -577,10 +637,13 @@ mod tests {
         let writer = lines.clone();
         let subscriber =
             tracing_subscriber::registry().with(JsonLines::new("test", move || writer.clone()));
+        // Longer than the room a span's text is given as it opens.
+        let url = format!("http://user:8082/{}", "a".repeat(200));
         tracing::subscriber::with_default(subscriber, || {
             let request = tracing::info_span!(
                 "request",
                 method = "GET",
+                url = url.as_str(),
                 status = tracing::field::Empty,
                 user_id = tracing::field::Empty,
                 attempt = 1_u64,
@@ -588,6 +651,7 @@ mod tests {
             let _request = request.enter();
             tracing::info!("before");
             request.record("user_id", tracing::field::display("u-7"));
+            request.record("method", "POST");
             request.record("status", 200_i64);
             request.record("attempt", 2_u64);
             let call = tracing::info_span!("call", upstream = "user", attempt = 3_u64);
@@ -605,7 +669,8 @@ mod tests {
         assert_eq!(inside["message"], "inside");
         assert_eq!(inside["service"], "test");
         assert_eq!(inside["span"], "call");
-        assert_eq!(inside["method"], "GET");
+        assert_eq!(inside["method"], "POST");
+        assert_eq!(inside["url"], url);
         assert_eq!(inside["user_id"], "u-7");
         assert_eq!(inside["status"], 200);
         // The innermost span's value wins, the event's own fields over all.

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HOST;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, combinators::BoxBody};
 use hyper::body::Incoming;
@@ -66,10 +65,9 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     // The gateway's own way of pointing a request at an instance.
-    let Ok(mut request) = upstream.rebase(request) else {
+    let Ok(request) = upstream.rebase(request) else {
         return Ok(status(StatusCode::BAD_REQUEST));
     };
-    request.headers_mut().remove(HOST);
     match client.request(request).await {
         Ok(response) => Ok(response.map(BodyExt::boxed)),
         Err(_) => Ok(status(StatusCode::BAD_GATEWAY)),

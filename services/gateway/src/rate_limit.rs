@@ -211,13 +211,18 @@ impl Decision {
 
     /// `RateLimit`.
     pub fn limit_header(&self) -> HeaderValue {
-        let value = format!(
-            "\"{}\";r={};t={}",
-            self.policy,
-            self.remaining,
-            ceil_seconds(self.reset)
-        );
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+        // Written on every response: built by hand, without `format!`'s
+        // machinery, and handed over without a copy.
+        let mut numbers = itoa::Buffer::new();
+        let mut value = String::with_capacity(self.policy.len() + 40);
+        value.push('"');
+        value.push_str(self.policy);
+        value.push_str("\";r=");
+        value.push_str(numbers.format(self.remaining));
+        value.push_str(";t=");
+        value.push_str(numbers.format(ceil_seconds(self.reset)));
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
     }
 
     /// Sets `RateLimit-Policy` and `RateLimit`.

@@ -14,6 +14,7 @@
 //! it; a transport failure before any answer as `UNAVAILABLE` (14).
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -21,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::Span;
 
 use super::{CallEnd, StatusInTrailers};
+use crate::metrics::kept::KeptHistograms;
 use crate::observed_client::{Observation, ObservedClient};
 
 /// A channel whose calls are traced and measured.
@@ -77,24 +79,55 @@ pub struct GrpcCall {
     /// How long the response's headers took, once they came.
     to_headers: Option<Duration>,
     done: bool,
+    series: Arc<CallSeries>,
+}
+
+/// The series of `rpc_client_duration_seconds` one channel has recorded
+/// into.
+#[derive(Debug, Default)]
+pub struct CallSeries(KeptHistograms<Series>);
+
+/// One series' labels.
+struct Series {
+    service: String,
+    method: String,
+    code: String,
+}
+
+impl CallSeries {
+    fn histogram(&self, service: &str, method: &str, code: &str) -> metrics::Histogram {
+        self.0.get(
+            |series| series.code == code && series.method == method && series.service == service,
+            || {
+                let series = Series {
+                    service: service.to_owned(),
+                    method: method.to_owned(),
+                    code: code.to_owned(),
+                };
+                // The name written out: the deployment checks read it from here.
+                let histogram = metrics::histogram!(
+                    "rpc_client_duration_seconds",
+                    "rpc_service" => series.service.clone(),
+                    "rpc_method" => series.method.clone(),
+                    "rpc_grpc_status_code" => series.code.clone(),
+                );
+                (series, histogram)
+            },
+        )
+    }
 }
 
 impl GrpcCall {
     fn record(&mut self, code: &str) {
         self.done = true;
         super::record_status(&self.span, code);
-        // The name written out: the deployment checks read it from here.
-        metrics::histogram!(
-            "rpc_client_duration_seconds",
-            "rpc_service" => std::mem::take(&mut self.service),
-            "rpc_method" => std::mem::take(&mut self.method),
-            "rpc_grpc_status_code" => code.to_owned(),
-        )
-        .record(
-            self.to_headers
-                .unwrap_or_else(|| self.started.elapsed())
-                .as_secs_f64(),
-        );
+        self.series
+            .histogram(&self.service, &self.method, code)
+            .record(
+                self.to_headers
+                    .unwrap_or_else(|| self.started.elapsed())
+                    .as_secs_f64(),
+            );
     }
 }
 
@@ -109,8 +142,9 @@ pub type CallBody<B> = StatusInTrailers<B, GrpcCall>;
 
 impl Observation for GrpcCall {
     type Body<B> = CallBody<B>;
+    type Kept = CallSeries;
 
-    fn start<B>(request: &mut Request<B>) -> Self {
+    fn start<B>(request: &mut Request<B>, kept: &Arc<CallSeries>) -> Self {
         let (service, method) = super::split_path(request.uri().path());
         let span = tracing::info_span!(
             "grpc.client",
@@ -131,6 +165,7 @@ impl Observation for GrpcCall {
             started: Instant::now(),
             to_headers: None,
             done: false,
+            series: Arc::clone(kept),
         }
     }
 

@@ -1,18 +1,14 @@
 //! `http_server_request_duration_seconds`, recorded by a tower layer on
 //! every route.
 //!
-//! The layer keeps the histogram handles it has recorded into, per route:
-//! looking a series up in the recorder builds its three labels as owned
-//! strings and hashes them with its name, at every request, while a route
-//! answers with a handful of (method, status) pairs for the life of the
-//! process. The handles kept are those of the recorder installed when the
-//! route first answered with that pair (the process installs its recorder
-//! before it serves).
+//! The layer keeps the histogram handles it has recorded into, per route
+//! ([`KeptHistograms`]): a route answers with a handful of (method, status)
+//! pairs for the life of the process.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,14 +18,13 @@ use http::{Method, Request, StatusCode};
 use metrics::Histogram;
 use tower::{Layer, Service};
 
+use super::kept::KeptHistograms;
+
 /// Histogram of one request's duration, to its response's headers, seconds.
 pub const HTTP_SERVER_DURATION: &str = "http_server_request_duration_seconds";
 
 /// `http_route` of a request no route matched.
 const UNMATCHED: &str = "unmatched";
-
-/// Series one route keeps at most; any more are looked up each time.
-const SERIES_PER_ROUTE: usize = 32;
 
 /// Tower layer recording [`HTTP_SERVER_DURATION`] with the OpenTelemetry
 /// semantic-convention labels (`http_request_method`, `http_route`,
@@ -101,15 +96,14 @@ where
 }
 
 /// The series a route has recorded into.
-#[derive(Default)]
-struct RouteSeries(RwLock<Vec<Series>>);
+#[derive(Debug, Default)]
+struct RouteSeries(KeptHistograms<Series>);
 
-/// One series: its labels and its handle.
+/// One series' labels.
 struct Series {
     route: Box<str>,
     method: Method,
     status: StatusCode,
-    histogram: Histogram,
 }
 
 impl Series {
@@ -120,40 +114,23 @@ impl Series {
 
 impl RouteSeries {
     fn histogram(&self, route: &str, method: &Method, status: StatusCode) -> Histogram {
-        let kept = self.0.read().ok().and_then(|series| {
-            series
-                .iter()
-                .find(|series| series.is(route, method, status))
-                .map(|series| series.histogram.clone())
-        });
-        if let Some(histogram) = kept {
-            return histogram;
-        }
-        let histogram = metrics::histogram!(
-            HTTP_SERVER_DURATION,
-            "http_request_method" => method.as_str().to_owned(),
-            "http_route" => route.to_owned(),
-            "http_response_status_code" => status.as_str().to_owned(),
-        );
-        if let Ok(mut series) = self.0.write()
-            && series.len() < SERIES_PER_ROUTE
-            && !series.iter().any(|series| series.is(route, method, status))
-        {
-            series.push(Series {
-                route: route.into(),
-                method: method.clone(),
-                status,
-                histogram: histogram.clone(),
-            });
-        }
-        histogram
-    }
-}
-
-impl std::fmt::Debug for RouteSeries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kept = self.0.read().map_or(0, |series| series.len());
-        f.debug_struct("RouteSeries").field("kept", &kept).finish()
+        self.0.get(
+            |series| series.is(route, method, status),
+            || {
+                let histogram = metrics::histogram!(
+                    HTTP_SERVER_DURATION,
+                    "http_request_method" => method.as_str().to_owned(),
+                    "http_route" => route.to_owned(),
+                    "http_response_status_code" => status.as_str().to_owned(),
+                );
+                let series = Series {
+                    route: route.into(),
+                    method: method.clone(),
+                    status,
+                };
+                (series, histogram)
+            },
+        )
     }
 }
 
@@ -165,6 +142,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::metrics::kept;
     use crate::test_support::{sampled, series};
 
     fn app() -> Router {
@@ -267,14 +245,14 @@ mod tests {
     fn a_route_keeps_a_bounded_number_of_series() {
         series(HTTP_SERVER_DURATION);
         let route = RouteSeries::default();
-        let statuses = (200..200 + SERIES_PER_ROUTE as u16 + 8)
+        let statuses = (200..200 + kept::LIMIT as u16 + 8)
             .filter_map(|code| StatusCode::from_u16(code).ok())
             .collect::<Vec<_>>();
         for status in &statuses {
             route.histogram("/r", &Method::GET, *status).record(0.1);
             route.histogram("/r", &Method::GET, *status).record(0.1);
         }
-        assert_eq!(route.0.read().unwrap().len(), SERIES_PER_ROUTE);
+        assert_eq!(route.0.len(), kept::LIMIT);
         let recorded = series(HTTP_SERVER_DURATION);
         for status in &statuses {
             let labels = [

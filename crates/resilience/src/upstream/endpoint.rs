@@ -3,8 +3,9 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
+use http::{HeaderValue, Request, Uri};
 
 use crate::error::ConfigError;
 
@@ -15,6 +16,10 @@ use crate::error::ConfigError;
 pub struct Endpoint {
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` of the requests sent here: the authority as configured,
+    /// which an instance resolved from a name keeps (the name is what the
+    /// server answers to, its address is where it listens).
+    host_header: HeaderValue,
 }
 
 impl Endpoint {
@@ -48,7 +53,13 @@ impl Endpoint {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("an upstream URL has no path or query"));
         }
-        Ok(Self { scheme, authority })
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|error| invalid(&error.to_string()))?;
+        Ok(Self {
+            scheme,
+            authority,
+            host_header,
+        })
     }
 
     /// Parses a comma-separated list of URLs (blanks around commas are
@@ -103,7 +114,8 @@ impl Endpoint {
         self.host().parse::<IpAddr>().is_ok()
     }
 
-    /// The same scheme at `address` (a resolved IP of this endpoint's host).
+    /// The same scheme at `address` (a resolved IP of this endpoint's host);
+    /// the requests sent there keep this endpoint's `Host`.
     pub(crate) fn at(&self, address: SocketAddr) -> Result<Self, ConfigError> {
         let authority = Authority::try_from(address.to_string().as_str()).map_err(|error| {
             ConfigError::InvalidUrl {
@@ -114,11 +126,13 @@ impl Endpoint {
         Ok(Self {
             scheme: self.scheme.clone(),
             authority,
+            host_header: self.host_header.clone(),
         })
     }
 
     /// Points `request` at this endpoint: its URI keeps its path and query
-    /// and takes this endpoint's scheme and authority. This is how an HTTP
+    /// and takes this endpoint's scheme and authority, and its `Host` header
+    /// becomes this endpoint's (see [`Endpoint::at`]). This is how an HTTP
     /// client shared by all instances sends each call to the instance the
     /// balancer picked.
     pub fn rebase<B>(&self, mut request: Request<B>) -> Result<Request<B>, http::Error> {
@@ -132,6 +146,7 @@ impl Endpoint {
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()?;
+        request.headers_mut().insert(HOST, self.host_header.clone());
         Ok(request)
     }
 }
@@ -183,11 +198,22 @@ mod tests {
     #[test]
     fn rebase_keeps_the_path_and_query_and_changes_the_authority() {
         let endpoint = Endpoint::parse("http://10.0.0.5:8081").unwrap();
-        let request = Request::get("/api/v1/users/me?x=1").body(()).unwrap();
+        let request = Request::get("/api/v1/users/me?x=1")
+            .header(HOST, "gateway.example")
+            .body(())
+            .unwrap();
         let request = endpoint.rebase(request).unwrap();
         assert_eq!(request.uri(), "http://10.0.0.5:8081/api/v1/users/me?x=1");
+        assert_eq!(request.headers()[HOST], "10.0.0.5:8081");
+        assert_eq!(request.headers().get_all(HOST).iter().count(), 1);
 
-        let resolved = endpoint.at("10.0.0.9:8081".parse().unwrap()).unwrap();
+        let named = Endpoint::parse("http://user:8081").unwrap();
+        let resolved = named.at("10.0.0.9:8081".parse().unwrap()).unwrap();
         assert_eq!(resolved.to_string(), "http://10.0.0.9:8081");
+        let request = resolved
+            .rebase(Request::get("/").body(()).unwrap())
+            .unwrap();
+        assert_eq!(request.uri(), "http://10.0.0.9:8081/");
+        assert_eq!(request.headers()[HOST], "user:8081");
     }
 }

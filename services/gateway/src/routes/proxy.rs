@@ -102,10 +102,10 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
     }
 }
 
-/// Headers a client may not pass on, and those the gateway sets instead.
+/// Headers a client may not pass on, and those the gateway sets instead
+/// (`Host` is the instance's: [`resilience::Endpoint::rebase`]).
 fn prepare_headers(headers: &mut HeaderMap, caller: Option<&Caller>) {
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
     vouch_for(caller, headers);
 }
 

@@ -131,10 +131,10 @@ impl Endpoint {
     }
 
     /// Points `request` at this endpoint: its URI keeps its path and query
-    /// and takes this endpoint's scheme and authority, and its `Host` header
-    /// becomes this endpoint's (see [`Endpoint::at`]). This is how an HTTP
-    /// client shared by all instances sends each call to the instance the
-    /// balancer picked.
+    /// and takes this endpoint's scheme and authority, and its `Host` is
+    /// this endpoint's (an instance resolved from a name sends the name).
+    /// This is how an HTTP client shared by all instances sends each call to
+    /// the instance the balancer picked.
     pub fn rebase<B>(&self, mut request: Request<B>) -> Result<Request<B>, http::Error> {
         let path_and_query = request
             .uri()

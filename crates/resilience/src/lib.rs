@@ -86,6 +86,15 @@
 //! # }
 //! ```
 //!
+//! # Cost
+//!
+//! The stack adds well under a microsecond of CPU to a call: a request
+//! answered at once by an in-memory client took 1.08 µs alone (building the
+//! request included) and 1.71 µs through the stack, cloned, made ready and
+//! called as the gateway does it (`cargo bench -p resilience --bench
+//! stack_overhead`, one core of a 2-core machine). Next to the 30–60 µs
+//! an HTTP hop costs a proxy, it is a few percent.
+//!
 //! # Metrics and logs
 //!
 //! Every breaker exports `ferrishop_circuit_breaker_state` — `0` closed,

@@ -92,8 +92,9 @@
 //! answered at once by an in-memory client took 1.08 µs alone (building the
 //! request included) and 1.71 µs through the stack, cloned, made ready and
 //! called as the gateway does it (`cargo bench -p resilience --bench
-//! stack_overhead`, one core of a 2-core machine). Next to the 30–60 µs
-//! an HTTP hop costs a proxy, it is a few percent.
+//! stack_overhead`, one core of a 2-core machine); under callgrind, 7.3 k
+//! instructions a call alone and 12.7 k through the stack. Next to the
+//! 30–60 µs an HTTP hop costs a proxy, it is a few percent.
 //!
 //! # Metrics and logs
 //!

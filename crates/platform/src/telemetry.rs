@@ -442,7 +442,7 @@ impl FieldValues {
         }
     }
 
-    /// Sets `name` to the text `write` appends to the buffer. A value it
+    /// Sets `field` to the text `write` appends to the buffer. A value it
     /// replaces stays in the buffer, unread, until the span closes.
     fn set_text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
         let start = self.text.len();

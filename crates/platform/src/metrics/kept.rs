@@ -52,7 +52,6 @@ impl<K> KeptHistograms<K> {
     }
 }
 
-#[cfg(test)]
 impl<K> KeptHistograms<K> {
     /// Series kept.
     pub(crate) fn len(&self) -> usize {
@@ -62,9 +61,8 @@ impl<K> KeptHistograms<K> {
 
 impl<K> fmt::Debug for KeptHistograms<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kept = self.0.read().map_or(0, |kept| kept.len());
         f.debug_struct("KeptHistograms")
-            .field("kept", &kept)
+            .field("kept", &self.len())
             .finish()
     }
 }

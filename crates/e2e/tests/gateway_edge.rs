@@ -247,6 +247,11 @@ async fn oversized_broken_and_unknown_requests_get_problem_documents() {
     }
     let reply = customer.api.get("/api/v1/nothing-here").await;
     reply.assert_problem(404, "NOT_FOUND");
+    // A path segment that is no text at all once decoded.
+    for path in ["/api/v1/products/%FF", "/api/v1/orders/%C3%28"] {
+        let reply = customer.api.get(path).await;
+        reply.assert_problem(400, "BAD_REQUEST");
+    }
 
     let reply = api.send(api.request(Method::DELETE, "/api/v1/users")).await;
     assert_eq!(reply.status, 405, "{reply}");

@@ -243,3 +243,46 @@ async fn clients_within_their_limits_never_see_a_429() {
         assert_eq!(reply.status, 200, "{reply}");
     }
 }
+
+#[tokio::test]
+async fn made_up_tokens_meet_the_address_limit_before_a_signature_check() {
+    let stack = limited_stack(USER_PER_SECOND).await;
+    let customer = stack.customer().await;
+    let api = stack.api();
+    let from = |token: &str| {
+        api.request(Method::GET, "/api/v1/products")
+            .header("x-forwarded-for", "192.0.2.50")
+            .header("authorization", format!("Bearer {token}"))
+    };
+    // The customer's token is verified once, from the address under attack.
+    let verified = api.send(from(&customer.token)).await;
+    assert_eq!(verified.status, 200, "{verified}");
+
+    // Twice the address's anonymous burst (40) of forged tokens, at once:
+    // each costs a check, so the address's limit refuses the excess.
+    let forged =
+        futures::future::join_all((0..80).map(|n| api.send(from(&format!("x.y.{n}"))))).await;
+    let unauthorized = forged.iter().filter(|reply| reply.status == 401).count();
+    let refused: Vec<&Reply> = forged.iter().filter(|reply| reply.status == 429).collect();
+    assert_eq!(
+        unauthorized + refused.len(),
+        forged.len(),
+        "only 401 or 429: {:?}",
+        forged.iter().map(|reply| reply.status).collect::<Vec<_>>()
+    );
+    assert!(
+        unauthorized < 60,
+        "{unauthorized} forged tokens were checked"
+    );
+    for reply in &refused {
+        retry_after(reply);
+        assert!(
+            reply.header("ratelimit-policy").contains("\"anonymous\""),
+            "{reply:?}"
+        );
+    }
+
+    // A token verified already is not a check: it passes on its user's budget.
+    let again = api.send(from(&customer.token)).await;
+    assert_eq!(again.status, 200, "{again}");
+}

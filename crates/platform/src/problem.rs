@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -94,6 +94,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Path parameters whose rejections are problem documents: 400
+/// `BAD_REQUEST` for a segment that does not decode (invalid UTF-8 after
+/// percent-decoding) or does not parse as `T`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::from(&rejection)),
+        }
+    }
+}
+
+impl From<&PathRejection> for Problem {
+    fn from(rejection: &PathRejection) -> Self {
+        Problem::new(rejection.status(), "BAD_REQUEST", rejection.body_text())
+    }
+}
+
 impl From<&JsonRejection> for Problem {
     fn from(rejection: &JsonRejection) -> Self {
         let status = rejection.status();
@@ -148,6 +174,31 @@ mod tests {
             (415, "UNSUPPORTED_MEDIA_TYPE")
         );
         assert_eq!(body("application/json", "{\"a\":1}").await.unwrap()["a"], 1);
+    }
+
+    #[tokio::test]
+    async fn path_rejections_are_problems() {
+        let app = axum::Router::new().route(
+            "/products/{id}",
+            axum::routing::get(|PathParams(id): PathParams<String>| async move { id }),
+        );
+        let get = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .map_err(|e| e.to_string())
+                    .unwrap();
+                tower::ServiceExt::oneshot(app, request)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .unwrap()
+            }
+        };
+        let undecodable = get("/products/%FF").await;
+        assert_eq!(undecodable.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(undecodable.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        assert_eq!(get("/products/42").await.status(), StatusCode::OK);
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn stack_overhead(c: &mut Criterion) {
             .build(|_| Ok(tower::service_fn(answer)))
             .unwrap()
     });
-    let stack = upstream.service(Http);
+    let stack = upstream.service(Http::new());
     let client = tower::service_fn(answer);
 
     let mut group = c.benchmark_group("one call");

@@ -24,10 +24,12 @@
 //! retrying it only multiplies load.
 //!
 //! A request is retried only when sending it twice is harmless: the HTTP
-//! methods RFC 9110 §9.2.2 defines as idempotent, or any request carrying an
-//! `Idempotency-Key` (the upstream deduplicates it, as Ferrishop's order and
-//! deposit routes do). gRPC has no methods-with-semantics, so idempotent
-//! gRPC methods are listed explicitly.
+//! methods RFC 9110 §9.2.2 defines as idempotent, or a request carrying an
+//! `Idempotency-Key` to a path declared to deduplicate by it
+//! ([`Http::deduplicates`], as Ferrishop's deposit route does). The key
+//! alone proves nothing: a client may send one to a route that ignores it,
+//! where a second attempt would act twice. gRPC has no
+//! methods-with-semantics, so idempotent gRPC methods are listed explicitly.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -116,10 +118,27 @@ impl<B: Clone> Replay for http::Request<B> {
 }
 
 /// HTTP/1.1 and HTTP/2 REST semantics; see the [module docs](self).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Http;
+#[derive(Debug, Clone, Default)]
+pub struct Http {
+    /// Paths whose requests with an `Idempotency-Key` the upstream
+    /// deduplicates, whatever their method.
+    deduplicated: Arc<HashSet<String>>,
+}
 
 impl Http {
+    /// Only the idempotent methods may be retried until a path is declared.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares that the upstream deduplicates requests to `path` (exact)
+    /// by their `Idempotency-Key`: such requests may then be retried.
+    #[must_use]
+    pub fn deduplicates(mut self, path: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.deduplicated).insert(path.into());
+        self
+    }
+
     /// The classification of a response status.
     pub fn classify_status(status: StatusCode) -> Outcome {
         match status {
@@ -152,7 +171,8 @@ impl<B> Idempotent<http::Request<B>> for Http {
                 | Method::TRACE
                 | Method::PUT
                 | Method::DELETE
-        ) || request.headers().contains_key(IDEMPOTENCY_KEY)
+        ) || (request.headers().contains_key(IDEMPOTENCY_KEY)
+            && self.deduplicated.contains(request.uri().path()))
     }
 }
 
@@ -282,31 +302,31 @@ mod tests {
     fn http_4xx_is_never_a_failure_5xx_always_is_and_only_502_503_504_are_retried() {
         for status in [200, 201, 204, 301, 400, 401, 404, 409, 422, 429] {
             assert_eq!(
-                Http.classify(Ok(&response(status))),
+                Http::new().classify(Ok(&response(status))),
                 Outcome::Success,
                 "{status}"
             );
         }
         for status in [500, 501, 505] {
             assert_eq!(
-                Http.classify(Ok(&response(status))),
+                Http::new().classify(Ok(&response(status))),
                 Outcome::Failure,
                 "{status}"
             );
         }
         for status in [502, 503, 504] {
-            let outcome = Http.classify(Ok(&response(status)));
+            let outcome = Http::new().classify(Ok(&response(status)));
             assert!(outcome.is_failure() && outcome.is_retryable(), "{status}");
         }
         let transport: BoxError = "connection reset".into();
         assert_eq!(
-            Classify::<http::Response<()>>::classify(&Http, Err(&transport)),
+            Classify::<http::Response<()>>::classify(&Http::new(), Err(&transport)),
             Outcome::RetryableFailure
         );
     }
 
     #[test]
-    fn http_idempotency_follows_the_method_or_an_idempotency_key() {
+    fn http_idempotency_follows_the_method_or_a_deduplicated_idempotency_key() {
         for method in [
             Method::GET,
             Method::HEAD,
@@ -315,18 +335,26 @@ mod tests {
             Method::DELETE,
         ] {
             assert!(
-                Http.is_idempotent(&request(method.clone(), "/x")),
+                Http::new().is_idempotent(&request(method.clone(), "/x")),
                 "{method}"
             );
         }
-        assert!(!Http.is_idempotent(&request(Method::POST, "/x")));
-        assert!(!Http.is_idempotent(&request(Method::PATCH, "/x")));
+        assert!(!Http::new().is_idempotent(&request(Method::POST, "/x")));
+        assert!(!Http::new().is_idempotent(&request(Method::PATCH, "/x")));
 
-        let mut keyed = request(Method::POST, "/api/v1/orders");
-        keyed
-            .headers_mut()
-            .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("k-1"));
-        assert!(Http.is_idempotent(&keyed));
+        let keyed = |path| {
+            let mut keyed = request(Method::POST, path);
+            keyed
+                .headers_mut()
+                .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("k-1"));
+            keyed
+        };
+        let deposits = Http::new().deduplicates("/api/v1/wallet/deposits");
+        assert!(deposits.is_idempotent(&keyed("/api/v1/wallet/deposits")));
+        // A key sent where nothing deduplicates by it proves nothing.
+        assert!(!deposits.is_idempotent(&keyed("/api/v1/auth/refresh")));
+        assert!(!Http::new().is_idempotent(&keyed("/api/v1/wallet/deposits")));
+        assert!(!deposits.is_idempotent(&request(Method::POST, "/api/v1/wallet/deposits")));
     }
 
     #[test]

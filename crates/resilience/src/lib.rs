@@ -124,4 +124,4 @@ pub use clock::{Clock, ManualClock, TokioClock};
 pub use error::{BoxError, ConfigError, Error};
 pub use retry::{BackoffConfig, BudgetConfig, Jitter, RetryConfig, RetryPolicy};
 pub use stack::{Resilient, RouteConfig, UpstreamConfig};
-pub use upstream::{Endpoint, Instance, Pick, Resolve, TokioResolver, Upstream};
+pub use upstream::{Endpoint, Instance, Pick, Refresh, Resolve, TokioResolver, Upstream};

@@ -88,7 +88,7 @@ async fn retries_and_ejection_hide_a_dead_and_a_flaky_instance() {
     let healthy = serve(Router::new().route("/api/v1/users/me", get(|| async { "me" }))).await;
     let dead = closed_port().await;
     let upstream = upstream(&format!("http://{dead},http://{flaky},http://{healthy}"));
-    let service = upstream.service(Http);
+    let service = upstream.service(Http::new());
 
     for _ in 0..30 {
         let response = service
@@ -117,7 +117,7 @@ async fn retries_and_ejection_hide_a_dead_and_a_flaky_instance() {
 #[tokio::test]
 async fn a_post_to_a_dead_instance_is_not_retried_and_fails_typed() {
     let dead = closed_port().await;
-    let service = upstream(&format!("http://{dead}")).service(Http);
+    let service = upstream(&format!("http://{dead}")).service(Http::new());
 
     let post = http::Request::post("/api/v1/users")
         .body(Bytes::from_static(b"{}"))

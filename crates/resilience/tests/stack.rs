@@ -175,7 +175,7 @@ fn config() -> UpstreamConfig {
 async fn get_is_retried_on_503_three_times_with_growing_delays() {
     let fakes = Fakes::default();
     fakes.script("a:1", &[Reply::Status(503)]);
-    let service = fakes.upstream("http://a:1", config()).service(Http);
+    let service = fakes.upstream("http://a:1", config()).service(Http::new());
 
     let response = service.oneshot(request(Method::GET)).await.unwrap();
 
@@ -194,7 +194,7 @@ async fn a_retry_that_succeeds_hides_the_failure() {
         "a:1",
         &[Reply::Refuse, Reply::Status(502), Reply::Status(200)],
     );
-    let service = fakes.upstream("http://a:1", config()).service(Http);
+    let service = fakes.upstream("http://a:1", config()).service(Http::new());
 
     let response = service.oneshot(request(Method::GET)).await.unwrap();
 
@@ -206,7 +206,7 @@ async fn a_retry_that_succeeds_hides_the_failure() {
 async fn post_without_an_idempotency_key_is_never_retried() {
     let fakes = Fakes::default();
     fakes.script("a:1", &[Reply::Status(503)]);
-    let service = fakes.upstream("http://a:1", config()).service(Http);
+    let service = fakes.upstream("http://a:1", config()).service(Http::new());
 
     let response = service
         .clone()
@@ -221,19 +221,35 @@ async fn post_without_an_idempotency_key_is_never_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn post_with_an_idempotency_key_is_retried() {
+async fn post_with_an_idempotency_key_is_retried_where_the_upstream_deduplicates() {
     let fakes = Fakes::default();
-    fakes.script("a:1", &[Reply::Status(503), Reply::Status(201)]);
-    let service = fakes.upstream("http://a:1", config()).service(Http);
-    let mut post = request(Method::POST);
-    post.headers_mut()
-        .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("order-42"));
+    fakes.script(
+        "a:1",
+        &[Reply::Status(503), Reply::Status(503), Reply::Status(201)],
+    );
+    let upstream = fakes.upstream("http://a:1", config());
+    let keyed = || {
+        let mut post = request(Method::POST);
+        post.headers_mut()
+            .insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("order-42"));
+        post
+    };
 
-    let response = service.oneshot(post).await.unwrap();
+    // Where nothing says the key is honoured, it is one attempt.
+    let response = upstream
+        .service(Http::new())
+        .oneshot(keyed())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(fakes.calls(), 1);
+
+    let deduplicating = upstream.service(Http::new().deduplicates("/api/v1/things"));
+    let response = deduplicating.oneshot(keyed()).await.unwrap();
 
     assert_eq!(response.status(), 201);
     let calls = fakes.calls.lock().unwrap();
-    assert_eq!(calls.len(), 2);
+    assert_eq!(calls.len(), 3);
     assert!(calls.iter().all(|call| call.method == Method::POST));
 }
 
@@ -241,7 +257,7 @@ async fn post_with_an_idempotency_key_is_retried() {
 async fn client_errors_and_500_are_not_retried() {
     let fakes = Fakes::default();
     fakes.script("a:1", &[Reply::Status(404), Reply::Status(500)]);
-    let service = fakes.upstream("http://a:1", config()).service(Http);
+    let service = fakes.upstream("http://a:1", config()).service(Http::new());
 
     let not_found = service.clone().oneshot(request(Method::GET)).await.unwrap();
     let server_error = service.oneshot(request(Method::GET)).await.unwrap();
@@ -263,7 +279,7 @@ async fn an_exhausted_budget_stops_retries() {
         retry_ratio: 0.2,
         ..BudgetConfig::default()
     };
-    let service = fakes.upstream("http://a:1", config).service(Http);
+    let service = fakes.upstream("http://a:1", config).service(Http::new());
 
     for _ in 0..10 {
         let response = service.clone().oneshot(request(Method::GET)).await.unwrap();
@@ -281,7 +297,7 @@ async fn a_retry_goes_to_another_instance() {
     fakes.script("b:1", &[Reply::Status(200)]);
     let service = fakes
         .upstream("http://a:1,http://b:1", config())
-        .service(Http);
+        .service(Http::new());
 
     let response = service.oneshot(request(Method::GET)).await.unwrap();
 
@@ -298,7 +314,7 @@ async fn a_full_bulkhead_sheds_the_next_call_at_once() {
         max_in_flight: LIMIT,
         ..config()
     };
-    let service = fakes.upstream("http://a:1", config).service(Http);
+    let service = fakes.upstream("http://a:1", config).service(Http::new());
 
     let mut in_flight = Vec::new();
     for _ in 0..LIMIT {
@@ -339,11 +355,11 @@ async fn routes_to_one_upstream_share_its_bulkhead() {
         timeout: Duration::from_secs(30),
         ..RouteConfig::default()
     };
-    let mut first = upstream.service_with(&slow_route, Http).unwrap();
+    let mut first = upstream.service_with(&slow_route, Http::new()).unwrap();
     first.ready().await.unwrap();
     let pending = first.call(request(Method::GET));
 
-    let other_route = upstream.service(Http);
+    let other_route = upstream.service(Http::new());
     let shed = other_route.oneshot(request(Method::GET)).await;
     assert!(matches!(shed, Err(Error::Overloaded { .. })), "{shed:?}");
     assert!(pending.await.is_ok());
@@ -358,7 +374,7 @@ async fn a_hung_attempt_times_out_counts_against_its_instance_and_is_retried_els
     config.breaker.consecutive_failures = 1;
     config.route.attempt_timeout = Duration::from_secs(1);
     let upstream = fakes.upstream("http://a:1,http://b:1", config);
-    let service = upstream.service(Http);
+    let service = upstream.service(Http::new());
 
     let started = Instant::now();
     let response = service.oneshot(request(Method::GET)).await.unwrap();
@@ -379,7 +395,7 @@ async fn the_whole_call_including_retries_is_bounded_by_the_route_timeout() {
     let mut config = config();
     config.route.attempt_timeout = Duration::from_secs(2);
     config.route.timeout = Duration::from_secs(3);
-    let service = fakes.upstream("http://a:1", config).service(Http);
+    let service = fakes.upstream("http://a:1", config).service(Http::new());
 
     let started = Instant::now();
     let result = service.oneshot(request(Method::GET)).await;
@@ -399,7 +415,7 @@ async fn five_failures_eject_the_only_instance_and_calls_then_fail_fast_unretrie
     let mut config = config();
     config.breaker = BreakerConfig::default();
     let upstream = fakes.upstream("http://a:1", config);
-    let service = upstream.service(Http);
+    let service = upstream.service(Http::new());
 
     for _ in 0..5 {
         let response = service
@@ -442,7 +458,7 @@ async fn five_failures_eject_the_only_instance_and_calls_then_fail_fast_unretrie
 async fn transport_errors_become_typed_upstream_errors() {
     let fakes = Fakes::default();
     fakes.script("a:1", &[Reply::Refuse]);
-    let service = fakes.upstream("http://a:1", config()).service(Http);
+    let service = fakes.upstream("http://a:1", config()).service(Http::new());
 
     let error = service.oneshot(request(Method::GET)).await.unwrap_err();
 
@@ -460,5 +476,5 @@ fn invalid_route_settings_are_refused() {
         timeout: Duration::from_secs(5),
         ..RouteConfig::default()
     };
-    assert!(upstream.service_with(&route, Http).is_err());
+    assert!(upstream.service_with(&route, Http::new()).is_err());
 }

@@ -160,7 +160,16 @@ pub async fn identify(keys: &Keys, request: &mut Request) -> Result<(), Response
 /// SipHash over them cost more than the rest of a cache hit.
 #[derive(Debug, Default)]
 struct VerifiedTokens {
-    entries: RwLock<HashMap<Box<str>, Claims, foldhash::quality::RandomState>>,
+    entries: RwLock<Entries>,
+}
+
+/// The tokens verified with the keys of one generation.
+#[derive(Debug, Default)]
+struct Entries {
+    /// Bumped whenever the keys change, so that a check made with the old
+    /// keys and finished after the change is not kept.
+    generation: u64,
+    tokens: HashMap<Box<str>, Claims, foldhash::quality::RandomState>,
 }
 
 /// Tokens kept at most (a few hundred bytes each).
@@ -169,23 +178,37 @@ const VERIFIED_TOKENS: usize = 10_000;
 impl VerifiedTokens {
     fn get(&self, token: &str) -> Option<Claims> {
         let entries = self.entries.read().ok()?;
-        let claims = entries.get(token)?;
+        let claims = entries.tokens.get(token)?;
         (claims.exp > unix_now()).then(|| claims.clone())
     }
 
-    fn insert(&self, token: &str, claims: &Claims) {
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= VERIFIED_TOKENS {
-                entries.clear();
+    /// The generation to pass to [`insert`](Self::insert): read it before
+    /// reading the keys a token is checked with.
+    fn generation(&self) -> u64 {
+        self.entries.read().map_or(0, |entries| entries.generation)
+    }
+
+    /// Keeps a token checked with the keys of `generation`, unless the keys
+    /// have changed since.
+    fn insert(&self, token: &str, claims: &Claims, generation: u64) {
+        if let Ok(mut entries) = self.entries.write()
+            && entries.generation == generation
+        {
+            if entries.tokens.len() >= VERIFIED_TOKENS {
+                entries.tokens.clear();
             }
-            entries.insert(token.into(), claims.clone());
+            entries.tokens.insert(token.into(), claims.clone());
         }
     }
 
+    /// Forgets every token, the keys having changed.
     fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.generation = entries.generation.wrapping_add(1);
+        entries.tokens.clear();
     }
 }
 
@@ -299,6 +322,19 @@ impl Keys {
         }
     }
 
+    /// Whether verifying this `Authorization` header value would take a
+    /// signature check: there is a value, and it is not a token verified
+    /// already (see [`crate::rate_limit`], which counts such checks).
+    pub fn needs_check(&self, authorization: Option<&HeaderValue>) -> bool {
+        authorization.is_some_and(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|value| auth::bearer_token(Some(value)).ok())
+                .is_none_or(|token| self.inner.verified.get(token).is_none())
+        })
+    }
+
     /// Verifies an `Authorization` header value, refetching the keys once
     /// when the token names a key not seen yet.
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
@@ -306,11 +342,13 @@ impl Keys {
         if let Some(claims) = self.inner.verified.get(token) {
             return Ok(claims);
         }
+        let mut generation = self.inner.verified.generation();
         let claims = match self.current().verify(token) {
             Err(error) if error.is_unknown_key() => {
                 if let Err(fetch) = self.refresh_if_due().await {
                     tracing::warn!(error = %fetch, "could not refresh the JWKS");
                 }
+                generation = self.inner.verified.generation();
                 let verifier = self.current();
                 if verifier.keys().is_empty() {
                     return Err(TokenError::KeysUnavailable);
@@ -319,7 +357,7 @@ impl Keys {
             }
             result => result?,
         };
-        self.inner.verified.insert(token, &claims);
+        self.inner.verified.insert(token, &claims, generation);
         Ok(claims)
     }
 
@@ -589,11 +627,28 @@ mod tests {
             "iss": auth::DEFAULT_ISSUER, "aud": auth::DEFAULT_AUDIENCE, "jti": Uuid::now_v7(),
         }))
         .unwrap();
-        cache.insert("expired", &claims);
+        cache.insert("expired", &claims, cache.generation());
         assert_eq!(cache.get("expired"), None);
         claims.exp = unix_now() + 60;
-        cache.insert("fresh", &claims);
+        cache.insert("fresh", &claims, cache.generation());
         assert_eq!(cache.get("fresh"), Some(claims));
+    }
+
+    #[test]
+    fn a_check_made_with_keys_changed_since_is_not_kept() {
+        let cache = VerifiedTokens::default();
+        let claims: Claims = serde_json::from_value(serde_json::json!({
+            "sub": Uuid::now_v7(), "roles": [], "iat": 0, "exp": unix_now() + 60,
+            "iss": auth::DEFAULT_ISSUER, "aud": auth::DEFAULT_AUDIENCE, "jti": Uuid::now_v7(),
+        }))
+        .unwrap();
+        // A check starts with the old keys; the keys change before it ends.
+        let before = cache.generation();
+        cache.clear();
+        cache.insert("checked-with-old-keys", &claims, before);
+        assert_eq!(cache.get("checked-with-old-keys"), None);
+        cache.insert("checked-with-new-keys", &claims, cache.generation());
+        assert_eq!(cache.get("checked-with-new-keys"), Some(claims));
     }
 
     #[tokio::test]

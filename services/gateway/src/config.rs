@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use clap::Parser;
-use platform::config::{CommonArgs, parse_duration};
+use platform::config::{CommonArgs, parse_duration, parse_positive_duration};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -89,6 +89,11 @@ pub struct Upstreams {
         default_value = "http://127.0.0.1:50055"
     )]
     pub inventory_grpc_url: String,
+    /// How often host names are resolved again: a name with several
+    /// addresses (compose `--scale`, a headless Kubernetes Service) is one
+    /// instance per address, balanced round-robin.
+    #[arg(long, env = "UPSTREAM_DNS_REFRESH", default_value = "30s", value_parser = parse_positive_duration)]
+    pub dns_refresh: Duration,
 }
 
 /// Access-token verification against the user service's keys.
@@ -133,8 +138,9 @@ pub struct RateLimits {
     /// Login burst per client IP.
     #[arg(long, env = "RATE_LIMIT_LOGIN_BURST", default_value = "5")]
     pub login_burst: NonZeroU32,
-    /// Take the client IP from the first `X-Forwarded-For` entry (only behind
-    /// a proxy that sets it; otherwise clients could pick their own bucket).
+    /// Take the client IP from the last `X-Forwarded-For` entry (only behind
+    /// one proxy that appends it; otherwise clients could pick their own
+    /// bucket).
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
     pub trust_forwarded_for: bool,
 }

@@ -48,8 +48,13 @@ async fn main() -> ExitCode {
         },
         ..UpstreamConfig::default()
     };
-    let services = upstreams::Services::new(&config.upstreams, upstream_config)
-        .unwrap_or_else(|error| platform::fail(error));
+    let services = upstreams::Services::new(
+        &config.upstreams,
+        upstream_config,
+        resilience::TokioResolver,
+    )
+    .unwrap_or_else(|error| platform::fail(error));
+    let discovery = services.discovery.clone();
     let keys = auth::Keys::new(auth::KeysConfig {
         jwks_url: config.auth.jwks_url(&config.upstreams.user_url),
         issuer: config.auth.issuer.clone(),
@@ -73,6 +78,7 @@ async fn main() -> ExitCode {
     let streams = state.shutdown.clone();
 
     let reload = config.auth.reload_period;
+    let dns_refresh = config.upstreams.dns_refresh;
     service
         .http(config.http_addr, routes::router(state, edge))
         .grpc(
@@ -85,6 +91,9 @@ async fn main() -> ExitCode {
                 .describe(proto::FILE_DESCRIPTOR_SET),
         )
         .task("jwks", move |cancel| keys.keep_loaded(reload, cancel))
+        .task("dns", move |cancel| {
+            discovery.keep_current(dns_refresh, cancel)
+        })
         .task("nats", move |cancel| {
             routes::events::connect_nats(nats, cancel)
         })

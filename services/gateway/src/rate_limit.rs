@@ -19,9 +19,11 @@
 //! IP's `anonymous` bucket. The public gRPC port checks the same limiter
 //! ([`RateLimiter::check`]), so a user's budget covers REST and gRPC together.
 //!
-//! The client IP is the TCP peer's; with `TRUST_FORWARDED_FOR` the first
-//! `X-Forwarded-For` entry instead, for deployments behind a proxy that sets
-//! it (anywhere else clients could pick a fresh bucket per request). IPv6
+//! The client IP is the TCP peer's; with `TRUST_FORWARDED_FOR` the last
+//! `X-Forwarded-For` entry instead, for deployments behind one proxy that
+//! appends it (anywhere else clients could pick a fresh bucket per request).
+//! The last entry is the one that proxy wrote; the ones before it are
+//! whatever the client sent, so they are never trusted. IPv6
 //! clients are keyed by their /64: one subscriber usually holds a whole /64,
 //! and per-address keys would hand each of them 2⁶⁴ buckets.
 //!
@@ -54,6 +56,17 @@
 //! set on every response rather than on 429s only, which costs one small
 //! header value per response and is what lets a well-behaved client never
 //! see a 429.
+//!
+//! # Tokens not verified yet
+//!
+//! Checking a token's signature costs more than the rest of a proxied
+//! request, and only tokens that pass are kept as verified (see
+//! [`crate::auth`]). So every token check the gateway must make — a client's
+//! first request with a new token, or any made-up token — counts against
+//! the client IP's `anonymous` bucket before it is made
+//! ([`admit_token_check`]): a flood of forged tokens gets 429s from one IP's
+//! limit, not a signature check each. A request whose token was verified
+//! already counts only against its user's bucket.
 //!
 //! Each refusal increments `ferrishop_rate_limited_total{route, limiter}`,
 //! `route` being the matched route template (`unmatched` for none; the gRPC
@@ -315,16 +328,18 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
-    /// The client's IP: the first `X-Forwarded-For` entry when trusted and
+    /// The client's IP: the last `X-Forwarded-For` entry when trusted and
     /// present, else the peer's; the unspecified address when neither is
     /// known (such requests then share one bucket).
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let forwarded = || {
             headers
-                .get("x-forwarded-for")?
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()?
                 .to_str()
                 .ok()?
-                .split(',')
+                .rsplit(',')
                 .next()?
                 .trim()
                 .parse::<IpAddr>()
@@ -370,20 +385,22 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Whose bucket a REST request is counted against.
     fn subject_of(&self, request: &Request) -> Subject {
-        let ip = || {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(peer)| *peer);
-            self.client_ip(request.headers(), peer)
-        };
         if request.method() == Method::POST && request.uri().path() == LOGIN_PATH {
-            Subject::Login(ip())
+            Subject::Login(self.request_ip(request))
         } else if let Some(caller) = request.extensions().get::<Caller>() {
             Subject::User(caller.user_id)
         } else {
-            Subject::Anonymous(ip())
+            Subject::Anonymous(self.request_ip(request))
         }
+    }
+
+    /// [`client_ip`](Self::client_ip) of a REST request.
+    fn request_ip(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer);
+        self.client_ip(request.headers(), peer)
     }
 }
 
@@ -410,23 +427,42 @@ where
     let decision = limiter.check(limiter.subject_of(&request));
     let mut response = match decision.retry_after() {
         None => next.run(request).await,
-        Some(retry_after) => {
-            let route = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("unmatched", MatchedPath::as_str);
-            decision.record_refusal(route);
-            tracing::info!(
-                limiter = decision.policy(),
-                route,
-                retry_after = ?retry_after,
-                "rate limited"
-            );
-            ApiError::RateLimited { retry_after }.into_response()
-        }
+        Some(retry_after) => refuse(&decision, &request, retry_after),
     };
     decision.write_headers(response.headers_mut());
     response
+}
+
+/// Counts a token check against the client IP's `anonymous` bucket before
+/// it is made (see [Tokens not verified yet](self#tokens-not-verified-yet));
+/// returns the 429 to send when over the limit. The edge middleware runs
+/// this before [`crate::auth::identify`] when the request's token is not
+/// known to be verified.
+pub fn admit_token_check<C>(limiter: &RateLimiter<C>, request: &Request) -> Option<Response>
+where
+    C: Clock + Send + Sync + 'static,
+{
+    let decision = limiter.check(Subject::Anonymous(limiter.request_ip(request)));
+    let retry_after = decision.retry_after()?;
+    let mut response = refuse(&decision, request, retry_after);
+    decision.write_headers(response.headers_mut());
+    Some(response)
+}
+
+/// The 429 for a refused request, counted and logged.
+fn refuse(decision: &Decision, request: &Request, retry_after: Duration) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    decision.record_refusal(route);
+    tracing::info!(
+        limiter = decision.policy(),
+        route,
+        retry_after = ?retry_after,
+        "rate limited"
+    );
+    ApiError::RateLimited { retry_after }.into_response()
 }
 
 #[cfg(test)]
@@ -688,10 +724,11 @@ mod tests {
     #[test]
     fn client_ips_are_grouped_and_forwarded_for_only_when_trusted() {
         let peer = SocketAddr::from(([192, 0, 2, 1], 1234));
+        // The client claimed 10.0.0.1; the proxy appended what it saw.
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.7, 10.0.0.1"),
+            HeaderValue::from_static("10.0.0.1, 203.0.113.7"),
         );
         let untrusting = RateLimiter::with_clock(&config(), FakeRelativeClock::default());
         assert_eq!(
@@ -708,6 +745,12 @@ mod tests {
         assert_eq!(
             trusting.client_ip(&headers, Some(peer)),
             IpAddr::from([203, 0, 113, 7])
+        );
+        // A proxy that adds its own header line instead of appending.
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.9"));
+        assert_eq!(
+            trusting.client_ip(&headers, Some(peer)),
+            IpAddr::from([198, 51, 100, 9])
         );
         assert_eq!(
             trusting.client_ip(&HeaderMap::new(), None),

@@ -23,7 +23,10 @@ use platform::http_client::ObserveHttpClient;
 use proto::ferrishop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
 use resilience::grpc::{GrpcChannel, Replayable, replayable};
-use resilience::{BoxError, Endpoint, Grpc, Http, Resilient, Upstream, UpstreamConfig};
+use resilience::{
+    BoxError, Endpoint, Grpc, Http, Refresh, Resilient, Resolve, Upstream, UpstreamConfig,
+};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Upstreams as UpstreamUrls;
 
@@ -182,6 +185,8 @@ pub struct Services {
     pub inventory: InventoryServiceClient<GrpcUpstream>,
     /// Raw channels for the public gRPC port, by service.
     pub grpc: GrpcChannels,
+    /// Every upstream above, for DNS re-resolution.
+    pub discovery: Discovery,
 }
 
 /// The channels the public gRPC port forwards to.
@@ -203,37 +208,57 @@ pub struct UpstreamError {
 }
 
 impl Services {
-    pub fn new(urls: &UpstreamUrls, config: UpstreamConfig) -> Result<Self, UpstreamError> {
+    /// Every upstream, each with one instance per configured URL until
+    /// [`Discovery::keep_current`] has `resolver` resolve their host names.
+    pub fn new(
+        urls: &UpstreamUrls,
+        config: UpstreamConfig,
+        resolver: impl Resolve + Clone,
+    ) -> Result<Self, UpstreamError> {
         // One pool for every REST instance: connections are keyed by host.
         let clients = Clients::new();
-        let rest = |name: &'static str, urls: &str| -> Result<RestClient, UpstreamError> {
-            let fail = |source| UpstreamError { name, source };
-            let clients = clients.clone();
-            let upstream = Upstream::builder(name, urls)
-                .map_err(fail)?
-                .config(config)
-                .build(move |endpoint: &Endpoint| {
-                    Ok(RestInstance {
-                        client: ObserveHttpClient::new(clients.for_endpoint(endpoint)),
-                        endpoint: endpoint.clone(),
+        let mut discovery = Discovery::default();
+        let mut rest =
+            |name: &'static str, urls: &str, protocol: Http| -> Result<RestClient, UpstreamError> {
+                let fail = |source| UpstreamError { name, source };
+                let clients = clients.clone();
+                let upstream = Upstream::builder(name, urls)
+                    .map_err(fail)?
+                    .config(config)
+                    .resolver(resolver.clone())
+                    .build(move |endpoint: &Endpoint| {
+                        Ok(RestInstance {
+                            client: ObserveHttpClient::new(clients.for_endpoint(endpoint)),
+                            endpoint: endpoint.clone(),
+                        })
                     })
-                })
-                .map_err(fail)?;
-            Ok(upstream.service(Http))
-        };
-        let grpc = |name: &'static str,
-                    urls: &str,
-                    idempotent: &[&str]|
+                    .map_err(fail)?;
+                discovery.0.push(Arc::new(upstream.clone()));
+                Ok(upstream.service(protocol))
+            };
+        // Only the payment service deduplicates by `Idempotency-Key` (its
+        // deposits): a keyed POST anywhere else is sent once.
+        let user = rest("user", &urls.user_url, Http::new())?;
+        let payment = rest(
+            "payment",
+            &urls.payment_url,
+            Http::new().deduplicates(DEPOSITS_PATH),
+        )?;
+        let mut grpc = |name: &'static str,
+                        urls: &str,
+                        idempotent: &[&str]|
          -> Result<GrpcUpstream, UpstreamError> {
             let fail = |source| UpstreamError { name, source };
             let upstream = Upstream::builder(name, urls)
                 .map_err(fail)?
                 .config(config)
+                .resolver(resolver.clone())
                 .build(|endpoint: &Endpoint| {
                     let channel = platform::grpc::channel(&endpoint.to_string())?;
                     Ok(replayable(channel))
                 })
                 .map_err(fail)?;
+            discovery.0.push(Arc::new(upstream.clone()));
             let protocol = idempotent.iter().fold(Grpc::new(), |protocol, method| {
                 protocol.idempotent_method(*method)
             });
@@ -241,20 +266,62 @@ impl Services {
         };
         let order = grpc("order", &urls.order_grpc_url, ORDER_IDEMPOTENT)?;
         let inventory = grpc("inventory", &urls.inventory_grpc_url, INVENTORY_IDEMPOTENT)?;
+        let grpc = GrpcChannels {
+            user: grpc("user-grpc", &urls.user_grpc_url, USER_IDEMPOTENT)?,
+            order: order.clone(),
+            payment: grpc("payment-grpc", &urls.payment_grpc_url, PAYMENT_IDEMPOTENT)?,
+            inventory: inventory.clone(),
+        };
         Ok(Self {
-            user: rest("user", &urls.user_url)?,
-            payment: rest("payment", &urls.payment_url)?,
-            order: OrderServiceClient::new(order.clone()),
-            inventory: InventoryServiceClient::new(inventory.clone()),
-            grpc: GrpcChannels {
-                user: grpc("user-grpc", &urls.user_grpc_url, USER_IDEMPOTENT)?,
-                order,
-                payment: grpc("payment-grpc", &urls.payment_grpc_url, PAYMENT_IDEMPOTENT)?,
-                inventory,
-            },
+            user,
+            payment,
+            order: OrderServiceClient::new(order),
+            inventory: InventoryServiceClient::new(inventory),
+            grpc,
+            discovery,
         })
     }
 }
+
+/// Every upstream, whatever its client type, for DNS re-resolution: in
+/// docker compose and Kubernetes, DNS is the service registry.
+#[derive(Clone, Default)]
+pub struct Discovery(Vec<Arc<dyn Refresh>>);
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("upstreams", &self.0.len())
+            .finish()
+    }
+}
+
+impl Discovery {
+    /// Re-resolves every upstream's host names now and every `period` after,
+    /// until `cancel`. A name that resolves to several addresses (compose
+    /// `--scale`, a headless Kubernetes Service) becomes one instance per
+    /// address, each with its own breaker, and calls go round-robin over
+    /// them; a failed lookup keeps the instances there are.
+    pub async fn keep_current(self, period: Duration, cancel: CancellationToken) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let refresh_all =
+            || futures::future::join_all(self.0.iter().map(|upstream| upstream.refresh()));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = refresh_all() => {}
+            }
+        }
+    }
+}
+
+/// The payment service's deposits, deduplicated by their `Idempotency-Key`.
+const DEPOSITS_PATH: &str = "/api/v1/wallet/deposits";
 
 /// Reads, and writes that carry their own idempotency key, may be retried;
 /// a cancel may not (a retried cancel that had landed would answer 409).
@@ -284,15 +351,24 @@ const PAYMENT_IDEMPOTENT: &[&str] = &[
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+
     use http_body_util::BodyExt;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
     use tower::{Service, ServiceExt};
 
     use super::*;
 
     /// An upstream answering with the request it got: method, path, and
-    /// every header, one `name: value` line each.
-    async fn echo() -> Endpoint {
-        let app = axum::Router::new().fallback(|request: axum::extract::Request| async move {
+    /// every header, one `name: value` line each; `x-upstream` says which.
+    async fn echo(name: &'static str) -> Endpoint {
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| async move {
             let mut lines = vec![format!("{} {}", request.method(), request.uri())];
             lines.extend(
                 request
@@ -300,7 +376,7 @@ mod tests {
                     .iter()
                     .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?"))),
             );
-            ([("x-upstream", "echo")], lines.join("\n"))
+            ([("x-upstream", name)], lines.join("\n"))
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -317,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_requests_reach_the_instance_as_they_were_sent() {
-        let endpoint = echo().await;
+        let endpoint = echo("echo").await;
         let mut instance = instance(&endpoint);
         for _ in 0..2 {
             let request = http::Request::get("/api/v1/users/me?x=1")
@@ -351,5 +427,149 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("Connect"), "{message}");
         assert!(message.contains("refused"), "{message}");
+    }
+
+    /// DNS as the test says: a configured URL's host name resolves to the
+    /// addresses set for its port.
+    #[derive(Clone, Default)]
+    struct Dns(Arc<std::sync::Mutex<HashMap<u16, Vec<SocketAddr>>>>);
+
+    impl Resolve for Dns {
+        fn resolve(
+            &self,
+            _host: &str,
+            port: u16,
+        ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'static>> {
+            let addresses = self
+                .0
+                .lock()
+                .unwrap()
+                .get(&port)
+                .cloned()
+                .unwrap_or_default();
+            Box::pin(async move { Ok(addresses) })
+        }
+    }
+
+    /// `localhost` for the user service (REST) and the order service
+    /// (gRPC); the others at a port nothing listens on.
+    fn urls(user: SocketAddr, order: SocketAddr) -> UpstreamUrls {
+        let unused = "http://127.0.0.1:9".to_owned();
+        UpstreamUrls {
+            user_url: format!("http://localhost:{}", user.port()),
+            order_url: unused.clone(),
+            payment_url: unused.clone(),
+            inventory_url: unused.clone(),
+            user_grpc_url: unused.clone(),
+            order_grpc_url: format!("http://localhost:{}", order.port()),
+            payment_grpc_url: unused.clone(),
+            inventory_grpc_url: unused,
+            dns_refresh: Duration::from_secs(30),
+        }
+    }
+
+    /// Which echo instance answered a `GET /`.
+    async fn rest_answer(services: &Services) -> String {
+        let request = http::Request::get("/").body(Bytes::new()).unwrap();
+        let response = services.user.clone().oneshot(request).await.unwrap();
+        response.headers()["x-upstream"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A gRPC health service whose `probe` is serving or not, which tells
+    /// the instances apart.
+    async fn health(status: tonic_health::ServingStatus) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("probe", status).await;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+
+    /// Which health instance answered, by its `probe` status.
+    async fn grpc_answer(services: &Services) -> ServingStatus {
+        let request = HealthCheckRequest {
+            service: "probe".to_owned(),
+        };
+        let mut client = HealthClient::new(services.grpc.order.clone());
+        let status = client.check(request).await.unwrap().into_inner().status;
+        ServingStatus::try_from(status).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_name_with_several_addresses_is_balanced_once_discovery_resolved_it() {
+        let address =
+            |endpoint: Endpoint| -> SocketAddr { endpoint.authority().as_str().parse().unwrap() };
+        let (rest_a, rest_b) = (address(echo("a").await), address(echo("b").await));
+        let grpc_a = health(tonic_health::ServingStatus::Serving).await;
+        let grpc_b = health(tonic_health::ServingStatus::NotServing).await;
+        let dns = Dns::default();
+        let services = Services::new(
+            &urls(rest_a, grpc_a),
+            UpstreamConfig::default(),
+            dns.clone(),
+        )
+        .unwrap();
+
+        // Before discovery, `localhost` is one instance, the first one.
+        for _ in 0..4 {
+            assert_eq!(rest_answer(&services).await, "a");
+            assert_eq!(grpc_answer(&services).await, ServingStatus::Serving);
+        }
+
+        // `localhost` now resolves to two instances of each service.
+        dns.0.lock().unwrap().extend([
+            (rest_a.port(), vec![rest_a, rest_b]),
+            (grpc_a.port(), vec![grpc_a, grpc_b]),
+        ]);
+        let cancel = CancellationToken::new();
+        let discovery = tokio::spawn(
+            services
+                .discovery
+                .clone()
+                .keep_current(Duration::from_secs(30), cancel.clone()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rest_answer(&services).await != "b"
+            || grpc_answer(&services).await != ServingStatus::NotServing
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "discovery never resolved localhost"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Round-robin: each instance takes every other call.
+        let mut rest = Vec::new();
+        let mut grpc = Vec::new();
+        for _ in 0..6 {
+            rest.push(rest_answer(&services).await);
+            grpc.push(grpc_answer(&services).await);
+        }
+        assert_eq!(
+            rest.iter().filter(|name| *name == "b").count(),
+            3,
+            "{rest:?}"
+        );
+        assert_eq!(
+            grpc.iter()
+                .filter(|s| **s == ServingStatus::NotServing)
+                .count(),
+            3,
+            "{grpc:?}"
+        );
+
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), discovery)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

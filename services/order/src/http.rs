@@ -18,13 +18,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use platform::problem::Problem;
+use platform::problem::{PathParams, Problem};
 use platform::validation;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -133,7 +133,7 @@ struct TokenQuery {
 async fn get_order(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Json<OrderBody>> {
     let caller = Caller::from_headers(&headers)?;
@@ -201,7 +201,7 @@ async fn list_orders(
 async fn cancel_order(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Response> {
     let caller = Caller::from_headers(&headers)?;
     let id = OrderId::parse(&id).map_err(|error| OrderError::invalid("id", error))?;
@@ -263,7 +263,7 @@ async fn list_sagas(
 async fn sales_of_day(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    Path(day): Path<String>,
+    PathParams(day): PathParams<String>,
 ) -> ApiResult<Json<Vec<DailySales>>> {
     let caller = Caller::from_headers(&headers)?;
     let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")

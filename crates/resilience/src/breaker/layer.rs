@@ -210,7 +210,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let breaker = CircuitBreaker::builder("payment").build().unwrap();
         let service = ServiceBuilder::new()
-            .layer(CircuitBreakerLayer::new(breaker.clone(), Http))
+            .layer(CircuitBreakerLayer::new(breaker.clone(), Http::new()))
             .service(respond_with(status.clone(), calls.clone()));
 
         for _ in 0..5 {
@@ -245,15 +245,15 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let breaker = CircuitBreaker::builder("order").build().unwrap();
-        let service = CircuitBreakerLayer::new(breaker.clone(), Http).layer(tower::service_fn(
-            move |_request: http::Request<()>| {
+        let service = CircuitBreakerLayer::new(breaker.clone(), Http::new()).layer(
+            tower::service_fn(move |_request: http::Request<()>| {
                 counter.fetch_add(1, Ordering::SeqCst);
                 async {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     Ok::<_, Infallible>(http::Response::new(()))
                 }
-            },
-        ));
+            }),
+        );
         for _ in 0..5 {
             breaker.try_acquire().unwrap().failure();
         }
@@ -285,7 +285,7 @@ mod tests {
     async fn client_errors_never_open_it() {
         let calls = Arc::new(AtomicUsize::new(0));
         let breaker = CircuitBreaker::builder("user").build().unwrap();
-        let service = CircuitBreakerLayer::new(breaker.clone(), Http)
+        let service = CircuitBreakerLayer::new(breaker.clone(), Http::new())
             .layer(respond_with(Arc::new(AtomicUsize::new(404)), calls.clone()));
         for _ in 0..100 {
             service.clone().oneshot(get()).await.unwrap();

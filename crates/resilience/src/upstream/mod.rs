@@ -20,10 +20,11 @@
 //!
 //! Re-resolution is opt-in: call [`Upstream::refresh`] (once at start) and/or
 //! [`Upstream::spawn_refresh`] (periodically; 30 s, the platform's registry
-//! TTL, is a good interval). Each configured host name is then replaced by
-//! one instance per address it resolves to; instances that stay keep their
-//! breaker and their client, instances that disappear are dropped, new ones
-//! get a client from the factory. A failed or empty resolution keeps the
+//! TTL, is a good interval); a task that keeps upstreams of several client
+//! types resolved holds them as [`Refresh`] trait objects. Each configured
+//! host name is then replaced by one instance per address it resolves to;
+//! instances that stay keep their breaker and their client, instances that
+//! disappear are dropped, new ones get a client from the factory. A failed or empty resolution keeps the
 //! previous instances: a DNS hiccup must not empty the pool. Without
 //! re-resolution, a host name is one instance and the client resolves it
 //! per connection, which suits a name with one address (a Kubernetes
@@ -425,6 +426,19 @@ impl<S> Upstream<S> {
             gone.breaker.retire();
         }
         count
+    }
+}
+
+/// An [`Upstream`] whatever its client type, so that one task can keep
+/// several resolved.
+pub trait Refresh: Send + Sync {
+    /// [`Upstream::refresh`]: re-resolves now, returns the instance count.
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = usize> + Send + '_>>;
+}
+
+impl<S: Send + Sync + 'static> Refresh for Upstream<S> {
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = usize> + Send + '_>> {
+        Box::pin(Upstream::refresh(self))
     }
 }
 

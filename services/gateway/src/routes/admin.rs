@@ -20,13 +20,13 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
 use messaging::{FAULTS_BUCKET, MessagingError};
 use platform::faults::FaultAction;
-use platform::problem::{JsonBody, Problem};
+use platform::problem::{JsonBody, PathParams, Problem};
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
@@ -420,7 +420,7 @@ impl FaultBody {
 pub async fn put_fault(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     JsonBody(body): JsonBody<FaultActionBody>,
 ) -> Result<Json<FaultBody>, FaultError> {
     let change = parse_fault(&name, &body.action)?;
@@ -447,7 +447,7 @@ pub async fn put_fault(
 pub async fn delete_fault(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, FaultError> {
     let change = parse_fault(&name, OFF)?;
     write_fault(&state.nats, &name, &change).await?;

@@ -19,11 +19,11 @@
 //! again by the inventory from the forwarded caller).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::{HeaderValue, StatusCode, header};
-use platform::problem::JsonBody;
+use platform::problem::{JsonBody, PathParams};
 use proto::ferrishop::inventory::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
@@ -319,7 +319,7 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ProductBody>, ApiError> {
     let request = pb::GetProductRequest {
         product_id: path_id("id", &id)?,
@@ -456,7 +456,7 @@ impl From<pb::QuoteResponse> for QuoteBody {
 pub async fn quote(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(query): Params<QuoteQuery>,
 ) -> Result<Json<QuoteBody>, ApiError> {
     let request = query.into_request(&id)?;
@@ -580,7 +580,7 @@ pub async fn restock(
     State(state): State<AppState>,
     Admin(caller): Admin,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<RestockBody>,
 ) -> Result<Json<ProductBody>, ApiError> {
     let request = pb::RestockRequest {

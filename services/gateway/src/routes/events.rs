@@ -65,7 +65,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -75,6 +75,7 @@ use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use messaging::propagation::NatsHeaderExtractor;
 use opentelemetry::trace::TraceContextExt;
+use platform::problem::PathParams;
 use platform::telemetry::SpanTrace;
 use proto::ferrishop::order::v1 as pb;
 use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
@@ -463,7 +464,7 @@ pub async fn follow_order(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let id = Uuid::try_parse(&shared::path_id("id", &id)?)
         .map_err(|_| ApiError::Internal("a checked id is not a UUID".into()))?;

@@ -168,7 +168,9 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
 /// The edge's own work on every request, in one middleware (each layer
 /// costs its own boxing and cloning per request): the request id on the
 /// request's span (and so on its log lines), the caller
-/// ([`auth::identify`]), the rate limit ([`rate_limit::admit`]).
+/// ([`auth::identify`], its token check counted against the client's IP
+/// first when it costs a signature check: [`rate_limit::admit_token_check`]),
+/// the rate limit ([`rate_limit::admit`]).
 async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(id) = request
         .extensions()
@@ -176,6 +178,13 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
         .and_then(|id| id.header_value().to_str().ok())
     {
         tracing::Span::current().record("request_id", id);
+    }
+    if state
+        .keys
+        .needs_check(request.headers().get(http::header::AUTHORIZATION))
+        && let Some(refused) = rate_limit::admit_token_check(&state.rate_limiter, &request)
+    {
+        return refused;
     }
     if let Err(refused) = auth::identify(&state.keys, &mut request).await {
         return refused;

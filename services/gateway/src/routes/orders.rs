@@ -17,11 +17,11 @@
 //! - REST names in errors: `Idempotency-Key` (header), `id` (path), `cursor`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use platform::problem::JsonBody;
+use platform::problem::{JsonBody, PathParams};
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
@@ -320,7 +320,7 @@ pub async fn get_order(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     Params(query): Params<GetOrderQuery>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let request = pb::GetOrderRequest {
@@ -441,7 +441,7 @@ pub async fn cancel_order(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let request = pb::CancelOrderRequest {
         order_id: path_id("id", &id)?,

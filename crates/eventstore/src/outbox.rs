@@ -38,15 +38,22 @@
 //! for an aggregate's messages. Two transactions writing the same key
 //! concurrently, without any lock between them, have no order to keep.
 //!
-//! A broker that is down ([`PublishError::Unavailable`]) stops the
-//! partition's batch at that message (later messages of the key must not
-//! overtake it) and the relay backs off exponentially. A message the broker
-//! refuses for good ([`PublishError::Rejected`], e.g. too large) is parked
-//! with its error for an operator instead of blocking its partition forever;
-//! that is the one case where a key's later messages overtake an earlier one.
+//! The order kept is per destination and key: two destinations (a Kafka
+//! topic and a RabbitMQ exchange, say) have no order between them that any
+//! consumer could see. So a destination whose broker is down
+//! ([`PublishError::Unavailable`]) holds back its own messages only: the
+//! message that failed and every later one for that destination wait, the
+//! destination is left out of the relay's passes for a backoff that doubles
+//! with each failure (from `initial_backoff` up to `max_backoff`), and the
+//! other destinations' messages keep flowing. A Kafka outage then delays
+//! integration events, not the saga commands written behind them. A message
+//! the broker refuses for good ([`PublishError::Rejected`], e.g. too large)
+//! is parked with its error for an operator instead of blocking its
+//! destination forever; that is the one case where a key's later messages
+//! overtake an earlier one.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -243,12 +250,31 @@ pub struct RelayPass {
     pub busy_partitions: usize,
 }
 
-/// Publishes committed outbox rows through a [`Publisher`].
+/// Publishes committed outbox rows through a [`Publisher`]. Clones share
+/// what they know of unavailable destinations.
 #[derive(Clone)]
 pub struct OutboxRelay {
     pool: PgPool,
     publisher: Arc<dyn Publisher>,
     config: RelayConfig,
+    held: Arc<Mutex<HashMap<String, Hold>>>,
+}
+
+/// A destination whose broker failed: left out until `until`; `backoff` is
+/// the pause that ended there, doubled at the next failure.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    until: Instant,
+    backoff: Duration,
+}
+
+/// What one partition's batch did.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    published: usize,
+    parked: usize,
+    /// The first row a broker could not take, and why.
+    failure: Option<(i64, PublishError)>,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -265,7 +291,36 @@ impl OutboxRelay {
             pool,
             publisher,
             config,
+            held: Arc::default(),
         }
+    }
+
+    /// Destinations left out of passes for now.
+    fn held_destinations(&self) -> Vec<String> {
+        let now = Instant::now();
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.iter()
+            .filter(|(_, hold)| hold.until > now)
+            .map(|(destination, _)| destination.clone())
+            .collect()
+    }
+
+    /// Leaves `destination` out for a backoff twice the previous one.
+    fn hold(&self, destination: &str) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let backoff = held
+            .get(destination)
+            .map_or(self.config.initial_backoff, |hold| {
+                (hold.backoff * 2).min(self.config.max_backoff)
+            });
+        let until = Instant::now() + jittered(backoff);
+        held.insert(destination.to_owned(), Hold { until, backoff });
+    }
+
+    /// `destination` took a message: its backoff starts over.
+    fn release(&self, destination: &str) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.remove(destination);
     }
 
     /// Relays until `cancel` fires: passes back to back while there is
@@ -313,15 +368,19 @@ impl OutboxRelay {
         }
     }
 
-    /// One pass: one batch from every partition that has pending rows and
-    /// that no other relay holds. Stops at the first broker failure.
+    /// One pass: one batch from every partition that has pending rows (for
+    /// destinations not held back) and that no other relay holds. Fails
+    /// only when a broker failed and nothing could be published at all.
     pub async fn relay_once(&self) -> Result<RelayPass, RelayError> {
+        let held = self.held_destinations();
         let mut partitions: Vec<i16> = sqlx::query_scalar(
             "SELECT p::int2 FROM generate_series(0, $1 - 1) AS p \
               WHERE EXISTS (SELECT 1 FROM outbox \
-                             WHERE partition = p AND published_at IS NULL AND parked_at IS NULL)",
+                             WHERE partition = p AND published_at IS NULL AND parked_at IS NULL \
+                               AND NOT (destination = ANY($2)))",
         )
         .bind(i32::from(OUTBOX_PARTITIONS))
+        .bind(&held)
         .fetch_all(&self.pool)
         .await?;
         if !partitions.is_empty() {
@@ -329,21 +388,28 @@ impl OutboxRelay {
             partitions.rotate_left(start);
         }
         let mut pass = RelayPass::default();
+        let mut failure = None;
         for partition in partitions {
             match self.relay_partition(partition).await? {
                 None => pass.busy_partitions += 1,
-                Some((published, parked)) => {
-                    pass.published += published;
-                    pass.parked += parked;
+                Some(batch) => {
+                    pass.published += batch.published;
+                    pass.parked += batch.parked;
+                    failure = failure.or(batch.failure);
                 }
             }
         }
-        Ok(pass)
+        match failure {
+            Some((sequence, source)) if pass.published + pass.parked == 0 => {
+                Err(RelayError::Publish { sequence, source })
+            }
+            _ => Ok(pass),
+        }
     }
 
-    /// Publishes one batch of `partition` under its lock. `None` when
-    /// another relay holds the partition.
-    async fn relay_partition(&self, partition: i16) -> Result<Option<(usize, usize)>, RelayError> {
+    /// Publishes one batch of `partition` under its lock, leaving out held
+    /// destinations. `None` when another relay holds the partition.
+    async fn relay_partition(&self, partition: i16) -> Result<Option<BatchOutcome>, RelayError> {
         let mut transaction = self.pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
             .bind(PARTITION_LOCK_CLASS)
@@ -357,45 +423,55 @@ impl OutboxRelay {
             "SELECT sequence, message_id, destination, message_key, headers, payload, created_at \
                FROM outbox \
               WHERE partition = $1 AND published_at IS NULL AND parked_at IS NULL \
+                AND NOT (destination = ANY($3)) \
               ORDER BY sequence \
               LIMIT $2",
         )
         .bind(partition)
         .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+        .bind(self.held_destinations())
         .fetch_all(&mut *transaction)
         .await?;
 
+        let mut outcome = BatchOutcome::default();
         let mut published: Vec<i64> = Vec::with_capacity(rows.len());
         let mut parked: Vec<(i64, String)> = Vec::new();
-        let mut failure: Option<(i64, PublishError)> = None;
+        let mut failed: Vec<(i64, String)> = Vec::new();
+        let mut failed_destinations: Vec<String> = Vec::new();
         for row in &rows {
             let (sequence, message) = decode_row(row)?;
+            // Its destination failed earlier in this batch: later messages
+            // must not overtake the one that failed.
+            if failed_destinations.contains(&message.destination) {
+                continue;
+            }
             let started = Instant::now();
-            let outcome = match tokio::time::timeout(
+            let result = match tokio::time::timeout(
                 self.config.publish_timeout,
                 self.publisher.publish(&message),
             )
             .await
             {
-                Ok(outcome) => outcome,
+                Ok(result) => result,
                 Err(_) => Err(PublishError::Unavailable(format!(
                     "no confirmation within {:?}",
                     self.config.publish_timeout
                 ))),
             };
-            let label = match &outcome {
+            let label = match &result {
                 Ok(()) => "ok",
                 Err(PublishError::Rejected(_)) => "rejected",
                 Err(PublishError::Unavailable(_)) => "unavailable",
             };
             metrics::histogram!(names::OUTBOX_PUBLISH_DURATION, "outcome" => label)
                 .record(started.elapsed().as_secs_f64());
-            match outcome {
+            match result {
                 Ok(()) => {
                     let delay = (Utc::now() - message.created_at)
                         .to_std()
                         .unwrap_or_default();
                     metrics::histogram!(names::OUTBOX_DELIVERY_DELAY).record(delay.as_secs_f64());
+                    self.release(&message.destination);
                     published.push(sequence);
                 }
                 Err(error @ PublishError::Rejected(_)) => {
@@ -409,8 +485,15 @@ impl OutboxRelay {
                     parked.push((sequence, error.to_string()));
                 }
                 Err(error @ PublishError::Unavailable(_)) => {
-                    failure = Some((sequence, error));
-                    break;
+                    tracing::warn!(
+                        destination = %message.destination,
+                        %error,
+                        "broker unavailable; holding the destination's messages back"
+                    );
+                    self.hold(&message.destination);
+                    failed_destinations.push(message.destination.clone());
+                    failed.push((sequence, error.to_string()));
+                    outcome.failure.get_or_insert((sequence, error));
                 }
             }
         }
@@ -432,20 +515,19 @@ impl OutboxRelay {
             .execute(&mut *transaction)
             .await?;
         }
-        if let Some((sequence, error)) = &failure {
+        for (sequence, reason) in &failed {
             sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE sequence = $1",
             )
             .bind(sequence)
-            .bind(error.to_string())
+            .bind(reason)
             .execute(&mut *transaction)
             .await?;
         }
         transaction.commit().await?;
-        match failure {
-            Some((sequence, source)) => Err(RelayError::Publish { sequence, source }),
-            None => Ok(Some((published.len(), parked.len()))),
-        }
+        outcome.published = published.len();
+        outcome.parked = parked.len();
+        Ok(Some(outcome))
     }
 }
 

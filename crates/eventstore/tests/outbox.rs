@@ -503,3 +503,85 @@ async fn purge_removes_only_old_published_rows() {
     assert_eq!(purged, 3);
     assert_eq!(pending_count(&pool).await.unwrap(), 1);
 }
+
+/// A broker that cannot take one destination's messages while `down`.
+struct PartlyDownBroker {
+    down_destination: &'static str,
+    down: Mutex<bool>,
+    recorder: Arc<RecordingPublisher>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for PartlyDownBroker {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        if message.destination == self.down_destination && *self.down.lock().unwrap() {
+            return Err(PublishError::Unavailable("connection refused".into()));
+        }
+        self.recorder.record("partly-down", message);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_is_down_holds_back_only_its_own_messages() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    // One key, as a saga writes it: an event (Kafka), a command (RabbitMQ)
+    // behind it, another event.
+    let mut written = Vec::new();
+    for (destination, payload) in [("events", "0"), ("commands", "0"), ("events", "1")] {
+        let message = OutboxMessage::new(destination, "order-1", payload.as_bytes().to_vec());
+        let mut transaction = pool.begin().await.unwrap();
+        enqueue(&mut transaction, &message).await.unwrap();
+        transaction.commit().await.unwrap();
+        written.push(message);
+    }
+    let recorder = Arc::new(RecordingPublisher::default());
+    let broker = Arc::new(PartlyDownBroker {
+        down_destination: "events",
+        down: Mutex::new(true),
+        recorder: recorder.clone(),
+    });
+    // A hold long enough to outlast the second pass below.
+    let config = RelayConfig {
+        initial_backoff: Duration::from_secs(1),
+        ..fast_config()
+    };
+    let relay = OutboxRelay::new(pool.clone(), broker.clone(), config);
+
+    // The command goes out; the events wait, the first one tried once.
+    let pass = relay.relay_once().await.unwrap();
+    assert_eq!(pass.published, 1);
+    assert_eq!(recorder.published_ids(), [written[1].id]);
+    let attempts: Vec<i32> = sqlx::query_scalar(
+        "SELECT attempts FROM outbox WHERE published_at IS NULL ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        [1, 0],
+        "the later event is not tried before the first"
+    );
+
+    // While the destination is held back, a pass leaves it alone.
+    let pass = relay.relay_once().await.unwrap();
+    assert_eq!(pass.published, 0);
+
+    // The broker is back: the events go out, in their order.
+    *broker.down.lock().unwrap() = false;
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let cancel = cancel.clone();
+        let relay = relay.clone();
+        async move { relay.run(cancel).await }
+    });
+    wait_until_drained(&pool).await;
+    cancel.cancel();
+    running.await.unwrap();
+    assert_eq!(
+        recorder.published_ids(),
+        [written[1].id, written[0].id, written[2].id]
+    );
+}

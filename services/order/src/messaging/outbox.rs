@@ -16,16 +16,20 @@
 //! status prefix to the notifications broker. A destination it does not know
 //! is refused for good (parked for an operator) rather than guessed.
 //!
-//! # Notifications must not hold up orders
+//! # A broker that is down holds up its own messages only
 //!
-//! The relay stops a partition at a message its broker cannot take, and that
-//! partition also carries payment commands: a NATS outage would otherwise
-//! stall sagas until they time out. A status notification is a hint (a
-//! browser that misses one refreshes), so it gets a short, bounded try and is
-//! then *parked* — logged and kept in the outbox — instead of blocking
-//! anything: the explicit fallback the platform asks for ("a failed
-//! notification must never fail an order"). Events and commands are never
-//! dropped; their broker being down stalls the relay until it is back.
+//! The event store's relay holds back a destination whose broker cannot
+//! take a message and keeps publishing the others, so a Kafka outage delays
+//! integration events, not the payment commands behind them, and sagas go on.
+//! Events and commands are never dropped: their destination waits until its
+//! broker is back.
+//!
+//! A status notification is a hint (a browser that misses one refreshes),
+//! and every order's status subject is a destination of its own, so a NATS
+//! outage would cost each order's first notification a full publish timeout.
+//! Notifications therefore get a short, bounded try and are then *parked* —
+//! logged and kept in the outbox — the explicit fallback the platform asks
+//! for ("a failed notification must never fail an order").
 //!
 //! Several relays run side by side (`OUTBOX_RELAYS`); the event store's
 //! partition locks keep each key's messages in order across them.
@@ -348,8 +352,9 @@ fn classify(error: MessagingError) -> PublishError {
 }
 
 /// Runs `relays` outbox relays until `cancel` fires: waits for the migrated
-/// schema, makes sure the commands exchange and the events topic exist,
-/// then publishes.
+/// schema, then publishes, while the commands exchange and the events topic
+/// are created (retried until their broker answers; until then their
+/// messages wait in the outbox, and the other destination's go out).
 pub async fn relay(
     database: Database,
     publisher: RoutingPublisher,
@@ -360,6 +365,7 @@ pub async fn relay(
         () = database.migrated() => {}
         () = cancel.cancelled() => return,
     }
+    let publisher = Arc::new(publisher);
     let essentials = [
         (
             &publisher.commands,
@@ -370,28 +376,34 @@ pub async fn relay(
             DestinationSpec::new(&publisher.destinations.events_topic),
         ),
     ];
-    for (broker, spec) in essentials {
-        let mut delay = Duration::from_millis(250);
-        while let Err(error) = broker.ensure_destination(&spec).await {
-            tracing::warn!(destination = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create a destination yet");
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+    let created = essentials.map(|(broker, spec)| {
+        let cancel = cancel.clone();
+        async move {
+            let mut delay = Duration::from_millis(250);
+            while let Err(error) = broker.ensure_destination(&spec).await {
+                tracing::warn!(destination = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create a destination yet");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
-    }
-    let publisher: Arc<dyn Publisher> = Arc::new(publisher);
+    });
     let config = RelayConfig {
         idle_interval: Duration::from_millis(100),
         ..RelayConfig::default()
     };
     let relays = (0..relays.max(1)).map(|_| {
-        let relay = OutboxRelay::new(database.pool().clone(), publisher.clone(), config.clone());
+        let publisher: Arc<dyn Publisher> = publisher.clone();
+        let relay = OutboxRelay::new(database.pool().clone(), publisher, config.clone());
         let cancel = cancel.clone();
         async move { relay.run(cancel).await }
     });
-    futures::future::join_all(relays).await;
+    futures::join!(
+        futures::future::join_all(created),
+        futures::future::join_all(relays)
+    );
 }
 
 #[cfg(test)]

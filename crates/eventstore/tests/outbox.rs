@@ -119,6 +119,19 @@ async fn wait_until_drained(pool: &PgPool) {
     }
 }
 
+/// Runs `relay` until the outbox is empty, then stops it.
+async fn run_until_drained(relay: &OutboxRelay, pool: &PgPool) {
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let cancel = cancel.clone();
+        let relay = relay.clone();
+        async move { relay.run(cancel).await }
+    });
+    wait_until_drained(pool).await;
+    cancel.cancel();
+    running.await.unwrap();
+}
+
 /// For every key, the payloads (per-key ordinals) in first-publication order.
 fn first_publications_per_key(published: &[(String, OutboxMessage)]) -> HashMap<String, Vec<u32>> {
     let mut seen = HashSet::new();
@@ -400,15 +413,7 @@ async fn broker_errors_back_off_and_keep_the_order() {
     assert!(last_error.unwrap().contains("connection refused"));
 
     let started = std::time::Instant::now();
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn({
-        let cancel = cancel.clone();
-        let relay = relay.clone();
-        async move { relay.run(cancel).await }
-    });
-    wait_until_drained(&pool).await;
-    cancel.cancel();
-    running.await.unwrap();
+    run_until_drained(&relay, &pool).await;
     // Two more failures: backoffs of ~10 ms and ~20 ms before success.
     assert!(started.elapsed() >= Duration::from_millis(25));
     assert_eq!(
@@ -571,15 +576,7 @@ async fn a_destination_that_is_down_holds_back_only_its_own_messages() {
 
     // The broker is back: the events go out, in their order.
     *broker.down.lock().unwrap() = false;
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn({
-        let cancel = cancel.clone();
-        let relay = relay.clone();
-        async move { relay.run(cancel).await }
-    });
-    wait_until_drained(&pool).await;
-    cancel.cancel();
-    running.await.unwrap();
+    run_until_drained(&relay, &pool).await;
     assert_eq!(
         recorder.published_ids(),
         [written[1].id, written[0].id, written[2].id]

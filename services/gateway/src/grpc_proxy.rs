@@ -45,7 +45,10 @@
 //!    edge. `x-request-id` is kept or generated.
 //!
 //! Every refusal is a trailers-only response (`Status::into_http`), like a
-//! tonic handler's error. The upstream is the one the REST routes use
+//! tonic handler's error. When the gateway shuts down, the streams it is
+//! forwarding end with `UNAVAILABLE` in their trailers ([`EndsOnShutdown`]):
+//! tonic's graceful shutdown waits for open streams, and a watch stream
+//! never ends by itself. The upstream is the one the REST routes use
 //! ([`GrpcChannels`](crate::upstreams::GrpcChannels)), so breakers,
 //! bulkheads and retries of idempotent methods apply to both.
 
@@ -59,7 +62,9 @@ use std::time::Duration;
 use axum::body::HttpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+use http_body::Frame;
 use proto::ferrishop::{inventory, order, payment, user};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::body::Body;
 use tonic::metadata::MetadataValue;
 use tonic::server::NamedService;
@@ -160,16 +165,22 @@ impl PublicService for UserApi {
     ];
 }
 
-/// What every proxied call is checked against: token keys and rate limits.
+/// What every proxied call is checked against: token keys and rate limits;
+/// and when its response must end: at shutdown.
 #[derive(Debug, Clone)]
 pub struct Edge {
     keys: Keys,
     limiter: RateLimiter,
+    shutdown: CancellationToken,
 }
 
 impl Edge {
-    pub fn new(keys: Keys, limiter: RateLimiter) -> Self {
-        Self { keys, limiter }
+    pub fn new(keys: Keys, limiter: RateLimiter, shutdown: CancellationToken) -> Self {
+        Self {
+            keys,
+            limiter,
+            shutdown,
+        }
     }
 
     /// The proxy of `P`, forwarding to `upstream`.
@@ -403,13 +414,70 @@ where
         Box::pin(async move {
             let response = match edge.admit::<P>(request).await {
                 Ok(request) => match upstream.oneshot(request).await {
-                    Ok(response) => response.map(Body::new),
+                    Ok(response) => response.map(|body| {
+                        Body::new(EndsOnShutdown::new(Body::new(body), edge.shutdown.clone()))
+                    }),
                     Err(status) => status.into_http(),
                 },
                 Err(status) => status.into_http(),
             };
             Ok(response)
         })
+    }
+}
+
+/// A forwarded response body that ends when `shutdown` fires: with the
+/// trailers `grpc-status: UNAVAILABLE` (a client retries or reconnects to
+/// another gateway), unless the upstream ended it first.
+pub struct EndsOnShutdown {
+    inner: Body,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    ended: bool,
+}
+
+impl EndsOnShutdown {
+    fn new(inner: Body, shutdown: CancellationToken) -> Self {
+        Self {
+            inner,
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+            ended: false,
+        }
+    }
+}
+
+impl HttpBody for EndsOnShutdown {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            let status = Status::unavailable("the gateway is shutting down");
+            let mut trailers = HeaderMap::new();
+            if status.add_header(&mut trailers).is_ok() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -507,7 +575,7 @@ mod tests {
                 trust_forwarded_for: false,
             });
             Self {
-                edge: Edge::new(keys, limiter),
+                edge: Edge::new(keys, limiter, CancellationToken::new()),
                 signing,
                 _jwks: jwks,
             }

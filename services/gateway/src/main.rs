@@ -62,7 +62,9 @@ async fn main() -> ExitCode {
         refresh_interval: config.auth.refresh_interval,
     });
     let rate_limiter = rate_limit::RateLimiter::new(&config.limits);
-    let public_grpc = grpc_proxy::Edge::new(keys.clone(), rate_limiter.clone());
+    // Open streams (SSE on REST, forwarded streams on gRPC) end on this.
+    let streams = tokio_util::sync::CancellationToken::new();
+    let public_grpc = grpc_proxy::Edge::new(keys.clone(), rate_limiter.clone(), streams.clone());
     let grpc_channels = services.grpc.clone();
     let state = routes::AppState::new(routes::Shared {
         services,
@@ -72,10 +74,9 @@ async fn main() -> ExitCode {
         },
         rate_limiter: rate_limiter.clone(),
         nats: messaging::Nats::new(messaging::NatsConfig::new(&config.nats_url, "gateway")),
-        shutdown: tokio_util::sync::CancellationToken::new(),
+        shutdown: streams.clone(),
     });
     let nats = state.nats.clone();
-    let streams = state.shutdown.clone();
 
     let reload = config.auth.reload_period;
     let dns_refresh = config.upstreams.dns_refresh;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use proto::ferrishop::order::v1 as pb;
+use proto::ferrishop::order::v1::order_service_client::OrderServiceClient;
 use serde_json::{Value, json};
 use support::{PATIENCE, Setup};
 use uuid::Uuid;
@@ -225,9 +226,45 @@ async fn open_streams_end_when_the_gateway_shuts_down() {
     let started = std::time::Instant::now();
     setup.gateway.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(events.event().await, None);
+    exits_promptly(&mut setup, started).await;
+}
+
+#[tokio::test]
+async fn forwarded_grpc_streams_end_when_the_gateway_shuts_down() {
+    let mut setup = Setup::start().await;
+    let (order, owner) = (Uuid::now_v7(), Uuid::now_v7());
+    setup.orders.put(order, owner, pb::OrderStatus::Pending);
+    let channel = testkit::grpc::channel(&setup.gateway.grpc_url()).await;
+    let mut client = OrderServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::WatchOrderRequest {
+        order_id: order.to_string(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", setup.token(owner)).parse().unwrap(),
+    );
+    let mut watch = client.watch_order(request).await.unwrap().into_inner();
+    let first = tokio::time::timeout(PATIENCE, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, pb::OrderStatus::Pending as i32);
+
+    let started = std::time::Instant::now();
+    setup.gateway.signal(nix::sys::signal::Signal::SIGTERM);
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the stream outlived the shutdown");
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::Unavailable);
+    exits_promptly(&mut setup, started).await;
+}
+
+/// The gateway, signalled at `started`, exits cleanly well within its
+/// shutdown deadline (10 s in tests): no open stream held it.
+async fn exits_promptly(setup: &mut Setup, started: std::time::Instant) {
     let status = setup.gateway.wait(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
-    // Well within the shutdown deadline (10 s in tests) the streams held.
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use proto::ferrishop::order::v1 as pb;
 use proto::ferrishop::order::v1::order_service_server::{OrderService, OrderServiceServer};
@@ -40,6 +41,20 @@ impl FakeOrders {
     }
 }
 
+impl FakeOrders {
+    /// The order `id` if `caller` owns it; NOT_FOUND otherwise, as the real
+    /// service answers.
+    fn owned(&self, caller: &str, id: &str) -> Result<pb::Order, Status> {
+        self.orders
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|order| order.id == id && order.customer_id == caller)
+            .cloned()
+            .ok_or_else(|| Status::not_found("order not found"))
+    }
+}
+
 /// The `x-user-id` the gateway set.
 fn caller<T>(request: &Request<T>) -> Result<String, Status> {
     request
@@ -58,16 +73,7 @@ impl OrderService for FakeOrders {
         &self,
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
-        let caller = caller(&request)?;
-        let id = &request.get_ref().order_id;
-        let order = self
-            .orders
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|order| &order.id == id && order.customer_id == caller)
-            .cloned()
-            .ok_or_else(|| Status::not_found("order not found"))?;
+        let order = self.owned(&caller(&request)?, &request.get_ref().order_id)?;
         Ok(Response::new(pb::GetOrderResponse { order: Some(order) }))
     }
 
@@ -108,11 +114,20 @@ impl OrderService for FakeOrders {
         Err(Status::unimplemented("not in this test"))
     }
 
+    /// The order's status now, then nothing: a watch that never ends.
     async fn watch_order(
         &self,
-        _: Request<pb::WatchOrderRequest>,
+        request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        let order = self.owned(&caller(&request)?, &request.get_ref().order_id)?;
+        let now = pb::WatchOrderResponse {
+            order_id: order.id,
+            status: order.status,
+            ..pb::WatchOrderResponse::default()
+        };
+        let stream =
+            futures::stream::once(async move { Ok(now) }).chain(futures::stream::pending());
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_sagas(

@@ -124,26 +124,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 
 /// Verifies the request's bearer token, if any, and records the caller in
 /// its extensions; a bad token is refused there and then, with the
-/// response to send. The edge middleware ([`crate::routes`]) runs this
-/// before every route.
-pub async fn identify(keys: &Keys, request: &mut Request) -> Result<(), Response> {
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .map(|value| value.to_str().unwrap_or("\u{0}"));
-    if authorization.is_some() {
-        match keys.verify(authorization).await {
-            Ok(claims) => {
-                tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
-                request.extensions_mut().insert(Caller::from(claims));
-            }
-            Err(error) => {
-                tracing::info!(reason = error.kind(), %error, "token refused");
-                return Err(ApiError::from(error).into_response());
-            }
+/// response to send. A token not verified yet is first shown to
+/// `admit_check`, which may refuse the signature check it would cost (the
+/// rate limit, [`crate::rate_limit::admit_token_check`]). The edge
+/// middleware ([`crate::routes`]) runs this before every route.
+pub async fn identify(
+    keys: &Keys,
+    request: &mut Request,
+    admit_check: impl FnOnce(&Request) -> Option<Response>,
+) -> Result<(), Response> {
+    let Some(value) = request.headers().get(AUTHORIZATION) else {
+        return Ok(());
+    };
+    let authorization = Some(value.to_str().unwrap_or("\u{0}"));
+    let verified = match keys.presented(authorization) {
+        Ok(Presented::Verified(claims)) => Ok(claims),
+        Ok(Presented::Unverified(token)) => match admit_check(request) {
+            Some(refused) => return Err(refused),
+            None => keys.check(token).await,
+        },
+        Err(error) => Err(error),
+    };
+    match verified {
+        Ok(claims) => {
+            tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+            request.extensions_mut().insert(Caller::from(claims));
+            Ok(())
+        }
+        Err(error) => {
+            tracing::info!(reason = error.kind(), %error, "token refused");
+            Err(ApiError::from(error).into_response())
         }
     }
-    Ok(())
+}
+
+/// A bearer token as presented, before any signature check.
+#[derive(Debug)]
+pub enum Presented<'a> {
+    /// Verified already: its claims, from the cache.
+    Verified(Claims),
+    /// Not verified yet: [`Keys::check`] it.
+    Unverified(&'a str),
 }
 
 /// Tokens already verified, until they expire.
@@ -322,26 +343,33 @@ impl Keys {
         }
     }
 
-    /// Whether verifying this `Authorization` header value would take a
-    /// signature check: there is a value, and it is not a token verified
-    /// already (see [`crate::rate_limit`], which counts such checks).
-    pub fn needs_check(&self, authorization: Option<&HeaderValue>) -> bool {
-        authorization.is_some_and(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|value| auth::bearer_token(Some(value)).ok())
-                .is_none_or(|token| self.inner.verified.get(token).is_none())
+    /// The bearer token of an `Authorization` header value, and whether it
+    /// is verified already; an error when there is no well-formed token.
+    pub fn presented<'a>(
+        &self,
+        authorization: Option<&'a str>,
+    ) -> Result<Presented<'a>, TokenError> {
+        let token = auth::bearer_token(authorization)?;
+        Ok(match self.inner.verified.get(token) {
+            Some(claims) => Presented::Verified(claims),
+            None => Presented::Unverified(token),
         })
     }
 
-    /// Verifies an `Authorization` header value, refetching the keys once
-    /// when the token names a key not seen yet.
+    /// Verifies an `Authorization` header value: [`presented`](Self::presented),
+    /// then [`check`](Self::check) if need be. The edge calls the two itself,
+    /// to count a check before it is made.
+    #[cfg(test)]
     pub async fn verify(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
-        let token = auth::bearer_token(authorization)?;
-        if let Some(claims) = self.inner.verified.get(token) {
-            return Ok(claims);
+        match self.presented(authorization)? {
+            Presented::Verified(claims) => Ok(claims),
+            Presented::Unverified(token) => self.check(token).await,
         }
+    }
+
+    /// Checks a token's signature and claims, refetching the keys once when
+    /// it names a key not seen yet, and keeps it as verified if it passes.
+    pub async fn check(&self, token: &str) -> Result<Claims, TokenError> {
         let mut generation = self.inner.verified.generation();
         let claims = match self.current().verify(token) {
             Err(error) if error.is_unknown_key() => {

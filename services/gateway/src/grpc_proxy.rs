@@ -55,6 +55,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -74,7 +75,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Service, ServiceExt};
 use uuid::Uuid;
 
-use crate::auth::{Caller, Keys, TokenError, vouch_for};
+use crate::auth::{Caller, Keys, Presented, TokenError, vouch_for};
 use crate::rate_limit::{Decision, RATELIMIT, RATELIMIT_POLICY, RateLimiter, Subject};
 use crate::upstreams::GrpcUpstream;
 
@@ -236,15 +237,7 @@ impl Edge {
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
         let client_ip = self.limiter.client_ip(request.headers(), peer);
-        // A signature check counts against the client's IP first, as on the
-        // REST port (see `rate_limit`'s docs).
-        if self.keys.needs_check(request.headers().get(AUTHORIZATION)) {
-            let decision = self.limiter.check(Subject::Anonymous(client_ip));
-            if let Some(retry_after) = decision.retry_after() {
-                return Err(rate_limited(&decision, &path, retry_after));
-            }
-        }
-        let caller = self.identify(request.headers()).await?;
+        let caller = self.identify(request.headers(), client_ip, &path).await?;
         match (access, &caller) {
             (Access::Anonymous, _) => {}
             (_, None) => {
@@ -277,13 +270,31 @@ impl Edge {
         Ok(request)
     }
 
-    /// The caller named by the `authorization` metadata, if any.
-    async fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, Status> {
+    /// The caller named by the `authorization` metadata, if any. A token
+    /// not verified yet counts against `client_ip` first, as on the REST
+    /// port (see `rate_limit`'s docs).
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        client_ip: IpAddr,
+        path: &str,
+    ) -> Result<Option<Caller>, Status> {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Ok(None);
         };
-        let authorization = value.to_str().unwrap_or("\u{0}");
-        match self.keys.verify(Some(authorization)).await {
+        let authorization = Some(value.to_str().unwrap_or("\u{0}"));
+        let verified = match self.keys.presented(authorization) {
+            Ok(Presented::Verified(claims)) => Ok(claims),
+            Ok(Presented::Unverified(token)) => {
+                let decision = self.limiter.check(Subject::Anonymous(client_ip));
+                if let Some(retry_after) = decision.retry_after() {
+                    return Err(rate_limited(&decision, path, retry_after));
+                }
+                self.keys.check(token).await
+            }
+            Err(error) => Err(error),
+        };
+        match verified {
             Ok(claims) => Ok(Some(Caller::from(claims))),
             Err(error @ TokenError::KeysUnavailable) => Err(refusal(
                 Code::Unavailable,

@@ -435,9 +435,8 @@ where
 
 /// Counts a token check against the client IP's `anonymous` bucket before
 /// it is made (see [Tokens not verified yet](self#tokens-not-verified-yet));
-/// returns the 429 to send when over the limit. The edge middleware runs
-/// this before [`crate::auth::identify`] when the request's token is not
-/// known to be verified.
+/// returns the 429 to send when over the limit. [`crate::auth::identify`]
+/// calls this for a token it has not verified yet, before checking it.
 pub fn admit_token_check<C>(limiter: &RateLimiter<C>, request: &Request) -> Option<Response>
 where
     C: Clock + Send + Sync + 'static,

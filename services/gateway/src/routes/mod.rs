@@ -179,14 +179,9 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
     {
         tracing::Span::current().record("request_id", id);
     }
-    if state
-        .keys
-        .needs_check(request.headers().get(http::header::AUTHORIZATION))
-        && let Some(refused) = rate_limit::admit_token_check(&state.rate_limiter, &request)
-    {
-        return refused;
-    }
-    if let Err(refused) = auth::identify(&state.keys, &mut request).await {
+    let admit_check =
+        |request: &Request| rate_limit::admit_token_check(&state.rate_limiter, request);
+    if let Err(refused) = auth::identify(&state.keys, &mut request, admit_check).await {
         return refused;
     }
     rate_limit::admit(&state.rate_limiter, request, next).await

@@ -118,20 +118,32 @@ pub async fn relay(database: Database, broker: Broker, topic: String, cancel: Ca
         () = database.migrated() => {}
         () = cancel.cancelled() => return,
     }
-    let spec = DestinationSpec::new(topic);
-    let mut delay = Duration::from_millis(250);
-    while let Err(error) = broker.ensure_destination(&spec).await {
-        tracing::warn!(topic = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create the events topic yet");
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+    if !ensure_destination(&broker, &DestinationSpec::new(topic), &cancel).await {
+        return;
     }
     let publisher = Arc::new(BrokerPublisher::new(broker));
     OutboxRelay::new(database.pool().clone(), publisher, RelayConfig::default())
         .run(cancel)
         .await;
+}
+
+/// Creates `spec` on `broker`, retrying with backoff (250 ms doubling to
+/// 10 s) while the broker is away. `false` once `cancel` fires first.
+pub async fn ensure_destination(
+    broker: &Broker,
+    spec: &DestinationSpec,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(250);
+    while let Err(error) = broker.ensure_destination(spec).await {
+        tracing::warn!(destination = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create a destination yet");
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    true
 }
 
 /// Waits for the schema, then subscribes, retrying with backoff (250 ms

@@ -55,7 +55,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -236,8 +236,7 @@ impl Edge {
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
-        let client_ip = self.limiter.client_ip(request.headers(), peer);
-        let caller = self.identify(request.headers(), client_ip, &path).await?;
+        let caller = self.identify(request.headers(), peer, &path).await?;
         match (access, &caller) {
             (Access::Anonymous, _) => {}
             (_, None) => {
@@ -259,7 +258,7 @@ impl Edge {
 
         let subject = match &caller {
             Some(caller) => Subject::User(caller.user_id),
-            None => Subject::Anonymous(client_ip),
+            None => Subject::Anonymous(self.limiter.client_ip(request.headers(), peer)),
         };
         let decision = self.limiter.check(subject);
         if let Some(retry_after) = decision.retry_after() {
@@ -271,12 +270,12 @@ impl Edge {
     }
 
     /// The caller named by the `authorization` metadata, if any. A token
-    /// not verified yet counts against `client_ip` first, as on the REST
-    /// port (see `rate_limit`'s docs).
+    /// not verified yet counts against the client's IP first, as on the
+    /// REST port (see `rate_limit`'s docs).
     async fn identify(
         &self,
         headers: &HeaderMap,
-        client_ip: IpAddr,
+        peer: Option<SocketAddr>,
         path: &str,
     ) -> Result<Option<Caller>, Status> {
         let Some(value) = headers.get(AUTHORIZATION) else {
@@ -286,6 +285,7 @@ impl Edge {
         let verified = match self.keys.presented(authorization) {
             Ok(Presented::Verified(claims)) => Ok(claims),
             Ok(Presented::Unverified(token)) => {
+                let client_ip = self.limiter.client_ip(headers, peer);
                 let decision = self.limiter.check(Subject::Anonymous(client_ip));
                 if let Some(retry_after) = decision.retry_after() {
                     return Err(rate_limited(&decision, path, retry_after));

@@ -378,17 +378,7 @@ pub async fn relay(
     ];
     let created = essentials.map(|(broker, spec)| {
         let cancel = cancel.clone();
-        async move {
-            let mut delay = Duration::from_millis(250);
-            while let Err(error) = broker.ensure_destination(&spec).await {
-                tracing::warn!(destination = %spec.name, %error, retry_in_ms = delay.as_millis() as u64, "cannot create a destination yet");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
+        async move { integration::ensure_destination(broker, &spec, &cancel).await }
     });
     let config = RelayConfig {
         idle_interval: Duration::from_millis(100),

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
-use messaging::{Broker, DeliveryStream, DestinationSpec, MessagingError, Subscription, envelope};
+use messaging::{
+    Broker, DeliveryStream, DestinationSpec, MessagingError, Nack, Subscription, envelope,
+};
 use platform::db::Database;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -146,6 +148,17 @@ pub async fn ensure_destination(
     true
 }
 
+/// How a consumer gives back a message whose handling failed with `error`:
+/// held while the database is unreachable ([`Nack::unavailable`], no attempt
+/// spent), else retried and counted, up to the subscription's attempts.
+pub fn database_nack(error: &sqlx::Error) -> Nack {
+    if platform::db::is_unavailable(error) {
+        Nack::unavailable(format!("database unavailable: {error}"))
+    } else {
+        Nack::requeue(format!("database: {error}"))
+    }
+}
+
 /// Waits for the schema, then subscribes, retrying with backoff (250 ms
 /// doubling to 10 s) while the broker is unreachable. `None` once `cancel`
 /// fires.
@@ -243,6 +256,18 @@ mod tests {
             message.headers["ce_time"],
             envelope::format_time(message.created_at)
         );
+    }
+
+    #[test]
+    fn a_database_out_of_reach_holds_the_message_and_other_failures_count() {
+        let unreachable = sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(database_nack(&unreachable).retry, messaging::Retry::Held);
+        assert_eq!(
+            database_nack(&sqlx::Error::PoolTimedOut).retry,
+            messaging::Retry::Held
+        );
+        let bug = sqlx::Error::ColumnNotFound("id".into());
+        assert_eq!(database_nack(&bug).retry, messaging::Retry::Counted);
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //!   the subscription's dead-letter destination with an
 //!   [`x-failure-reason`](crate::envelope::FAILURE_REASON) header, so a
 //!   poison message stops blocking the queue but is never silently lost.
+//! - [`Nack::unavailable`] is for a handler whose own dependency is down (its
+//!   database): the message is not at fault, so it costs no attempt. The
+//!   delivery is held and the handler run again after a backoff
+//!   ([`Delivery::handle_through_outages`], which [`DeliveryStream::consume`]
+//!   uses), for as long as the outage lasts; a poison budget of three
+//!   attempts would otherwise send good messages to the dead-letter
+//!   destination during a database restart, and nothing replays them.
 //! - [`DeliveryStream::drain`] is graceful shutdown: stop taking deliveries,
 //!   hand back the ones fetched but not yet given out, wait for those being
 //!   processed to be settled, then close the consumer.
@@ -37,6 +44,7 @@ use tracing::{Instrument, Span};
 use crate::envelope;
 use crate::error::{MessagingError, MessagingSystem, Result};
 use crate::message::{Headers, OutgoingMessage};
+use crate::subscription::Subscription;
 use crate::telemetry;
 
 /// The content of a received message, without the means to settle it.
@@ -64,18 +72,41 @@ impl ReceivedMessage {
 /// Why a delivery is being given back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nack {
-    /// `true`: redeliver after the retry delay (until `max_attempts`);
-    /// `false`: dead-letter now.
-    pub requeue: bool,
+    pub retry: Retry,
     /// Recorded in the `x-failure-reason` header if the message is dead-lettered.
     pub reason: String,
 }
 
+/// Whether, and how, a failed message is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Redeliver after the retry delay, counting an attempt; dead-letter once
+    /// `max_attempts` is reached.
+    Counted,
+    /// A dependency of the handler is down, not the message at fault: hold
+    /// the delivery and run the handler again after a backoff, without
+    /// counting an attempt ([`Delivery::handle_through_outages`]). Settled
+    /// directly with [`Delivery::nack`], it is a counted retry.
+    Held,
+    /// Never going to work: dead-letter now.
+    Never,
+}
+
 impl Nack {
-    /// Try again later (a transient failure: database down, timeout).
+    /// Try again later, counting an attempt (a failure that may pass: a
+    /// conflict, a timeout, an injected fault).
     pub fn requeue(reason: impl Into<String>) -> Self {
         Self {
-            requeue: true,
+            retry: Retry::Counted,
+            reason: reason.into(),
+        }
+    }
+
+    /// The handler's own dependency (its database) is unreachable: try again
+    /// once it is back, at no cost to the message's attempts.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            retry: Retry::Held,
             reason: reason.into(),
         }
     }
@@ -83,9 +114,14 @@ impl Nack {
     /// Never going to work (malformed payload): dead-letter right away.
     pub fn reject(reason: impl Into<String>) -> Self {
         Self {
-            requeue: false,
+            retry: Retry::Never,
             reason: reason.into(),
         }
+    }
+
+    /// Whether the message may be delivered again.
+    pub fn requeues(&self) -> bool {
+        self.retry != Retry::Never
     }
 }
 
@@ -114,15 +150,41 @@ pub(crate) trait Settler: Send + Sync {
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()>;
     /// Hand back a delivery that was fetched but never processed (drain).
     async fn release(self: Box<Self>) -> Result<()>;
+    /// Still being worked on: restart the broker's redelivery timer.
+    async fn in_progress(&self) -> Result<()> {
+        Ok(())
+    }
     /// Answer the request this delivery carries.
     async fn reply(&self, reply: OutgoingMessage, trace: Option<Context>) -> Result<()>;
 }
 
-/// When to give up on a message.
+/// When to give up on a message, and how long to wait between tries.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub retry_delay: Duration,
+    /// The longest wait between two tries of a held delivery.
+    pub max_hold_delay: Duration,
+}
+
+/// The longest wait between two tries of a delivery held through an outage.
+pub const MAX_HOLD_DELAY: Duration = Duration::from_secs(30);
+
+/// The shortest, whatever the subscription's delays: no busy loop.
+const MIN_HOLD_DELAY: Duration = Duration::from_millis(10);
+
+impl From<&Subscription> for RetryPolicy {
+    fn from(subscription: &Subscription) -> Self {
+        Self {
+            max_attempts: subscription.max_attempts,
+            retry_delay: subscription.retry_delay,
+            // Half the ack wait: the progress signal sent before each wait
+            // then always reaches JetStream before it would redeliver.
+            max_hold_delay: MAX_HOLD_DELAY
+                .min(subscription.ack_wait / 2)
+                .max(MIN_HOLD_DELAY),
+        }
+    }
 }
 
 /// Everything a broker adapter knows about a message it received.
@@ -190,7 +252,7 @@ impl Delivery {
     pub async fn nack(mut self, nack: Nack) -> Result<()> {
         let settler = self.take_settler()?;
         let span = self.span.clone();
-        if nack.requeue && self.message.attempt < self.policy.max_attempts {
+        if nack.requeues() && self.message.attempt < self.policy.max_attempts {
             tracing::debug!(parent: &span, reason = %nack.reason, attempt = self.message.attempt, "requeue");
             let result = settler
                 .retry(self.policy.retry_delay)
@@ -199,7 +261,7 @@ impl Delivery {
             self.finish("retry", &result);
             return result;
         }
-        let reason = if nack.requeue {
+        let reason = if nack.requeues() {
             format!(
                 "{} (gave up after {} attempts)",
                 nack.reason, self.message.attempt
@@ -235,8 +297,53 @@ impl Delivery {
             .await
     }
 
-    /// Hands an unprocessed delivery back without counting an attempt.
-    pub(crate) async fn release(mut self) -> Result<()> {
+    /// Runs `handler` until it settles on an outcome that is not
+    /// [`Nack::unavailable`]: while it reports a dependency down, the
+    /// delivery is held (JetStream is told it is in progress) and the handler
+    /// runs again after the subscription's retry delay, doubling up to
+    /// [`MAX_HOLD_DELAY`]. Such tries count no attempt. `None` when `cancel`
+    /// fires during a wait: [`release`](Self::release) the delivery then.
+    pub async fn handle_through_outages<T, F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        mut handler: F,
+    ) -> Option<std::result::Result<T, Nack>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Nack>>,
+    {
+        let mut delay = self.policy.retry_delay.min(self.policy.max_hold_delay);
+        let mut tries = 1u32;
+        loop {
+            let nack = match handler().await {
+                Err(nack) if nack.retry == Retry::Held => nack,
+                outcome => return Some(outcome),
+            };
+            tracing::warn!(
+                parent: &self.span,
+                reason = %nack.reason,
+                tries,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "a dependency of the handler is unavailable; holding the message"
+            );
+            if let Some(settler) = &self.settler
+                && let Err(error) = settler.in_progress().await
+            {
+                tracing::warn!(parent: &self.span, %error, "could not extend the delivery's ack wait");
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.policy.max_hold_delay);
+            tries = tries.saturating_add(1);
+        }
+    }
+
+    /// Hands an unprocessed delivery back without counting an attempt
+    /// (JetStream, which counts every delivery, excepted).
+    pub async fn release(mut self) -> Result<()> {
         let settler = self.take_settler()?;
         let result = settler.release().await;
         self.finish("released", &result);
@@ -455,7 +562,8 @@ impl DeliveryStream {
 
     /// Runs `handler` on every delivery until `cancel` fires or the stream
     /// ends, with up to `concurrency` handlers at once (1 keeps per-key order):
-    /// `Ok` acks, `Err(nack)` nacks. Then drains.
+    /// `Ok` acks, `Err(nack)` nacks, a [`Nack::unavailable`] is held and
+    /// handled again ([`Delivery::handle_through_outages`]). Then drains.
     pub async fn consume<H, F>(mut self, concurrency: usize, cancel: CancellationToken, handler: H)
     where
         H: Fn(ReceivedMessage) -> F,
@@ -469,7 +577,7 @@ impl DeliveryStream {
                 _ = cancel.cancelled() => break,
                 Some(()) = running.next(), if !running.is_empty() => {}
                 next = self.next(), if running.len() < concurrency => match next {
-                    Some(Ok(delivery)) => running.push(process(delivery, &handler)),
+                    Some(Ok(delivery)) => running.push(process(delivery, &handler, &cancel)),
                     Some(Err(error)) => tracing::warn!(%error, "subscription reported an error"),
                     None => break,
                 },
@@ -480,17 +588,21 @@ impl DeliveryStream {
     }
 }
 
-async fn process<H, F>(delivery: Delivery, handler: &H)
+async fn process<H, F>(delivery: Delivery, handler: &H, cancel: &CancellationToken)
 where
     H: Fn(ReceivedMessage) -> F,
     F: Future<Output = std::result::Result<(), Nack>>,
 {
     let span = delivery.span().clone();
-    let outcome = handler(delivery.message().clone()).instrument(span).await;
+    let outcome = delivery
+        .handle_through_outages(cancel, || handler(delivery.message().clone()))
+        .instrument(span)
+        .await;
     // Failures to settle are logged and measured by the delivery itself.
     let _ = match outcome {
-        Ok(()) => delivery.ack().await,
-        Err(nack) => delivery.nack(nack).await,
+        Some(Ok(())) => delivery.ack().await,
+        Some(Err(nack)) => delivery.nack(nack).await,
+        None => delivery.release().await,
     };
 }
 

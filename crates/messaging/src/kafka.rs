@@ -370,10 +370,7 @@ impl Transport for Kafka {
             .subscribe(&[&topic])
             .map_err(|error| self.shared.map_error(&topic, "subscribe", error))?;
 
-        let policy = RetryPolicy {
-            max_attempts: subscription.max_attempts,
-            retry_delay: subscription.retry_delay,
-        };
+        let policy = RetryPolicy::from(subscription);
         let (mut stream, sink) = DeliveryStream::channel(SYSTEM, policy, subscription.prefetch);
         let (redeliver, redeliveries) = mpsc::unbounded_channel();
         let worker = ConsumerWorker {

@@ -72,7 +72,7 @@ mod telemetry;
 
 pub use broker::{Broker, MAX_MESSAGE_BYTES, PUBLISH_FAULT_POINT};
 pub use config::{BrokerKind, Channel, Messaging, MessagingArgs};
-pub use delivery::{Delivery, DeliveryStream, Nack, ReceivedMessage};
+pub use delivery::{Delivery, DeliveryStream, Nack, ReceivedMessage, Retry};
 pub use envelope::CloudEvent;
 pub use error::{MessagingError, MessagingSystem};
 pub use kafka::{Kafka, KafkaConfig};

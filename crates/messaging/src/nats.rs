@@ -394,10 +394,7 @@ impl Transport for Nats {
         subscription: &Subscription,
         target: Target,
     ) -> Result<DeliveryStream> {
-        let policy = RetryPolicy {
-            max_attempts: subscription.max_attempts,
-            retry_delay: subscription.retry_delay,
-        };
+        let policy = RetryPolicy::from(subscription);
         let (mut stream, sink) = DeliveryStream::channel(SYSTEM, policy, subscription.prefetch);
         let (client, js) = self.shared.connect().await?;
         if target == Target::Main && subscription.persistence == Persistence::Transient {
@@ -784,6 +781,13 @@ impl Settler for JetStreamSettler {
             .ack_with(AckKind::Nak(None))
             .await
             .map_err(|error| self.failed("nak", error))
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|error| self.failed("in-progress", error))
     }
 
     async fn reply(&self, _reply: OutgoingMessage, _trace: Option<Context>) -> Result<()> {

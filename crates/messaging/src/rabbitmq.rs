@@ -925,10 +925,7 @@ impl Transport for RabbitMq {
         target: Target,
     ) -> Result<DeliveryStream> {
         let topology = Topology::for_subscription(subscription, target);
-        let policy = RetryPolicy {
-            max_attempts: subscription.max_attempts,
-            retry_delay: subscription.retry_delay,
-        };
+        let policy = RetryPolicy::from(subscription);
         let (channel, consumer) = self
             .shared
             .open_consumer(&topology, subscription.prefetch)

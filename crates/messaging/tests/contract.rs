@@ -525,6 +525,105 @@ async fn drain_finishes_in_flight_and_hands_back_the_rest(harness: Harness) {
     second.drain().await;
 }
 
+/// A handler whose own dependency is down (`Nack::unavailable`) holds its
+/// message: it is handled again after a backoff, for longer than the ack wait
+/// and more times than `max_attempts`, without an attempt counted, a
+/// redelivery or a dead letter. A consumer stopped during the hold hands the
+/// message back to its group.
+async fn unavailable_dependencies_hold_the_message_without_spending_attempts(harness: Harness) {
+    const OUTAGE_TRIES: usize = 5;
+    let destination = harness.destination("outage", 1).await;
+    let subscription = harness.subscription(&destination, "patient");
+    let stream = harness.subscribe(&subscription).await;
+    let id = publish(&harness, OutgoingMessage::new(&destination, "keep me")).await;
+
+    // A consumer stopped while holding the message.
+    let (tried, first_tries) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let cancel = CancellationToken::new();
+    let consumer = {
+        let (tried, first_tries) = (tried.clone(), first_tries.clone());
+        tokio::spawn(stream.consume(1, cancel.clone(), move |message| {
+            if let Ok(mut tries) = first_tries.lock() {
+                tries.push(message.attempt);
+            }
+            tried.notify_one();
+            async { Err(Nack::unavailable("database unreachable")) }
+        }))
+    };
+    tokio::time::timeout(support::RECEIVE_TIMEOUT, tried.notified())
+        .await
+        .unwrap_or_else(|_| panic!("the message was not handled"));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), consumer)
+        .await
+        .unwrap_or_else(|_| panic!("a held delivery kept the consumer from stopping"))
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let first_tries = first_tries.lock().map(|t| t.clone()).unwrap_or_default();
+    assert_eq!(first_tries, [1], "held, not redelivered");
+
+    // The next consumer gets it, and holds it through an outage of 3.4 s
+    // (waits of 0.2, 0.4, 0.8, 1 and 1 s) against an ack wait of 2 s.
+    let tries: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let handled = Arc::new(tokio::sync::Notify::new());
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let consumer = {
+        let (tries, handled) = (tries.clone(), handled.clone());
+        tokio::spawn(harness.subscribe(&subscription).await.consume(
+            1,
+            cancel.clone(),
+            move |message| {
+                let (tries, handled) = (tries.clone(), handled.clone());
+                async move {
+                    let mut tries = tries.lock().unwrap_or_else(|e| e.into_inner());
+                    tries.push((
+                        message.message_id().unwrap_or_default().to_owned(),
+                        message.attempt,
+                    ));
+                    if tries.len() <= OUTAGE_TRIES {
+                        return Err(Nack::unavailable("database unreachable"));
+                    }
+                    handled.notify_one();
+                    Ok(())
+                }
+            },
+        ))
+    };
+    tokio::time::timeout(support::RECEIVE_TIMEOUT, handled.notified())
+        .await
+        .unwrap_or_else(|_| panic!("the message was never handled: {tries:?}"));
+    assert!(started.elapsed() >= Duration::from_secs(3), "no backoff");
+    // Anything redelivered behind the hold would show up here.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cancel.cancel();
+    consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
+
+    let tries = tries.lock().map(|t| t.clone()).unwrap_or_default();
+    assert_eq!(tries.len(), OUTAGE_TRIES + 1, "{tries:?}");
+    // The hand-back may count (quorum queues and JetStream count returns);
+    // the tries while held do not.
+    let first_attempt = tries[0].1;
+    for (message_id, attempt) in &tries {
+        assert_eq!(message_id, &id);
+        assert_eq!(
+            *attempt, first_attempt,
+            "a held try counted an attempt: {tries:?}"
+        );
+    }
+
+    let mut after = harness.subscribe(&subscription).await;
+    assert!(
+        maybe_next(&mut after, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "the handled message came back"
+    );
+    after.drain().await;
+}
+
 macro_rules! contract_suite {
     ($($broker:ident),+ $(,)?) => {$(
         mod $broker {
@@ -572,6 +671,14 @@ macro_rules! contract_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn oversized_messages_are_refused() {
                 super::oversized_messages_are_refused(harness().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unavailable_dependencies_hold_the_message_without_spending_attempts() {
+                super::unavailable_dependencies_hold_the_message_without_spending_attempts(
+                    harness().await,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -162,11 +162,22 @@ impl Database {
 }
 
 /// Whether a statement that failed with `error` may succeed if tried again:
-/// the pool or connection failed, or Postgres reported a serialization
-/// failure, deadlock, lock timeout, shutdown or connection problem. Anything
-/// else (a constraint a use case did not anticipate, a type mismatch) is a
-/// bug, and retrying will not help.
+/// the database is unavailable ([`is_unavailable`]), or Postgres reported a
+/// serialization failure, deadlock or lock timeout. Anything else (a
+/// constraint a use case did not anticipate, a type mismatch) is a bug, and
+/// retrying will not help.
 pub fn is_transient(error: &sqlx::Error) -> bool {
+    is_unavailable(error)
+        || matches!(error, sqlx::Error::Database(database) if database
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03")))
+}
+
+/// Whether `error` says the database could not be reached or is going away
+/// (the pool or connection failed, Postgres is shutting down or starting, a
+/// connection exception): nothing about the statement or its data, so it is
+/// worth waiting for rather than counting against the work that ran into it.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -174,10 +185,7 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            matches!(
-                code.as_ref(),
-                "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
-            ) || code.starts_with("08")
+            matches!(code.as_ref(), "57P01" | "57P02" | "57P03") || code.starts_with("08")
         }),
         _ => false,
     }
@@ -224,5 +232,39 @@ mod tests {
         ))));
         assert!(!is_transient(&sqlx::Error::RowNotFound));
         assert!(!is_transient(&sqlx::Error::ColumnNotFound("id".into())));
+    }
+
+    /// What Postgres itself reports, by SQLSTATE: a conflict is worth another
+    /// try, a server going away is worth waiting for, a bug is neither.
+    #[tokio::test]
+    async fn postgres_errors_are_told_apart_by_their_code() {
+        let server = testkit::postgres::server_url().await;
+        let Ok(mut connection) = PgConnection::connect(&server).await else {
+            panic!("no Postgres at {server}");
+        };
+        let mut raised = async |code: &str| {
+            let statement =
+                format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$");
+            // The codes are the fixed list below.
+            let statement = sqlx::AssertSqlSafe(statement);
+            match sqlx::raw_sql(statement).execute(&mut connection).await {
+                Err(error) => error,
+                Ok(_) => panic!("{code} was not raised"),
+            }
+        };
+        for (code, transient, unavailable) in [
+            ("40001", true, false),
+            ("40P01", true, false),
+            ("57P01", true, true),
+            ("08006", true, true),
+            ("23505", false, false),
+            ("42703", false, false),
+        ] {
+            let error = raised(code).await;
+            assert_eq!(is_transient(&error), transient, "{code}: {error}");
+            assert_eq!(is_unavailable(&error), unavailable, "{code}: {error}");
+        }
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
     }
 }

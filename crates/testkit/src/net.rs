@@ -1,10 +1,11 @@
-//! Ports and a TCP proxy for tests that make a dependency appear later, or
-//! answer slowly.
+//! Ports and a TCP proxy for tests that make a dependency appear later,
+//! answer slowly, or go away for a while.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A loopback port that was free a moment ago.
@@ -20,6 +21,8 @@ pub fn free_port() -> u16 {
 pub struct TcpProxy {
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    /// Whether the link to the upstream is up ([`Self::cut`]).
+    link: watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -33,17 +36,36 @@ impl TcpProxy {
     pub async fn start_delayed(listen: SocketAddr, upstream: SocketAddr, delay: Duration) -> Self {
         let listener = TcpListener::bind(listen).await.expect("proxy cannot bind");
         let addr = listener.local_addr().expect("proxy has no address");
+        let (link, up) = watch::channel(true);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*up.borrow() {
+                    continue;
+                }
+                let mut up = up.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = up.wait_for(|up| !up) => {}
+                        }
                     }
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, task, link }
+    }
+
+    /// The upstream goes away: open connections are closed, and new ones
+    /// are closed as soon as they are accepted, until [`Self::restore`].
+    pub fn cut(&self) {
+        self.link.send_replace(false);
+    }
+
+    /// The upstream is back for new connections.
+    pub fn restore(&self) {
+        self.link.send_replace(true);
     }
 }
 

@@ -57,11 +57,16 @@ pub enum PaymentError {
     #[error("the idempotency key was already used for a different request")]
     IdempotencyKeyReused,
 
-    /// HTTP 503 `UNAVAILABLE`; gRPC `UNAVAILABLE`: a dependency failed in a
-    /// way worth retrying (database unreachable, write conflicts that kept
-    /// coming, an injected fault).
+    /// HTTP 503 `UNAVAILABLE`; gRPC `UNAVAILABLE`: a failure worth retrying
+    /// (write conflicts that kept coming, an injected fault).
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+
+    /// HTTP 503 `UNAVAILABLE`; gRPC `UNAVAILABLE`: the database cannot be
+    /// reached. A consumer holds its message until it can
+    /// ([`messaging::Nack::unavailable`]) instead of spending its attempts.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
 
     /// HTTP 500 `INTERNAL`; gRPC `INTERNAL`: a bug or corrupt stored data.
     /// The details are logged, not sent.
@@ -90,14 +95,25 @@ impl PaymentError {
             Self::AccountClosed => "ACCOUNT_CLOSED",
             Self::PayoutIbanRequired(_) => "PAYOUT_IBAN_REQUIRED",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
 
     /// Whether the same request may succeed later (a consumer requeues it).
     pub const fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::DatabaseUnavailable(_))
+    }
+
+    /// How a consumer gives back the message this error stopped: held while
+    /// the database is down, retried (counted) for other passing failures,
+    /// dead-lettered for the rest.
+    pub fn nack(&self) -> messaging::Nack {
+        match self {
+            Self::DatabaseUnavailable(_) => messaging::Nack::unavailable(self.to_string()),
+            _ if self.is_transient() => messaging::Nack::requeue(self.to_string()),
+            _ => messaging::Nack::reject(self.to_string()),
+        }
     }
 
     /// Logs server-side failures once, where they are turned into a
@@ -105,7 +121,9 @@ impl PaymentError {
     pub fn log(&self) {
         match self {
             Self::Internal(_) => tracing::error!(error = %self, "request failed"),
-            Self::Unavailable(_) => tracing::warn!(error = %self, "request failed"),
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => {
+                tracing::warn!(error = %self, "request failed");
+            }
             _ => {}
         }
     }
@@ -136,10 +154,13 @@ impl From<Violations> for PaymentError {
 }
 
 impl From<sqlx::Error> for PaymentError {
-    /// Connectivity problems are worth a retry
+    /// Connectivity problems are worth waiting for
+    /// ([`platform::db::is_unavailable`]), conflicts worth a retry
     /// ([`platform::db::is_transient`]); anything else reaching here is a bug.
     fn from(error: sqlx::Error) -> Self {
-        if platform::db::is_transient(&error) {
+        if platform::db::is_unavailable(&error) {
+            Self::DatabaseUnavailable(error.to_string())
+        } else if platform::db::is_transient(&error) {
             Self::Unavailable(format!("database: {error}"))
         } else {
             Self::Internal(format!("database: {error}"))

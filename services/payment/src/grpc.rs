@@ -151,7 +151,7 @@ fn status(error: PaymentError) -> Status {
         | PaymentError::AccountClosed
         | PaymentError::PayoutIbanRequired(_)
         | PaymentError::IdempotencyKeyReused => Code::FailedPrecondition,
-        PaymentError::Unavailable(_) => Code::Unavailable,
+        PaymentError::Unavailable(_) | PaymentError::DatabaseUnavailable(_) => Code::Unavailable,
         PaymentError::Internal(_) => Code::Internal,
     };
     ERROR_DOMAIN.status(code, error.code(), error.to_string())

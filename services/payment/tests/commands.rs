@@ -354,3 +354,52 @@ async fn replies_go_to_the_reply_to_exchange_with_the_saga_headers() {
         .count();
     assert_eq!(charges, 1);
 }
+
+/// A database outage longer than the attempts of a poison message last (3
+/// tries of a 3 s pool timeout) neither dead-letters a command nor loses a
+/// registration: both are held, and handled once the database is back.
+#[tokio::test]
+async fn a_database_outage_holds_commands_and_registrations_until_it_is_over() {
+    let (harness, link) = Harness::start_behind_database_link().await;
+    let customer = harness.new_customer().await;
+
+    link.cut();
+    let newcomer = Uuid::now_v7();
+    harness
+        .announce_user(newcomer, &Uuid::now_v7().to_string())
+        .await;
+    let order = Uuid::now_v7();
+    let command = charge(&format!("{order}:charge_payment"), order, customer, 700);
+    let reply = tokio::spawn({
+        let rabbit = harness.rabbit.clone();
+        let message = command_message(&harness.exchange, &command);
+        async move { rabbit.request(message, PATIENCE * 2).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    let held = harness
+        .process
+        .stdout_lines()
+        .iter()
+        .filter(|line| line.contains("holding the message"))
+        .count();
+    assert!(held >= 2, "neither message was held during the outage");
+    link.restore();
+
+    let reply = reply.await.unwrap().expect("the charge was answered");
+    let reply: payment_contract::PaymentReply = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        matches!(reply.outcome, Outcome::Charged { .. }),
+        "{reply:?}"
+    );
+    assert_eq!(harness.balance(customer).await, 10_000 - 700);
+    let wallet = harness.wait_for_wallet(newcomer).await;
+    assert_eq!(wallet["balance"]["amount"], 10_000);
+
+    let mut dead = harness
+        .rabbit
+        .dead_letters(&harness.commands_subscription())
+        .await
+        .unwrap();
+    let letter = tokio::time::timeout(std::time::Duration::from_secs(1), dead.next()).await;
+    assert!(letter.is_err(), "dead-lettered: {letter:?}");
+}

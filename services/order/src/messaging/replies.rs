@@ -10,9 +10,11 @@
 //! `ce_id`), so a redelivered reply is dropped before it reaches the engine;
 //! the engine itself ignores any reply its saga no longer waits for (late,
 //! or an answer to an earlier send of the same step). Recording commits a
-//! `NOTIFY` that wakes a saga worker on whichever replica is free.
+//! `NOTIFY` that wakes a saga worker on whichever replica is free. While the
+//! database cannot be reached, a reply is held until it can.
 
 use eventstore::Inbox;
+use integration::database_nack;
 use messaging::{Broker, Nack, ReceivedMessage, Subscription};
 use payment_contract::headers;
 use platform::db::Database;
@@ -61,13 +63,12 @@ async fn handle(sagas: &Sagas, pool: &PgPool, message: &ReceivedMessage) -> Resu
         reply = reply.with_header(name, value);
     }
 
-    let requeue = |error: &dyn std::fmt::Display| Nack::requeue(error.to_string());
-    let mut transaction = pool.begin().await.map_err(|e| requeue(&e))?;
+    let mut transaction = pool.begin().await.map_err(|e| database_nack(&e))?;
     if let Some(message_id) = message.message_id() {
         let first = Inbox::new(CONSUMER)
             .claim(&mut transaction, message_id)
             .await
-            .map_err(|e| requeue(&e))?;
+            .map_err(|e| database_nack(&e))?;
         if !first {
             tracing::debug!(message_id, "duplicate reply skipped");
             return Ok(());
@@ -79,7 +80,10 @@ async fn handle(sagas: &Sagas, pool: &PgPool, message: &ReceivedMessage) -> Resu
             tracing::debug!(correlation = %reply.correlation, ?reason, "reply not awaited; dropped");
         }
         Err(error @ ReplyError::UnknownStep(_)) => return Err(Nack::reject(error.to_string())),
-        Err(ReplyError::Saga(error)) => return Err(requeue(&error)),
+        Err(ReplyError::Saga(saga::SagaError::Database(error))) => {
+            return Err(database_nack(&error));
+        }
+        Err(ReplyError::Saga(error)) => return Err(Nack::requeue(error.to_string())),
     }
-    transaction.commit().await.map_err(|e| requeue(&e))
+    transaction.commit().await.map_err(|e| database_nack(&e))
 }

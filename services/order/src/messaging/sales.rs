@@ -5,10 +5,12 @@
 //!
 //! Kafka delivers at least once (a rebalance, a crash before the offset
 //! commit); each message is applied in one transaction with its inbox record
-//! (by `ce_id`), so a redelivery changes nothing.
+//! (by `ce_id`), so a redelivery changes nothing. While the database cannot
+//! be reached, an event is held until it can.
 
 use chrono::{DateTime, Utc};
-use eventstore::{Inbox, InboxOutcome};
+use eventstore::{Inbox, InboxError, InboxOutcome};
+use integration::database_nack;
 use messaging::{Broker, Nack, ReceivedMessage, Subscription, envelope};
 use platform::db::Database;
 use sqlx::PgPool;
@@ -59,7 +61,9 @@ async fn handle(pool: &PgPool, message: &ReceivedMessage) -> Result<(), Nack> {
     };
     apply(pool, message_id, movement, at, lines)
         .await
-        .map_err(|error| Nack::requeue(error.to_string()))
+        .map_err(|error| match error {
+            InboxError::Handler(error) | InboxError::Database(error) => database_nack(&error),
+        })
 }
 
 async fn apply(
@@ -68,7 +72,7 @@ async fn apply(
     movement: Movement,
     at: DateTime<Utc>,
     lines: Vec<LineV1>,
-) -> Result<(), eventstore::InboxError<sqlx::Error>> {
+) -> Result<(), InboxError<sqlx::Error>> {
     let outcome = Inbox::new(product_sales::CONSUMER)
         .handle(pool, message_id, |connection| {
             Box::pin(async move {

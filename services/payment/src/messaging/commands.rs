@@ -15,10 +15,12 @@
 //!    or else to the AMQP `reply_to` queue of a request — and only then is
 //!    the delivery acknowledged. A reply that cannot be sent requeues the
 //!    command; its next delivery is a duplicate and sends the stored reply
-//!    again. A failure that may pass (database, injected fault) requeues it
-//!    too, until the subscription's attempts run out and it is dead-lettered;
-//!    one that cannot (a bug, corrupt stored data) is dead-lettered at once,
-//!    with the reason, for an operator.
+//!    again. While the database cannot be reached, the command is held and
+//!    tried again when it can, at no cost to its attempts. Another failure
+//!    that may pass (a conflict, an injected fault) requeues it, until the
+//!    subscription's attempts run out and it is dead-lettered; one that
+//!    cannot (a bug, corrupt stored data) is dead-lettered at once, with the
+//!    reason, for an operator.
 //!
 //! Replies are at least once: an orchestrator may see one reply twice, and
 //! both copies say the same.
@@ -73,7 +75,8 @@ pub async fn consume(
             next = deliveries.next(), if running.len() < concurrency => match next {
                 Some(Ok(delivery)) => {
                     let handler = handler.clone();
-                    running.push(async move { handler.handle(delivery).await });
+                    let cancel = cancel.clone();
+                    running.push(async move { handler.handle(delivery, &cancel).await });
                 }
                 Some(Err(error)) => tracing::warn!(%error, "command subscription reported an error"),
                 None => break,
@@ -98,11 +101,20 @@ struct Reply {
 }
 
 impl Handler {
-    async fn handle(&self, delivery: Delivery) {
+    /// Processes `delivery` (held while the database is down), replies, then
+    /// settles it; a delivery still held when `cancel` fires is handed back.
+    async fn handle(&self, delivery: Delivery, cancel: &CancellationToken) {
         let span = delivery.span().clone();
         async {
+            let outcome = delivery
+                .handle_through_outages(cancel, || self.process(delivery.message()))
+                .await;
+            let Some(outcome) = outcome else {
+                let _ = delivery.release().await;
+                return;
+            };
             // Failures to settle are logged and measured by the delivery.
-            let _ = match self.process(delivery.message()).await {
+            let _ = match outcome {
                 Ok(reply) => match self.send_reply(&delivery, reply).await {
                     Ok(()) => delivery.ack().await,
                     Err(error) => {
@@ -113,7 +125,7 @@ impl Handler {
                     }
                 },
                 Err(nack) => {
-                    if nack.requeue {
+                    if nack.requeues() {
                         tracing::warn!(reason = %nack.reason, "command failed; will retry");
                     } else {
                         tracing::error!(reason = %nack.reason, "command dead-lettered");
@@ -149,13 +161,7 @@ impl Handler {
                     .payments
                     .execute(&request, &context)
                     .await
-                    .map_err(|error| {
-                        if error.is_transient() {
-                            Nack::requeue(error.to_string())
-                        } else {
-                            Nack::reject(error.to_string())
-                        }
-                    })?;
+                    .map_err(|error| error.nack())?;
                 wire_outcome(outcome)
             }
         };

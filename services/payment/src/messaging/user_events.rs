@@ -81,8 +81,8 @@ async fn handle(payments: &Payments, message: &ReceivedMessage) -> Result<(), Na
             Ok(())
         }
         Err(error) => {
-            tracing::warn!(%user, %error, "opening the wallet failed; will retry");
-            Err(Nack::requeue(error.to_string()))
+            tracing::warn!(%user, %error, "opening the wallet failed");
+            Err(error.nack())
         }
     }
 }

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use payment_contract::{ChargePayment, Money, PaymentCommand, PaymentReply, RefundPayment};
 use serde_json::{Value, json};
 use testkit::brokers::{kafka, rabbitmq, unique_name};
+use testkit::net::{TcpProxy, delaying_proxy};
 use testkit::postgres::{TestDatabase, fresh_database};
 use testkit::process::{ServiceProcess, Spawn};
 use uuid::Uuid;
@@ -44,15 +45,28 @@ impl Harness {
 
     /// Starts a payment binary with extra environment.
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        let database = fresh_database().await;
+        let url = database.url.clone();
+        Self::start_on(database, &url, extra).await
+    }
+
+    /// Starts a payment binary whose database connections go through a
+    /// proxy the test can cut, for outages.
+    pub async fn start_behind_database_link() -> (Self, TcpProxy) {
+        let database = fresh_database().await;
+        let (link, url) = delaying_proxy(&database.url, Duration::ZERO).await;
+        (Self::start_on(database, &url, &[]).await, link)
+    }
+
+    async fn start_on(database: TestDatabase, database_url: &str, extra: &[(&str, &str)]) -> Self {
         let amqp = rabbitmq().await;
         let brokers = kafka().await;
-        let database = fresh_database().await;
         let exchange = unique_name("payment-commands");
         let user_topic = unique_name("user-events");
         let events_topic = unique_name("payment-events");
         let group = unique_name("payment");
         let mut env: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), database.url.clone()),
+            ("DATABASE_URL".into(), database_url.to_owned()),
             ("AMQP_URL".into(), amqp.clone()),
             ("KAFKA_BROKERS".into(), brokers.clone()),
             ("PAYMENT_COMMANDS_EXCHANGE".into(), exchange.clone()),

@@ -421,6 +421,8 @@ pub(crate) struct DeliverySink {
     policy: RetryPolicy,
     sender: mpsc::Sender<Result<Delivery>>,
     stop: CancellationToken,
+    /// Cancelled once the broker no longer delivers to this consumer.
+    consumer_stopped: CancellationToken,
     in_flight: TaskTracker,
 }
 
@@ -478,6 +480,7 @@ impl DeliverySink {
     /// dropped; call after the broker consumer was cancelled, before closing
     /// the channel the acks travel on.
     pub async fn wait_settled(&self, timeout: Duration) {
+        self.consumer_stopped.cancel();
         self.in_flight.close();
         if tokio::time::timeout(timeout, self.in_flight.wait())
             .await
@@ -492,6 +495,12 @@ impl DeliverySink {
     }
 }
 
+impl Drop for DeliverySink {
+    fn drop(&mut self) {
+        self.consumer_stopped.cancel();
+    }
+}
+
 /// The deliveries of one subscription, in the order the broker gives them.
 ///
 /// Dropping the stream stops the consumer; [`drain`](Self::drain) does so
@@ -499,6 +508,7 @@ impl DeliverySink {
 pub struct DeliveryStream {
     receiver: mpsc::Receiver<Result<Delivery>>,
     stop: CancellationToken,
+    consumer_stopped: CancellationToken,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -522,18 +532,20 @@ impl DeliveryStream {
         prefetch: u16,
     ) -> (Self, DeliverySink) {
         let (sender, receiver) = mpsc::channel(usize::from(prefetch.max(1)));
-        let stop = CancellationToken::new();
+        let (stop, consumer_stopped) = (CancellationToken::new(), CancellationToken::new());
         let sink = DeliverySink {
             system,
             policy,
             sender,
             stop: stop.clone(),
+            consumer_stopped: consumer_stopped.clone(),
             in_flight: TaskTracker::new(),
         };
         (
             Self {
                 receiver,
                 stop,
+                consumer_stopped,
                 worker: None,
             },
             sink,
@@ -548,7 +560,7 @@ impl DeliveryStream {
     /// to the broker; waits until the deliveries already handed out are
     /// settled (up to [`DRAIN_TIMEOUT`]), then closes the consumer.
     pub async fn drain(mut self) {
-        self.stop.cancel();
+        self.stop_consuming().await;
         self.receiver.close();
         while let Some(item) = self.receiver.recv().await {
             if let Ok(delivery) = item {
@@ -564,12 +576,33 @@ impl DeliveryStream {
     /// ends, with up to `concurrency` handlers at once (1 keeps per-key order):
     /// `Ok` acks, `Err(nack)` nacks, a [`Nack::unavailable`] is held and
     /// handled again ([`Delivery::handle_through_outages`]). Then drains.
-    pub async fn consume<H, F>(mut self, concurrency: usize, cancel: CancellationToken, handler: H)
+    pub async fn consume<H, F>(self, concurrency: usize, cancel: CancellationToken, handler: H)
     where
         H: Fn(ReceivedMessage) -> F,
         F: Future<Output = std::result::Result<(), Nack>>,
     {
+        let handler = &handler;
+        self.consume_deliveries(concurrency, cancel, move |delivery, release_held| {
+            process(delivery, handler, release_held)
+        })
+        .await;
+    }
+
+    /// [`consume`](Self::consume) for handlers that settle each delivery
+    /// themselves (to reply before the ack, say). A handler holding its
+    /// delivery through an outage hands it back when the token it is given
+    /// fires: after `cancel`, once the broker no longer delivers here.
+    pub async fn consume_deliveries<H, F>(
+        mut self,
+        concurrency: usize,
+        cancel: CancellationToken,
+        handler: H,
+    ) where
+        H: Fn(Delivery, CancellationToken) -> F,
+        F: Future<Output = ()>,
+    {
         let concurrency = concurrency.max(1);
+        let release_held = CancellationToken::new();
         let mut running = FuturesUnordered::new();
         loop {
             tokio::select! {
@@ -577,25 +610,39 @@ impl DeliveryStream {
                 _ = cancel.cancelled() => break,
                 Some(()) = running.next(), if !running.is_empty() => {}
                 next = self.next(), if running.len() < concurrency => match next {
-                    Some(Ok(delivery)) => running.push(process(delivery, &handler, &cancel)),
+                    Some(Ok(delivery)) => running.push(handler(delivery, release_held.clone())),
                     Some(Err(error)) => tracing::warn!(%error, "subscription reported an error"),
                     None => break,
                 },
             }
         }
-        while running.next().await.is_some() {}
+        let finish_running = async { while running.next().await.is_some() {} };
+        let release = async {
+            self.stop_consuming().await;
+            release_held.cancel();
+        };
+        futures::join!(finish_running, release);
         self.drain().await;
+    }
+
+    /// Stops the broker consumer and waits (up to [`DRAIN_TIMEOUT`]) until
+    /// it no longer delivers. A delivery handed back before that would come
+    /// straight back to this consumer, to be handed back once more: two
+    /// attempts where the broker counts returns.
+    async fn stop_consuming(&self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.consumer_stopped.cancelled()).await;
     }
 }
 
-async fn process<H, F>(delivery: Delivery, handler: &H, cancel: &CancellationToken)
+async fn process<H, F>(delivery: Delivery, handler: &H, release_held: CancellationToken)
 where
     H: Fn(ReceivedMessage) -> F,
     F: Future<Output = std::result::Result<(), Nack>>,
 {
     let span = delivery.span().clone();
     let outcome = delivery
-        .handle_through_outages(cancel, || handler(delivery.message().clone()))
+        .handle_through_outages(&release_held, || handler(delivery.message().clone()))
         .instrument(span)
         .await;
     // Failures to settle are logged and measured by the delivery itself.

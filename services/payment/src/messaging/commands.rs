@@ -25,10 +25,6 @@
 //! Replies are at least once: an orchestrator may see one reply twice, and
 //! both copies say the same.
 
-use std::sync::Arc;
-
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use messaging::{
     Broker, CloudEvent, Delivery, Headers, MessagingError, Nack, OutgoingMessage, ReceivedMessage,
     Subscription, envelope,
@@ -60,31 +56,21 @@ pub async fn consume(
     concurrency: usize,
     cancel: CancellationToken,
 ) {
-    let Some(mut deliveries) = super::subscribe(&database, &broker, &subscription, &cancel).await
+    let Some(deliveries) = super::subscribe(&database, &broker, &subscription, &cancel).await
     else {
         return;
     };
-    let handler = Arc::new(Handler { payments, broker });
-    let concurrency = concurrency.max(1);
-    let mut running = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            Some(()) = running.next(), if !running.is_empty() => {}
-            next = deliveries.next(), if running.len() < concurrency => match next {
-                Some(Ok(delivery)) => {
-                    let handler = handler.clone();
-                    let cancel = cancel.clone();
-                    running.push(async move { handler.handle(delivery, &cancel).await });
-                }
-                Some(Err(error)) => tracing::warn!(%error, "command subscription reported an error"),
-                None => break,
+    let handler = Handler { payments, broker };
+    let handler = &handler;
+    deliveries
+        .consume_deliveries(
+            concurrency,
+            cancel,
+            move |delivery, release_held| async move {
+                handler.handle(delivery, &release_held).await;
             },
-        }
-    }
-    while running.next().await.is_some() {}
-    deliveries.drain().await;
+        )
+        .await;
 }
 
 struct Handler {
@@ -102,12 +88,13 @@ struct Reply {
 
 impl Handler {
     /// Processes `delivery` (held while the database is down), replies, then
-    /// settles it; a delivery still held when `cancel` fires is handed back.
-    async fn handle(&self, delivery: Delivery, cancel: &CancellationToken) {
+    /// settles it; a delivery still held when `release_held` fires is handed
+    /// back.
+    async fn handle(&self, delivery: Delivery, release_held: &CancellationToken) {
         let span = delivery.span().clone();
         async {
             let outcome = delivery
-                .handle_through_outages(cancel, || self.process(delivery.message()))
+                .handle_through_outages(release_held, || self.process(delivery.message()))
                 .await;
             let Some(outcome) = outcome else {
                 let _ = delivery.release().await;

@@ -168,7 +168,7 @@ pub(crate) struct RetryPolicy {
 }
 
 /// The longest wait between two tries of a delivery held through an outage.
-pub const MAX_HOLD_DELAY: Duration = Duration::from_secs(30);
+pub const MAX_HOLD_DELAY: Duration = Duration::from_secs(10);
 
 /// The shortest, whatever the subscription's delays: no busy loop.
 const MIN_HOLD_DELAY: Duration = Duration::from_millis(10);

@@ -12,6 +12,8 @@
 //! and then sees its outcome. A handler that fails rolls back its effect and
 //! the record together, so the redelivery runs it again.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 
@@ -100,21 +102,17 @@ impl Inbox {
         transaction.commit().await?;
         Ok(InboxOutcome::Processed(output))
     }
+}
 
-    /// Forgets records older than `age` (once no broker can redeliver them);
-    /// returns how many.
-    pub async fn purge_older_than(
-        &self,
-        pool: &PgPool,
-        age: std::time::Duration,
-    ) -> Result<u64, sqlx::Error> {
-        let deleted = sqlx::query(
-            "DELETE FROM inbox WHERE consumer = $1 AND processed_at < now() - $2 * interval '1 millisecond'",
-        )
-        .bind(&self.consumer)
-        .bind(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
-        .execute(pool)
-        .await?;
-        Ok(deleted.rows_affected())
-    }
+/// Forgets the records of every consumer handled more than `retention` ago,
+/// once no broker would redeliver their messages
+/// ([`RelayConfig::inbox_retention`](crate::RelayConfig::inbox_retention)
+/// runs it); returns how many.
+pub async fn purge_processed(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let deleted =
+        sqlx::query("DELETE FROM inbox WHERE processed_at < now() - $1 * interval '1 millisecond'")
+            .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+            .execute(pool)
+            .await?;
+    Ok(deleted.rows_affected())
 }

@@ -210,6 +210,14 @@ pub struct RelayConfig {
     pub gauge_interval: Duration,
     /// Published rows older than this are deleted; `None` keeps them.
     pub retention: Option<Duration>,
+    /// Inbox records ([`crate::inbox`]) older than this are deleted; `None`
+    /// keeps them. The default, 14 days, is twice Kafka's default topic and
+    /// committed-offset retention: a consumer group that lost its offsets
+    /// reads its topic again from the earliest message kept, and its inbox
+    /// still remembers every one of those. (Saga replies and commands past
+    /// it are still recognised, by the saga's state and by the command's
+    /// own record.)
+    pub inbox_retention: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -222,6 +230,7 @@ impl Default for RelayConfig {
             publish_timeout: Duration::from_secs(30),
             gauge_interval: Duration::from_secs(5),
             retention: Some(Duration::from_secs(24 * 3600)),
+            inbox_retention: Some(Duration::from_secs(14 * 24 * 3600)),
         }
     }
 }
@@ -338,12 +347,8 @@ impl OutboxRelay {
                 }
                 last_gauge = Some(Instant::now());
             }
-            if let Some(retention) = self.config.retention
-                && last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
-            {
-                if let Err(error) = purge_published(&self.pool, retention).await {
-                    tracing::warn!(%error, "cannot purge published outbox rows");
-                }
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_INTERVAL) {
+                self.purge().await;
                 last_purge = Some(Instant::now());
             }
             let pause = match self.relay_once().await {
@@ -365,6 +370,21 @@ impl OutboxRelay {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    /// Housekeeping: deletes published rows and inbox records past their
+    /// retention.
+    async fn purge(&self) {
+        if let Some(retention) = self.config.retention
+            && let Err(error) = purge_published(&self.pool, retention).await
+        {
+            tracing::warn!(%error, "cannot purge published outbox rows");
+        }
+        if let Some(retention) = self.config.inbox_retention
+            && let Err(error) = crate::inbox::purge_processed(&self.pool, retention).await
+        {
+            tracing::warn!(%error, "cannot purge inbox records");
         }
     }
 
@@ -550,6 +570,9 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Result<(i64, OutboxMessage), Outbo
         },
     ))
 }
+
+/// How often the relay deletes what is past its retention.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Deletes rows published more than `retention` ago; returns how many.
 pub async fn purge_published(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {

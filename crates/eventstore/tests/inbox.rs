@@ -4,8 +4,15 @@
 mod common;
 
 use common::{migrated_database, pool_with};
-use eventstore::{Inbox, InboxError, InboxOutcome};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{
+    Inbox, InboxError, InboxOutcome, OutboxMessage, OutboxRelay, PublishError, Publisher,
+    RelayConfig,
+};
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 enum HandlerError {
@@ -175,14 +182,82 @@ async fn each_consumer_handles_a_message_once() {
         "a rolled-back claim is forgotten"
     );
     transaction.commit().await.unwrap();
+}
 
-    sqlx::query("UPDATE inbox SET processed_at = now() - interval '8 days'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let purged = inbox
-        .purge_older_than(&pool, std::time::Duration::from_secs(7 * 24 * 3600))
-        .await
-        .unwrap();
-    assert_eq!(purged, 1, "only consumer c's records are purged");
+/// The relay's housekeeping forgets records past the inbox retention, of
+/// every consumer, and keeps the younger ones.
+#[tokio::test]
+async fn records_past_the_retention_are_purged_by_the_relay() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    for (consumer, message) in [("a", "old-1"), ("b", "old-2"), ("a", "recent")] {
+        let mut transaction = pool.begin().await.unwrap();
+        assert!(
+            Inbox::new(consumer)
+                .claim(&mut transaction, message)
+                .await
+                .unwrap()
+        );
+        transaction.commit().await.unwrap();
+    }
+    sqlx::query(
+        "UPDATE inbox SET processed_at = now() - interval '15 days' WHERE message_id LIKE 'old-%'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        Arc::new(NothingToPublish),
+        RelayConfig {
+            idle_interval: Duration::from_millis(10),
+            ..RelayConfig::default()
+        },
+    );
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { relay.run(cancel).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let remaining = loop {
+        let remaining: Vec<String> =
+            sqlx::query_scalar("SELECT message_id FROM inbox ORDER BY message_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        if remaining.len() < 3 || tokio::time::Instant::now() > deadline {
+            break remaining;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cancel.cancel();
+    running.await.unwrap();
+    assert_eq!(remaining, ["recent"]);
+
+    // A forgotten message is handled again; a remembered one is not.
+    let mut transaction = pool.begin().await.unwrap();
+    assert!(
+        Inbox::new("a")
+            .claim(&mut transaction, "old-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !Inbox::new("a")
+            .claim(&mut transaction, "recent")
+            .await
+            .unwrap()
+    );
+}
+
+/// A relay over an empty outbox.
+struct NothingToPublish;
+
+#[async_trait::async_trait]
+impl Publisher for NothingToPublish {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        Err(PublishError::Rejected(format!("unexpected {}", message.id)))
+    }
 }

@@ -25,6 +25,7 @@ fn fast_config() -> RelayConfig {
         publish_timeout: Duration::from_secs(5),
         gauge_interval: Duration::from_millis(100),
         retention: None,
+        inbox_retention: None,
     }
 }
 

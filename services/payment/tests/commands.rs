@@ -369,24 +369,18 @@ async fn a_database_outage_holds_commands_and_registrations_until_it_is_over() {
         .announce_user(newcomer, &Uuid::now_v7().to_string())
         .await;
     let order = Uuid::now_v7();
-    let command = charge(&format!("{order}:charge_payment"), order, customer, 700);
-    let reply = tokio::spawn({
-        let rabbit = harness.rabbit.clone();
-        let message = command_message(&harness.exchange, &command);
-        async move { rabbit.request(message, PATIENCE * 2).await }
-    });
+    let reply = harness.request_in_background(&charge(
+        &format!("{order}:charge_payment"),
+        order,
+        customer,
+        700,
+    ));
     tokio::time::sleep(std::time::Duration::from_secs(15)).await;
-    let held = harness
-        .process
-        .stdout_lines()
-        .iter()
-        .filter(|line| line.contains("holding the message"))
-        .count();
+    let held = harness.log_lines_with("holding the message");
     assert!(held >= 2, "neither message was held during the outage");
     link.restore();
 
-    let reply = reply.await.unwrap().expect("the charge was answered");
-    let reply: payment_contract::PaymentReply = serde_json::from_slice(&reply.payload).unwrap();
+    let reply = reply.await.unwrap();
     assert!(
         matches!(reply.outcome, Outcome::Charged { .. }),
         "{reply:?}"
@@ -402,4 +396,55 @@ async fn a_database_outage_holds_commands_and_registrations_until_it_is_over() {
         .unwrap();
     let letter = tokio::time::timeout(std::time::Duration::from_secs(1), dead.next()).await;
     assert!(letter.is_err(), "dead-lettered: {letter:?}");
+}
+
+/// An order placed right after registering can send its charge before this
+/// service has opened the wallet: the charge waits for it (requeued until
+/// its last attempt) instead of being declined.
+#[tokio::test]
+async fn a_charge_that_overtakes_the_registration_waits_for_the_wallet() {
+    let harness = Harness::start_with(&[("PAYMENT_COMMANDS_RETRY_DELAY", "1s")]).await;
+    let customer = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    let command = charge(&format!("{order}:charge_payment"), order, customer, 1_500);
+    let reply = harness.request_in_background(&command);
+    let waiting = format!("no wallet for customer {customer} yet");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while harness.log_lines_with(&waiting) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the charge never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    harness
+        .announce_user(customer, &Uuid::now_v7().to_string())
+        .await;
+
+    let reply = reply.await.unwrap();
+    assert!(
+        matches!(reply.outcome, Outcome::Charged { .. }),
+        "{reply:?}"
+    );
+    assert_eq!(harness.balance(customer).await, 10_000 - 1_500);
+}
+
+/// A customer who never gets a wallet: the charge is declined
+/// `ACCOUNT_NOT_FOUND` on its last attempt, and that answer is kept.
+#[tokio::test]
+async fn a_charge_for_a_customer_without_a_wallet_is_declined_on_its_last_attempt() {
+    let harness = Harness::start().await;
+    let customer = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    let command = charge(&format!("{order}:charge_payment"), order, customer, 100);
+
+    let (_, first) = harness.request(&command).await;
+    assert_eq!(
+        declined(&first.outcome),
+        Some(DeclineReason::AccountNotFound)
+    );
+    let waits = harness.log_lines_with(&format!("no wallet for customer {customer} yet"));
+    assert_eq!(waits, 2, "tried three times");
+    let (_, again) = harness.request(&command).await;
+    assert_eq!(again, first);
 }

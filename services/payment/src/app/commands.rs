@@ -41,6 +41,18 @@ pub const USER_REGISTERED_CONSUMER: &str = "payment.user-registered";
 /// handled, by what came of them.
 pub const COMMANDS_TOTAL: &str = "ferrishop_payment_commands_total";
 
+/// What a saga command does when the customer has no wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnopenedWallet {
+    /// Answer as things stand: a charge is declined `ACCOUNT_NOT_FOUND`, an
+    /// answer recorded like any other.
+    Decline,
+    /// Fail with [`PaymentError::AccountNotFound`] and record nothing: the
+    /// wallet may be about to open (its `user.registered` not handled yet),
+    /// so the command is worth another try.
+    Wait,
+}
+
 /// A saga command, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRequest {
@@ -238,10 +250,13 @@ impl Payments {
     }
 
     /// Handles a saga command: charges or refunds at most once per command
-    /// id, and answers every copy of the command alike.
+    /// id, and answers every copy of the command alike. `unopened` says
+    /// whether a customer without a wallet gets an answer now or may still
+    /// be waited for.
     pub async fn execute(
         &self,
         request: &PaymentRequest,
+        unopened: UnopenedWallet,
         context: &RequestContext,
     ) -> Result<CommandOutcome, PaymentError> {
         let mut retry = Retry::new();
@@ -266,7 +281,7 @@ impl Payments {
             if request.kind == CommandKind::Charge {
                 platform::faults::inject(CHARGE_FAULT_POINT).await?;
             }
-            match self.try_execute(request, context).await {
+            match self.try_execute(request, unopened, context).await {
                 Err(WriteError::Conflict) => retry.wait().await?,
                 Err(WriteError::Failed(error)) => return Err(error),
                 Ok(outcome) => break outcome,
@@ -286,10 +301,14 @@ impl Payments {
     async fn try_execute(
         &self,
         request: &PaymentRequest,
+        unopened: UnopenedWallet,
         context: &RequestContext,
     ) -> Result<CommandOutcome, WriteError> {
         let mut tx = self.store.begin().await?;
         let mut wallet = tx.load(request.customer).await?;
+        if unopened == UnopenedWallet::Wait && wallet.state.account().is_none() {
+            return Err(WriteError::Failed(PaymentError::AccountNotFound));
+        }
         let at = now();
         let (events, outcome) = match request.kind {
             CommandKind::Charge => {

@@ -22,6 +22,12 @@
 //!    cannot (a bug, corrupt stored data) is dead-lettered at once, with the
 //!    reason, for an operator.
 //!
+//! A charge for a customer whose wallet is not open yet is not declined at
+//! once: the wallet opens when this service handles the customer's
+//! `user.registered`, and an order placed right after registering can
+//! overtake it. Such a charge is requeued (counted) until its last attempt,
+//! and declined `ACCOUNT_NOT_FOUND` only then.
+//!
 //! Replies are at least once: an orchestrator may see one reply twice, and
 //! both copies say the same.
 
@@ -39,11 +45,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{SOURCE, contract_money, contract_reason};
-use crate::app::commands::{CommandOutcome, PaymentRequest};
+use crate::app::commands::{CommandOutcome, PaymentRequest, UnopenedWallet};
 use crate::app::{Payments, RequestContext};
 use crate::domain::events::DeclineReason;
 use crate::domain::ids::{CommandId, OrderId, UserId};
 use crate::domain::money::{Amount, Currency};
+use crate::error::PaymentError;
 use crate::store::CommandKind;
 
 /// Consumes the commands queue until `cancel` fires, handling up to
@@ -60,7 +67,11 @@ pub async fn consume(
     else {
         return;
     };
-    let handler = Handler { payments, broker };
+    let handler = Handler {
+        payments,
+        broker,
+        max_attempts: subscription.max_attempts,
+    };
     let handler = &handler;
     deliveries
         .consume_deliveries(
@@ -77,6 +88,9 @@ struct Handler {
     payments: Payments,
     /// Where replies to a `reply-to` exchange are published.
     broker: Broker,
+    /// The subscription's: a charge for a wallet not open yet is tried again
+    /// until the last of them.
+    max_attempts: u32,
 }
 
 /// A reply ready to send.
@@ -144,11 +158,22 @@ impl Handler {
                         .and_then(|id| Uuid::parse_str(id).ok()),
                     causation_id: message.message_id().and_then(|id| Uuid::parse_str(id).ok()),
                 };
+                let unopened = if message.attempt < self.max_attempts {
+                    UnopenedWallet::Wait
+                } else {
+                    UnopenedWallet::Decline
+                };
                 let outcome = self
                     .payments
-                    .execute(&request, &context)
+                    .execute(&request, unopened, &context)
                     .await
-                    .map_err(|error| error.nack())?;
+                    .map_err(|error| match error {
+                        PaymentError::AccountNotFound => Nack::requeue(format!(
+                            "no wallet for customer {} yet",
+                            request.customer
+                        )),
+                        error => error.nack(),
+                    })?;
                 wire_outcome(outcome)
             }
         };

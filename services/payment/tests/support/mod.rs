@@ -16,6 +16,7 @@ use testkit::brokers::{kafka, rabbitmq, unique_name};
 use testkit::net::{TcpProxy, delaying_proxy};
 use testkit::postgres::{TestDatabase, fresh_database};
 use testkit::process::{ServiceProcess, Spawn};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// How long a test waits for anything asynchronous.
@@ -232,6 +233,30 @@ impl Harness {
         let body: PaymentReply = serde_json::from_slice(&reply.payload)
             .unwrap_or_else(|error| panic!("reply does not decode ({error}): {reply:?}"));
         (reply, body)
+    }
+
+    /// Sends a command as an AMQP request in the background; the task
+    /// yields the decoded reply (waiting up to twice [`PATIENCE`]).
+    pub fn request_in_background(&self, command: &PaymentCommand) -> JoinHandle<PaymentReply> {
+        let rabbit = self.rabbit.clone();
+        let message = command_message(&self.exchange, command);
+        tokio::spawn(async move {
+            let reply = rabbit
+                .request(message, PATIENCE * 2)
+                .await
+                .unwrap_or_else(|error| panic!("no reply: {error}"));
+            serde_json::from_slice(&reply.payload)
+                .unwrap_or_else(|error| panic!("reply does not decode ({error}): {reply:?}"))
+        })
+    }
+
+    /// How many of the binary's log lines contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        self.process
+            .stdout_lines()
+            .iter()
+            .filter(|line| line.contains(text))
+            .count()
     }
 
     /// Publishes raw bytes on the commands exchange.

@@ -341,8 +341,9 @@ impl Delivery {
         }
     }
 
-    /// Hands an unprocessed delivery back without counting an attempt
-    /// (JetStream, which counts every delivery, excepted).
+    /// Hands an unprocessed delivery back to its group at once. Brokers that
+    /// count every return (RabbitMQ quorum queues, JetStream) count it as an
+    /// attempt.
     pub async fn release(mut self) -> Result<()> {
         let settler = self.take_settler()?;
         let result = settler.release().await;

@@ -168,10 +168,12 @@ impl Handler {
                     .execute(&request, unopened, &context)
                     .await
                     .map_err(|error| match error {
-                        PaymentError::AccountNotFound => Nack::requeue(format!(
-                            "no wallet for customer {} yet",
-                            request.customer
-                        )),
+                        PaymentError::AccountNotFound if unopened == UnopenedWallet::Wait => {
+                            Nack::requeue(format!(
+                                "no wallet for customer {} yet",
+                                request.customer
+                            ))
+                        }
                         error => error.nack(),
                     })?;
                 wire_outcome(outcome)

@@ -222,17 +222,8 @@ impl Harness {
 
     /// Sends a command as an AMQP request and waits for its reply.
     pub async fn request(&self, command: &PaymentCommand) -> (Reply, PaymentReply) {
-        let reply = self
-            .rabbit
-            .request(
-                command_message(&self.exchange, command),
-                Duration::from_secs(20),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("no reply to {command:?}: {error}"));
-        let body: PaymentReply = serde_json::from_slice(&reply.payload)
-            .unwrap_or_else(|error| panic!("reply does not decode ({error}): {reply:?}"));
-        (reply, body)
+        let message = command_message(&self.exchange, command);
+        request_reply(&self.rabbit, message, Duration::from_secs(20)).await
     }
 
     /// Sends a command as an AMQP request in the background; the task
@@ -240,14 +231,7 @@ impl Harness {
     pub fn request_in_background(&self, command: &PaymentCommand) -> JoinHandle<PaymentReply> {
         let rabbit = self.rabbit.clone();
         let message = command_message(&self.exchange, command);
-        tokio::spawn(async move {
-            let reply = rabbit
-                .request(message, PATIENCE * 2)
-                .await
-                .unwrap_or_else(|error| panic!("no reply: {error}"));
-            serde_json::from_slice(&reply.payload)
-                .unwrap_or_else(|error| panic!("reply does not decode ({error}): {reply:?}"))
-        })
+        tokio::spawn(async move { request_reply(&rabbit, message, PATIENCE * 2).await.1 })
     }
 
     /// How many of the binary's log lines contain `text`.
@@ -270,6 +254,22 @@ impl Harness {
     pub fn commands_subscription(&self) -> Subscription {
         Subscription::new(&self.exchange, &self.group)
     }
+}
+
+/// Sends `message` as an AMQP request and decodes the reply, failing the
+/// test if none comes within `timeout`.
+async fn request_reply(
+    rabbit: &Broker,
+    message: OutgoingMessage,
+    timeout: Duration,
+) -> (Reply, PaymentReply) {
+    let reply = rabbit
+        .request(message, timeout)
+        .await
+        .unwrap_or_else(|error| panic!("no reply: {error}"));
+    let body: PaymentReply = serde_json::from_slice(&reply.payload)
+        .unwrap_or_else(|error| panic!("reply does not decode ({error}): {reply:?}"));
+    (reply, body)
 }
 
 /// A command as the saga sends it: CloudEvents type, JSON body, keyed by

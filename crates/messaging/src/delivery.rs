@@ -459,22 +459,37 @@ impl DeliverySink {
     /// already been attempted more often than allowed (a consumer kept dying
     /// on it without settling). Returns `false` once the stream is gone.
     pub async fn send(&self, delivery: Delivery) -> bool {
-        if delivery.attempt > delivery.policy.max_attempts {
-            let reason = format!(
-                "delivered {} times without being settled (max attempts {})",
-                delivery.attempt - 1,
-                delivery.policy.max_attempts
-            );
-            // The failure is logged and measured by `nack`; the broker
-            // redelivers if dead-lettering failed.
-            let _ = delivery.dead_letter(reason).await;
+        let Some(delivery) = self.admit(delivery).await else {
             return !self.stop.is_cancelled();
-        }
+        };
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => false,
             sent = self.sender.send(Ok(delivery)) => sent.is_ok(),
         }
+    }
+
+    /// The delivery, unless it has already been attempted more often than
+    /// allowed: it is then dead-lettered here and `None` returned.
+    pub async fn admit(&self, delivery: Delivery) -> Option<Delivery> {
+        if delivery.attempt <= delivery.policy.max_attempts {
+            return Some(delivery);
+        }
+        let reason = format!(
+            "delivered {} times without being settled (max attempts {})",
+            delivery.attempt - 1,
+            delivery.policy.max_attempts
+        );
+        // The failure is logged and measured by `nack`; the broker
+        // redelivers if dead-lettering failed.
+        let _ = delivery.dead_letter(reason).await;
+        None
+    }
+
+    /// Waits for room in the stream, for an adapter that must keep serving
+    /// its broker while the handler is busy; `None` once the stream is gone.
+    pub async fn reserve(&self) -> Option<mpsc::Permit<'_, Result<Delivery>>> {
+        self.sender.reserve().await.ok()
     }
 
     /// Waits (up to `timeout`) until every delivery handed out is settled or

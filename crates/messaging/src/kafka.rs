@@ -19,10 +19,19 @@
 //! false }` — the message is produced to `<topic>.<group>.dlq` with the failure
 //! headers and its offset is settled.
 //!
+//! **Backpressure.** The worker stops reading once the stream holds
+//! `prefetch` deliveries. librdkafka, though, takes a consumer that has not
+//! polled for `max.poll.interval.ms` for a stuck one and leaves its group:
+//! the partitions move, and every unsettled message is read again. So when
+//! the stream has taken nothing for half that interval (a handler waiting
+//! out a database outage), the worker pauses its partitions and polls on; a
+//! paused partition yields nothing and, once resumed, is read from where the
+//! worker stopped.
+//!
 //! Request/reply is not offered: Kafka has no reply path, and emulating one
 //! with reply topics would hide a design smell behind an API that looks cheap.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -42,11 +51,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::broker::{Broker, MAX_MESSAGE_BYTES, Target, Transport};
 use crate::delivery::{
-    DRAIN_TIMEOUT, DeadLetter, DeliveryParts, DeliverySink, DeliveryStream, ReceivedMessage,
-    RetryPolicy, Settler,
+    DRAIN_TIMEOUT, DeadLetter, Delivery, DeliveryParts, DeliverySink, DeliveryStream,
+    ReceivedMessage, RetryPolicy, Settler,
 };
 use crate::envelope::Added;
 use crate::error::{MessagingError, MessagingSystem, Result};
@@ -75,6 +85,11 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// How long a silent group member keeps its partitions (`session.timeout.ms`).
     pub session_timeout: Duration,
+    /// How long a consumer may go without polling before it leaves its group
+    /// (`max.poll.interval.ms`, at least `session_timeout`). A consumer whose
+    /// handler stops taking deliveries pauses its partitions after half of
+    /// it and polls on, so a long wait keeps the group's assignment.
+    pub max_poll_interval: Duration,
     /// How long `subscribe` waits for the group to assign partitions.
     pub assignment_timeout: Duration,
 }
@@ -87,6 +102,7 @@ impl KafkaConfig {
             default_partitions: DestinationSpec::DEFAULT_PARTITIONS,
             delivery_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
             assignment_timeout: Duration::from_secs(30),
         }
     }
@@ -364,6 +380,10 @@ impl Transport for Kafka {
                 self.shared.config.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
+            .set(
+                "max.poll.interval.ms",
+                self.shared.config.max_poll_interval.as_millis().to_string(),
+            )
             .create_with_context(context)
             .map_err(|error| self.shared.map_error(&topic, "create consumer", error))?;
         consumer
@@ -604,6 +624,49 @@ struct ConsumerWorker {
     redeliver: mpsc::UnboundedSender<Redelivery>,
 }
 
+/// A delivery read (or due again) that the stream has not taken yet.
+struct Waiter {
+    partition: i32,
+    generation: u64,
+    delivery: Delivery,
+}
+
+/// What the worker holds while the stream is full.
+struct Backlog {
+    waiters: VecDeque<Waiter>,
+    /// When the worker last read from Kafka before the stream filled up.
+    reading_stopped: Instant,
+    /// The partitions paused while the stream takes nothing.
+    paused: Option<TopicPartitionList>,
+}
+
+impl Backlog {
+    fn new() -> Self {
+        Self {
+            waiters: VecDeque::new(),
+            reading_stopped: Instant::now(),
+            paused: None,
+        }
+    }
+
+    fn push(&mut self, waiter: Waiter) {
+        if self.waiters.is_empty() {
+            self.reading_stopped = Instant::now();
+        }
+        self.waiters.push_back(waiter);
+    }
+
+    /// Reading on is how the consumer polls: it does while nothing waits, or
+    /// once its partitions are paused.
+    fn reads(&self) -> bool {
+        self.waiters.is_empty() || self.paused.is_some()
+    }
+
+    fn stalled(&self) -> bool {
+        !self.waiters.is_empty() && self.paused.is_none()
+    }
+}
+
 impl ConsumerWorker {
     async fn run(
         self,
@@ -613,35 +676,52 @@ impl ConsumerWorker {
         let mut messages = consumer.stream();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let pause_after = self.shared.config.max_poll_interval / 2;
+        let mut backlog = Backlog::new();
         loop {
             tokio::select! {
                 biased;
                 _ = self.sink.stop().cancelled() => break,
                 _ = commit_tick.tick() => self.commit(&consumer, CommitMode::Async),
+                permit = self.sink.reserve(), if !backlog.waiters.is_empty() => {
+                    let Some(permit) = permit else { break };
+                    if let Some(delivery) = self.next_current(&mut backlog) {
+                        permit.send(Ok(delivery));
+                    }
+                    if backlog.waiters.is_empty() {
+                        self.resume(&consumer, &mut backlog);
+                    }
+                }
+                () = tokio::time::sleep_until(backlog.reading_stopped + pause_after),
+                    if backlog.stalled() => self.pause(&consumer, &mut backlog),
                 Some(redelivery) = redeliveries.recv() => {
+                    let partition = redelivery.message.partition();
                     let current = self
                         .tracker
                         .lock()
-                        .is_ok_and(|t| t.is_current(redelivery.message.partition(), redelivery.generation));
+                        .is_ok_and(|t| t.is_current(partition, redelivery.generation));
                     // Otherwise the partition moved: its new owner reads it again.
                     if current {
                         let delivery = self.to_delivery(redelivery.message, redelivery.attempt, redelivery.generation);
-                        if !self.sink.send(delivery).await {
-                            break;
+                        if let Some(delivery) = self.sink.admit(delivery).await {
+                            backlog.push(Waiter { partition, generation: redelivery.generation, delivery });
                         }
                     }
                 }
-                next = messages.next() => match next {
+                next = messages.next(), if backlog.reads() => match next {
                     Some(Ok(message)) => {
                         let message = message.detach();
+                        let partition = message.partition();
                         let generation = match self.tracker.lock() {
-                            Ok(mut tracker) => tracker.track(message.partition(), message.offset()),
+                            Ok(mut tracker) => tracker.track(partition, message.offset()),
                             Err(_) => break,
                         };
-                        let delivery = self.to_delivery(message, 1, generation);
-                        if !self.sink.send(delivery).await {
-                            break;
+                        if backlog.paused.is_some() {
+                            // Assigned since the pause, or fetched just before it.
+                            self.pause_partition(&consumer, partition, &mut backlog);
                         }
+                        let delivery = self.to_delivery(message, 1, generation);
+                        backlog.push(Waiter { partition, generation, delivery });
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, topic = %self.topic, "Kafka consumer error");
@@ -651,9 +731,72 @@ impl ConsumerWorker {
             }
         }
         drop(messages);
+        // Its deliveries go back unsettled before the drain waits for the rest.
+        drop(backlog);
         self.sink.wait_settled(DRAIN_TIMEOUT).await;
         self.commit(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
+    }
+
+    /// The oldest waiting delivery whose partition is still ours; the others
+    /// are dropped, their partitions' new owners read them again.
+    fn next_current(&self, backlog: &mut Backlog) -> Option<Delivery> {
+        let tracker = self.tracker.lock().ok()?;
+        while let Some(waiter) = backlog.waiters.pop_front() {
+            if tracker.is_current(waiter.partition, waiter.generation) {
+                return Some(waiter.delivery);
+            }
+        }
+        None
+    }
+
+    fn pause(&self, consumer: &StreamConsumer<GroupContext>, backlog: &mut Backlog) {
+        let assignment = consumer.assignment().unwrap_or_else(|error| {
+            tracing::warn!(%error, topic = %self.topic, "reading the assignment to pause it failed; partitions are paused as they deliver");
+            TopicPartitionList::new()
+        });
+        if let Err(error) = consumer.pause(&assignment) {
+            tracing::warn!(%error, topic = %self.topic, "pausing the partitions failed");
+        }
+        tracing::info!(
+            topic = %self.topic,
+            partitions = assignment.count(),
+            waiting = backlog.waiters.len(),
+            "the handler has taken no delivery for half the poll interval; partitions paused, the group keeps them"
+        );
+        backlog.paused = Some(assignment);
+    }
+
+    fn pause_partition(
+        &self,
+        consumer: &StreamConsumer<GroupContext>,
+        partition: i32,
+        backlog: &mut Backlog,
+    ) {
+        let Some(paused) = &mut backlog.paused else {
+            return;
+        };
+        if paused.find_partition(&self.topic, partition).is_some() {
+            return;
+        }
+        let mut one = TopicPartitionList::new();
+        one.add_partition(&self.topic, partition);
+        if let Err(error) = consumer.pause(&one) {
+            tracing::warn!(%error, topic = %self.topic, partition, "pausing a partition failed");
+        }
+        paused.add_partition(&self.topic, partition);
+    }
+
+    fn resume(&self, consumer: &StreamConsumer<GroupContext>, backlog: &mut Backlog) {
+        let Some(paused) = backlog.paused.take() else {
+            return;
+        };
+        // A partition revoked meanwhile is not ours to resume; librdkafka
+        // says so per partition, and the others resume regardless.
+        if let Err(error) = consumer.resume(&paused) {
+            tracing::warn!(%error, topic = %self.topic, "resuming the partitions failed");
+        }
+        tracing::info!(topic = %self.topic, "the handler takes deliveries again; partitions resumed");
     }
 
     fn commit(&self, consumer: &StreamConsumer<GroupContext>, mode: CommitMode) {
@@ -671,12 +814,7 @@ impl ConsumerWorker {
         }
     }
 
-    fn to_delivery(
-        &self,
-        message: OwnedMessage,
-        attempt: u32,
-        generation: u64,
-    ) -> crate::delivery::Delivery {
+    fn to_delivery(&self, message: OwnedMessage, attempt: u32, generation: u64) -> Delivery {
         let (headers, parent) = match message.headers() {
             Some(kafka_headers) => {
                 let headers: Headers = kafka_headers

@@ -109,10 +109,16 @@ pub async fn rabbitmq() -> Harness {
 }
 
 pub async fn kafka() -> Harness {
+    kafka_with(|_| {}).await
+}
+
+/// A Kafka harness whose client settings `adjust` changes.
+pub async fn kafka_with(adjust: impl FnOnce(&mut KafkaConfig)) -> Harness {
     let brokers = testkit::brokers::kafka().await;
     let connection_name = testkit::brokers::unique_name("messaging-test");
     let mut config = KafkaConfig::new(brokers, &connection_name);
     config.session_timeout = Duration::from_secs(6);
+    adjust(&mut config);
     let broker = Kafka::new(config)
         .unwrap_or_else(|error| panic!("Kafka client: {error}"))
         .into_broker(SOURCE);

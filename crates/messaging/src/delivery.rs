@@ -16,7 +16,10 @@
 //!   ([`Delivery::handle_through_outages`], which [`DeliveryStream::consume`]
 //!   uses), for as long as the outage lasts; a poison budget of three
 //!   attempts would otherwise send good messages to the dead-letter
-//!   destination during a database restart, and nothing replays them.
+//!   destination during a database restart, and nothing replays them. A
+//!   held delivery the broker takes back meanwhile (its channel closed, its
+//!   partition moved) is let go: the copy handed out again is the one to
+//!   handle.
 //! - [`DeliveryStream::drain`] is graceful shutdown: stop taking deliveries,
 //!   hand back the ones fetched but not yet given out, wait for those being
 //!   processed to be settled, then close the consumer.
@@ -153,6 +156,12 @@ pub(crate) trait Settler: Send + Sync {
     /// Still being worked on: restart the broker's redelivery timer.
     async fn in_progress(&self) -> Result<()> {
         Ok(())
+    }
+    /// Whether the broker has taken the delivery back (its channel closed,
+    /// its partition moved): it hands the message out again, and settling
+    /// this copy does nothing.
+    fn taken_back(&self) -> bool {
+        false
     }
     /// Answer the request this delivery carries.
     async fn reply(&self, reply: OutgoingMessage, trace: Option<Context>) -> Result<()>;
@@ -302,7 +311,9 @@ impl Delivery {
     /// delivery is held (JetStream is told it is in progress) and the handler
     /// runs again after the subscription's retry delay, doubling up to
     /// [`MAX_HOLD_DELAY`]. Such tries count no attempt. `None` when `cancel`
-    /// fires during a wait: [`release`](Self::release) the delivery then.
+    /// fires during a wait, or once the broker has taken the delivery back
+    /// (a RabbitMQ channel closed, a Kafka partition reassigned: another copy
+    /// is on its way): [`release`](Self::release) the delivery then.
     pub async fn handle_through_outages<T, F, Fut>(
         &self,
         cancel: &CancellationToken,
@@ -326,10 +337,14 @@ impl Delivery {
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "a dependency of the handler is unavailable; holding the message"
             );
-            if let Some(settler) = &self.settler
-                && let Err(error) = settler.in_progress().await
-            {
-                tracing::warn!(parent: &self.span, %error, "could not extend the delivery's ack wait");
+            if let Some(settler) = &self.settler {
+                if settler.taken_back() {
+                    tracing::warn!(parent: &self.span, "the broker took the held message back; it will be handed out again");
+                    return None;
+                }
+                if let Err(error) = settler.in_progress().await {
+                    tracing::warn!(parent: &self.span, %error, "could not extend the delivery's ack wait");
+                }
             }
             tokio::select! {
                 biased;
@@ -346,7 +361,11 @@ impl Delivery {
     /// attempt.
     pub async fn release(mut self) -> Result<()> {
         let settler = self.take_settler()?;
-        let result = settler.release().await;
+        let result = if settler.taken_back() {
+            Ok(())
+        } else {
+            settler.release().await
+        };
         self.finish("released", &result);
         result
     }

@@ -927,6 +927,12 @@ impl Settler for KafkaSettler {
         self.settle()
     }
 
+    fn taken_back(&self) -> bool {
+        self.tracker
+            .lock()
+            .is_ok_and(|tracker| !tracker.is_current(self.message.partition(), self.generation))
+    }
+
     async fn release(self: Box<Self>) -> Result<()> {
         // Left uncommitted: whoever owns the partition next reads it again.
         Ok(())

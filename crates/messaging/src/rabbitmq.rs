@@ -1226,6 +1226,11 @@ impl Settler for RabbitSettler {
         self.ack().await
     }
 
+    fn taken_back(&self) -> bool {
+        // Set when the channel closed: RabbitMQ requeued the message.
+        self.acker.poisoned()
+    }
+
     async fn release(self: Box<Self>) -> Result<()> {
         let result = self
             .acker

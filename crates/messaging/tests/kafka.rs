@@ -2,10 +2,13 @@
 
 mod support;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use messaging::OutgoingMessage;
+use messaging::{Nack, OutgoingMessage};
 use support::{maybe_next, next};
+use tokio_util::sync::CancellationToken;
 
 /// A handler that takes no delivery for longer than `max.poll.interval.ms`
 /// (as while it waits out a database outage) does not cost the consumer its
@@ -59,4 +62,66 @@ async fn a_stalled_handler_keeps_the_partitions() {
         received, expected,
         "each message once, in order, first attempt"
     );
+}
+
+/// A message held through an outage whose partition is reassigned (another
+/// consumer joined the group) is let go: the partition's owner reads it
+/// again from the committed offset, and that copy is the only one handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_whose_partition_moved_is_let_go() {
+    let harness = support::kafka().await;
+    let destination = harness.destination("moved", 1).await;
+    let subscription = harness.subscription(&destination, "patient");
+    let first = harness.subscribe(&subscription).await;
+    harness
+        .broker
+        .publish(OutgoingMessage::new(&destination, "held"))
+        .await
+        .unwrap_or_else(|error| panic!("publish: {error}"));
+
+    let tries = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let database_up = Arc::new(AtomicBool::new(false));
+    let handler = || {
+        let (tries, handled, database_up) = (tries.clone(), handled.clone(), database_up.clone());
+        move |_message| {
+            tries.fetch_add(1, Ordering::SeqCst);
+            let outcome = if database_up.load(Ordering::SeqCst) {
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            } else {
+                Err(Nack::unavailable("database unreachable"))
+            };
+            async move { outcome }
+        }
+    };
+    let cancel = CancellationToken::new();
+    let first = tokio::spawn(first.consume(1, cancel.clone(), handler()));
+    let started = Instant::now();
+    while tries.load(Ordering::SeqCst) < 2 {
+        assert!(started.elapsed() < support::RECEIVE_TIMEOUT, "never held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Returns once the group has rebalanced.
+    let second = harness.subscribe(&subscription).await;
+    let second = tokio::spawn(second.consume(1, cancel.clone(), handler()));
+    // Long enough for the held copy to be tried, and let go, after it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    database_up.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    while handled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < support::RECEIVE_TIMEOUT,
+            "never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A copy still held would be handled too within its next wait (≤ 1 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cancel.cancel();
+    for consumer in [first, second] {
+        consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 1, "handled more than once");
 }

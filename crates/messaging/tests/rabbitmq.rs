@@ -1,15 +1,19 @@
 //! RabbitMQ-only behaviour: publisher confirms surface routing failures, a
-//! connection closed by the server is replaced without a restart, and a broker
-//! slow to answer gets connected even when every caller gives up sooner.
+//! connection closed by the server is replaced without a restart (and a
+//! message held on it is let go), and a broker slow to answer gets connected
+//! even when every caller gives up sooner.
 
 mod support;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use messaging::{MessagingError, OutgoingMessage, RabbitMq, RabbitMqConfig};
+use messaging::{MessagingError, Nack, OutgoingMessage, RabbitMq, RabbitMqConfig};
 use support::next;
 use testkit::net::delaying_proxy;
+use tokio_util::sync::CancellationToken;
 
 /// Publishing to an exchange that does not exist is an error, not silence,
 /// and does not break publishing to exchanges that do.
@@ -98,6 +102,85 @@ async fn reconnects_after_the_server_closes_the_connection() {
     assert_eq!(delivery.payload.as_ref(), b"after");
     delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     stream.drain().await;
+}
+
+/// A message held through an outage whose channel then closes (as when the
+/// broker's consumer timeout expires) is let go: RabbitMQ requeued it, so
+/// the held copy is tried no more, and the copy handed out again on the new
+/// channel is the one handled, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_message_whose_channel_closed_is_let_go() {
+    let harness = support::rabbitmq().await;
+    let destination = harness.destination("taken-back", 1).await;
+    let subscription = harness.subscription(&destination, "patient");
+    let stream = harness.subscribe(&subscription).await;
+    harness
+        .broker
+        .publish(OutgoingMessage::new(&destination, "held"))
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}"));
+
+    // Each try: whether it was of the copy handed out again.
+    let tries: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let database_up = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
+    let consumer = {
+        let (tries, database_up) = (tries.clone(), database_up.clone());
+        tokio::spawn(stream.consume(1, cancel.clone(), move |message| {
+            if let Ok(mut tries) = tries.lock() {
+                tries.push(message.redelivered);
+            }
+            let up = database_up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err(Nack::unavailable("database unreachable"))
+                }
+            }
+        }))
+    };
+    let tried = |copy_again: bool, at_least: usize| {
+        let tries = tries.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let count = tries
+                    .lock()
+                    .map(|t| t.iter().filter(|again| **again == copy_again).count())
+                    .unwrap_or_default();
+                if count >= at_least {
+                    return count;
+                }
+                assert!(
+                    started.elapsed() < support::RECEIVE_TIMEOUT,
+                    "fewer than {at_least} tries (redelivered: {copy_again})"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tried(false, 2).await;
+
+    assert_eq!(close_connections_named(&harness.connection_name), 2);
+    // With one handler at a time, the copy handed out again is tried only
+    // once the held one has been let go.
+    tried(true, 1).await;
+    let held_tries = tried(false, 0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        tried(false, 0).await,
+        held_tries,
+        "the held copy was tried again"
+    );
+
+    database_up.store(true, Ordering::SeqCst);
+    let handled = tried(true, 0).await + 1;
+    tried(true, handled).await;
+    cancel.cancel();
+    consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
+
+    harness.assert_handled_for_good(&subscription).await;
 }
 
 /// A broker that answers the handshake later than each caller waits (a

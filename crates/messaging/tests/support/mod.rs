@@ -63,6 +63,19 @@ impl Harness {
             .await
             .unwrap_or_else(|error| panic!("subscribing: {error}"))
     }
+
+    /// Fails if a new consumer of `subscription`'s group gets anything
+    /// within a second: what was handled stays handled.
+    pub async fn assert_handled_for_good(&self, subscription: &Subscription) {
+        let mut after = self.subscribe(subscription).await;
+        assert!(
+            maybe_next(&mut after, Duration::from_secs(1))
+                .await
+                .is_none(),
+            "the handled message came back"
+        );
+        after.drain().await;
+    }
 }
 
 /// Checks `broker` with a 500 ms deadline, again and again, until a check

@@ -776,15 +776,16 @@ impl ConsumerWorker {
         let Some(paused) = &mut backlog.paused else {
             return;
         };
-        if paused.find_partition(&self.topic, partition).is_some() {
-            return;
-        }
+        // Even if it is on the list: an assignment since the pause may
+        // have resumed it.
         let mut one = TopicPartitionList::new();
         one.add_partition(&self.topic, partition);
         if let Err(error) = consumer.pause(&one) {
             tracing::warn!(%error, topic = %self.topic, partition, "pausing a partition failed");
         }
-        paused.add_partition(&self.topic, partition);
+        if paused.find_partition(&self.topic, partition).is_none() {
+            paused.add_partition(&self.topic, partition);
+        }
     }
 
     fn resume(&self, consumer: &StreamConsumer<GroupContext>, backlog: &mut Backlog) {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 /// A handler that takes no delivery for longer than `max.poll.interval.ms`
 /// (as while it waits out a database outage) does not cost the consumer its
-/// place in the group: afterwards every message arrives once, in order, on
-/// its first attempt. A consumer that stopped polling would have left the
+/// place in the group: afterwards every message, those published during the
+/// wait too, arrives once, in order, on its first attempt. A consumer that stopped polling would have left the
 /// group, and its rejoin would hand the unsettled messages out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_handler_keeps_the_partitions() {
@@ -28,19 +28,30 @@ async fn a_stalled_handler_keeps_the_partitions() {
         .subscription(&destination, "stalled")
         .with_prefetch(1);
     let mut stream = harness.subscribe(&subscription).await;
+    let publish = |n: usize| {
+        let broker = harness.broker.clone();
+        let destination = destination.clone();
+        async move {
+            broker
+                .publish(OutgoingMessage::new(&destination, format!("m{n}")))
+                .await
+                .unwrap_or_else(|error| panic!("publish: {error}"))
+                .message_id
+        }
+    };
     let mut sent = Vec::new();
     for n in 0..5 {
-        let receipt = harness
-            .broker
-            .publish(OutgoingMessage::new(&destination, format!("m{n}")))
-            .await
-            .unwrap_or_else(|error| panic!("publish: {error}"));
-        sent.push(receipt.message_id);
+        sent.push(publish(n).await);
     }
 
     let first = next(&mut stream).await;
-    // The stream stays full for two and a half poll intervals.
-    tokio::time::sleep(POLL_INTERVAL * 5 / 2).await;
+    // The stream stays full for two and a half poll intervals; what is
+    // published meanwhile waits on the paused partition.
+    tokio::time::sleep(POLL_INTERVAL).await;
+    for n in 5..8 {
+        sent.push(publish(n).await);
+    }
+    tokio::time::sleep(POLL_INTERVAL * 3 / 2).await;
     let mut received = vec![(
         first.message_id().unwrap_or_default().to_owned(),
         first.attempt,

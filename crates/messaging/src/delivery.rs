@@ -361,11 +361,11 @@ impl Delivery {
     /// attempt.
     pub async fn release(mut self) -> Result<()> {
         let settler = self.take_settler()?;
-        let result = if settler.taken_back() {
-            Ok(())
-        } else {
-            settler.release().await
-        };
+        if settler.taken_back() {
+            self.finish("taken_back", &Ok(()));
+            return Ok(());
+        }
+        let result = settler.release().await;
         self.finish("released", &result);
         result
     }

@@ -505,6 +505,14 @@ impl DeliverySink {
         None
     }
 
+    /// Waits until the stream has room, then says for how many deliveries;
+    /// `None` once the stream is gone. Only this sink fills the stream, so
+    /// that many can be sent without waiting.
+    pub async fn room(&self) -> Option<usize> {
+        drop(self.sender.reserve().await.ok()?);
+        Some(self.sender.capacity().max(1))
+    }
+
     /// Waits for room in the stream, for an adapter that must keep serving
     /// its broker while the handler is busy; `None` once the stream is gone.
     pub async fn reserve(&self) -> Option<mpsc::Permit<'_, Result<Delivery>>> {

@@ -10,6 +10,14 @@
 //! name, so competing consumers share one) with explicit acks, `ack_wait`
 //! redelivery and `max_deliver`.
 //!
+//! **Leases.** JetStream redelivers a message not acked within `ack_wait`,
+//! whether it is being handled, held through an outage, or waiting in the
+//! consumer behind one that is. So the consumer pulls only as many messages
+//! as its stream has room for, and every message it has received and not
+//! settled is leased: a progress ack (`+WPI`) every third of `ack_wait`
+//! restarts the server's timer, as Google Pub/Sub's clients extend their
+//! deadlines, until the delivery is settled or dropped.
+//!
 //! Streams are found by subject: a destination already captured by a stream
 //! (say the domain stream `orders.>`) uses it; otherwise `ensure_destination`
 //! or the first subscription creates one capturing `<subject>` and
@@ -22,7 +30,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
@@ -30,9 +38,10 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, stream};
 use async_nats::{
-    Client, ConnectOptions, HeaderMap, HeaderValue, RequestErrorKind, connection::State,
+    Client, ConnectOptions, HeaderMap, HeaderValue, RequestErrorKind, Subject, connection::State,
 };
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use opentelemetry::Context;
 use tokio::sync::OnceCell;
@@ -52,6 +61,10 @@ use crate::subscription::{DestinationSpec, Subscription};
 const SYSTEM: MessagingSystem = MessagingSystem::Nats;
 const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(4);
+/// How long one pull request waits at the server for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// The most often a lease is renewed, whatever the ack wait.
+const MIN_LEASE_RENEWAL: Duration = Duration::from_millis(100);
 
 /// How to reach NATS.
 #[derive(Debug, Clone)]
@@ -473,21 +486,21 @@ impl Transport for Nats {
             )
             .await
             .map_err(|e| fail("create consumer", &e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(usize::from(subscription.prefetch))
-            .messages()
-            .await
-            .map_err(|e| fail("pull", &e))?;
+        let leases = Arc::new(Leases::default());
+        tokio::spawn(keep_leases(
+            Arc::downgrade(&leases),
+            client.clone(),
+            (subscription.ack_wait / 3).max(MIN_LEASE_RENEWAL),
+        ));
         let worker = JetStreamWorker {
             shared: self.shared.clone(),
             consumer,
             group: subscription.group.clone(),
-            prefetch: subscription.prefetch,
             dead_letter_subject,
+            leases,
             sink,
         };
-        stream.attach_worker(tokio::spawn(worker.run(messages)));
+        stream.attach_worker(tokio::spawn(worker.run()));
         Ok(stream)
     }
 
@@ -625,59 +638,66 @@ struct JetStreamWorker {
     shared: Arc<Shared>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     group: String,
-    prefetch: u16,
     dead_letter_subject: Option<String>,
+    leases: Arc<Leases>,
     sink: DeliverySink,
 }
 
 impl JetStreamWorker {
-    async fn run(self, mut messages: pull::Stream) {
+    /// Pulls as many messages as the stream has room for, hands them over,
+    /// and pulls again; a pull that fails is retried with backoff.
+    async fn run(self) {
         let mut delay = RECONNECT_INITIAL;
-        loop {
-            let next = tokio::select! {
+        'pulling: loop {
+            let room = tokio::select! {
                 biased;
                 _ = self.sink.stop().cancelled() => break,
-                next = messages.next() => next,
+                room = self.sink.room() => match room {
+                    Some(room) => room,
+                    None => break,
+                },
             };
-            match next {
-                Some(Ok(message)) => {
-                    delay = RECONNECT_INITIAL;
-                    let delivery = self.to_delivery(message);
-                    if !self.sink.send(delivery).await {
+            let pulled = self
+                .consumer
+                .batch()
+                .max_messages(room)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match pulled {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, group = %self.group, retry_in = ?delay, "JetStream pull failed");
+                    tokio::select! {
+                        _ = self.sink.stop().cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = self.sink.stop().cancelled() => break 'pulling,
+                    next = batch.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        delay = RECONNECT_INITIAL;
+                        // There is room: the pull asked for no more.
+                        if !self.sink.send(self.to_delivery(message)).await {
+                            break 'pulling;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, group = %self.group, "JetStream pull error");
                         break;
                     }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, group = %self.group, "JetStream pull error");
-                }
-                None => {
-                    tracing::warn!(group = %self.group, "JetStream pull ended; re-opening");
-                    loop {
-                        tokio::select! {
-                            _ = self.sink.stop().cancelled() => return self.finish().await,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(RECONNECT_MAX);
-                        match self
-                            .consumer
-                            .stream()
-                            .max_messages_per_batch(usize::from(self.prefetch))
-                            .messages()
-                            .await
-                        {
-                            Ok(reopened) => {
-                                messages = reopened;
-                                break;
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "re-opening the JetStream pull failed")
-                            }
-                        }
-                    }
+                    None => break,
                 }
             }
         }
-        drop(messages);
         self.finish().await;
     }
 
@@ -712,15 +732,78 @@ impl JetStreamWorker {
             settler: Box::new(JetStreamSettler {
                 shared: self.shared.clone(),
                 dead_letter_subject: self.dead_letter_subject.clone(),
+                _lease: self.leases.take(&message),
                 message,
             }),
         })
     }
 }
 
+/// The ack subjects of the deliveries received and not settled yet.
+#[derive(Default)]
+struct Leases {
+    next: std::sync::atomic::AtomicU64,
+    held: StdMutex<HashMap<u64, Subject>>,
+}
+
+impl Leases {
+    /// Leases `message` until the returned guard is dropped; a message
+    /// without an ack subject (not from JetStream) needs none.
+    fn take(self: &Arc<Self>, message: &jetstream::Message) -> Option<Lease> {
+        let subject = message.message.reply.clone()?;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.held.lock().ok()?.insert(id, subject);
+        Some(Lease {
+            leases: self.clone(),
+            id,
+        })
+    }
+
+    fn subjects(&self) -> Vec<Subject> {
+        self.held
+            .lock()
+            .map(|held| held.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Ends a delivery's lease when the delivery is settled or dropped.
+struct Lease {
+    leases: Arc<Leases>,
+    id: u64,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.leases.held.lock() {
+            held.remove(&self.id);
+        }
+    }
+}
+
+/// Renews every lease each `every`, until the worker and every delivery it
+/// handed out are gone.
+async fn keep_leases(leases: Weak<Leases>, client: Client, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(subjects) = leases.upgrade().map(|leases| leases.subjects()) else {
+            return;
+        };
+        for subject in subjects {
+            // Lost while disconnected: the server redelivers after
+            // `ack_wait`, as it would have without the lease.
+            let _ = client.publish(subject, Bytes::from_static(b"+WPI")).await;
+        }
+    }
+}
+
 struct JetStreamSettler {
     shared: Arc<Shared>,
     dead_letter_subject: Option<String>,
+    _lease: Option<Lease>,
     message: jetstream::Message,
 }
 

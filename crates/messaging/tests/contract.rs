@@ -9,6 +9,7 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -618,6 +619,70 @@ async fn unavailable_dependencies_hold_the_message_without_spending_attempts(har
     harness.assert_handled_for_good(&subscription).await;
 }
 
+/// Messages fetched behind one held through an outage wait in the consumer
+/// for longer than the ack wait without the broker taking them back: once
+/// the outage ends, each is handled once, on its first attempt.
+async fn messages_waiting_behind_a_held_one_are_not_redelivered(harness: Harness) {
+    let destination = harness.destination("queued", 1).await;
+    let subscription = harness
+        .subscription(&destination, "patient")
+        .with_prefetch(3);
+    let stream = harness.subscribe(&subscription).await;
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        sent.push(
+            publish(
+                &harness,
+                OutgoingMessage::new(&destination, format!("m{n}")),
+            )
+            .await,
+        );
+    }
+
+    let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let outage_over = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
+    let consumer = {
+        let (handled, outage_over) = (handled.clone(), outage_over.clone());
+        tokio::spawn(stream.consume(1, cancel.clone(), move |message| {
+            let outcome = if outage_over.load(Ordering::SeqCst) {
+                if let Ok(mut handled) = handled.lock() {
+                    handled.push((
+                        message.message_id().unwrap_or_default().to_owned(),
+                        message.attempt,
+                    ));
+                }
+                Ok(())
+            } else {
+                Err(Nack::unavailable("database unreachable"))
+            };
+            async move { outcome }
+        }))
+    };
+    // Three ack waits (2 s each) with one message held, the rest queued.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    outage_over.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    while handled.lock().map(|h| h.len()).unwrap_or_default() < sent.len() {
+        assert!(
+            started.elapsed() < support::RECEIVE_TIMEOUT,
+            "not all handled: {handled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything redelivered behind them would show up here.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cancel.cancel();
+    consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
+
+    let handled = handled.lock().map(|h| h.clone()).unwrap_or_default();
+    let first_attempts: Vec<(String, u32)> = sent.into_iter().map(|id| (id, 1)).collect();
+    assert_eq!(
+        handled, first_attempts,
+        "each once, in order, first attempt"
+    );
+}
+
 macro_rules! contract_suite {
     ($($broker:ident),+ $(,)?) => {$(
         mod $broker {
@@ -673,6 +738,12 @@ macro_rules! contract_suite {
                     harness().await,
                 )
                 .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn messages_waiting_behind_a_held_one_are_not_redelivered() {
+                super::messages_waiting_behind_a_held_one_are_not_redelivered(harness().await)
+                    .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -664,38 +664,34 @@ impl JetStreamWorker {
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await;
-            let mut batch = match pulled {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(%error, group = %self.group, retry_in = ?delay, "JetStream pull failed");
-                    tokio::select! {
-                        _ = self.sink.stop().cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(RECONNECT_MAX);
-                    continue;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = self.sink.stop().cancelled() => break 'pulling,
-                    next = batch.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        delay = RECONNECT_INITIAL;
-                        // There is room: the pull asked for no more.
-                        if !self.sink.send(self.to_delivery(message)).await {
-                            break 'pulling;
+            let failure = match pulled {
+                Ok(mut batch) => loop {
+                    let next = tokio::select! {
+                        biased;
+                        _ = self.sink.stop().cancelled() => break 'pulling,
+                        next = batch.next() => next,
+                    };
+                    match next {
+                        Some(Ok(message)) => {
+                            delay = RECONNECT_INITIAL;
+                            // There is room: the pull asked for no more.
+                            if !self.sink.send(self.to_delivery(message)).await {
+                                break 'pulling;
+                            }
                         }
+                        Some(Err(error)) => break Some(error.to_string()),
+                        None => break None,
                     }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, group = %self.group, "JetStream pull error");
-                        break;
-                    }
-                    None => break,
+                },
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(error) = failure {
+                tracing::warn!(%error, group = %self.group, retry_in = ?delay, "JetStream pull failed");
+                tokio::select! {
+                    _ = self.sink.stop().cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
                 }
+                delay = (delay * 2).min(RECONNECT_MAX);
             }
         }
         self.finish().await;

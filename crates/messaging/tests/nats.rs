@@ -1,7 +1,8 @@
 //! NATS-only behaviour: JetStream de-duplication by `Nats-Msg-Id`, transient
 //! notifications over core queue groups, fault flags driven by a KV bucket,
-//! and a server slow to answer that gets connected even when every caller
-//! gives up sooner.
+//! a server slow to answer that gets connected even when every caller
+//! gives up sooner, and a subscription that pulls again after its
+//! connection was lost.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use messaging::{CloudEvent, Nats, NatsConfig, OutgoingMessage, watch_faults};
 use platform::faults;
-use support::{maybe_next, next};
+use support::{Harness, maybe_next, next};
 use testkit::net::delaying_proxy;
 use tokio_util::sync::CancellationToken;
 
@@ -145,4 +146,38 @@ async fn a_server_slower_than_each_check_still_gets_connected() {
     let name = testkit::brokers::unique_name("messaging-test");
     let broker = Nats::new(NatsConfig::new(slow_url, &name)).into_broker(support::SOURCE);
     support::gets_connected_despite_impatient_checks(&broker).await;
+}
+
+/// A JetStream subscription whose connection drops pulls again once the
+/// client has reconnected: a message published meanwhile arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_pulls_again_after_its_connection_was_lost() {
+    let url = testkit::brokers::nats().await;
+    let (link, through) = delaying_proxy(&url, Duration::ZERO).await;
+    let connection_name = testkit::brokers::unique_name("messaging-test");
+    let consumer = Harness {
+        broker: Nats::new(NatsConfig::new(through, &connection_name)).into_broker(support::SOURCE),
+        connection_name,
+    };
+    let publisher = support::nats().await;
+    let destination = publisher.destination("reconnecting", 1).await;
+    let mut stream = consumer
+        .subscribe(&consumer.subscription(&destination, "survivors"))
+        .await;
+    for (payload, cut) in [("before", false), ("after", true)] {
+        if cut {
+            link.cut();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            link.restore();
+        }
+        publisher
+            .broker
+            .publish(OutgoingMessage::new(&destination, payload))
+            .await
+            .unwrap_or_else(|e| panic!("publish {payload}: {e}"));
+        let delivery = next(&mut stream).await;
+        assert_eq!(delivery.payload.as_ref(), payload.as_bytes());
+        delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    }
+    stream.drain().await;
 }

@@ -153,10 +153,6 @@ pub(crate) trait Settler: Send + Sync {
     async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()>;
     /// Hand back a delivery that was fetched but never processed (drain).
     async fn release(self: Box<Self>) -> Result<()>;
-    /// Still being worked on: restart the broker's redelivery timer.
-    async fn in_progress(&self) -> Result<()> {
-        Ok(())
-    }
     /// Whether the broker has taken the delivery back (its channel closed,
     /// its partition moved): it hands the message out again, and settling
     /// this copy does nothing.
@@ -172,8 +168,6 @@ pub(crate) trait Settler: Send + Sync {
 pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub retry_delay: Duration,
-    /// The longest wait between two tries of a held delivery.
-    pub max_hold_delay: Duration,
 }
 
 /// The longest wait between two tries of a delivery held through an outage.
@@ -187,11 +181,6 @@ impl From<&Subscription> for RetryPolicy {
         Self {
             max_attempts: subscription.max_attempts,
             retry_delay: subscription.retry_delay,
-            // Half the ack wait: the progress signal sent before each wait
-            // then always reaches JetStream before it would redeliver.
-            max_hold_delay: MAX_HOLD_DELAY
-                .min(subscription.ack_wait / 2)
-                .max(MIN_HOLD_DELAY),
         }
     }
 }
@@ -308,9 +297,9 @@ impl Delivery {
 
     /// Runs `handler` until it settles on an outcome that is not
     /// [`Nack::unavailable`]: while it reports a dependency down, the
-    /// delivery is held (JetStream is told it is in progress) and the handler
-    /// runs again after the subscription's retry delay, doubling up to
-    /// [`MAX_HOLD_DELAY`]. Such tries count no attempt. `None` when `cancel`
+    /// delivery is held (on JetStream, its lease keeps it from being
+    /// redelivered) and the handler runs again after the subscription's retry
+    /// delay, doubling up to [`MAX_HOLD_DELAY`]. Such tries count no attempt. `None` when `cancel`
     /// fires during a wait, or once the broker has taken the delivery back
     /// (a RabbitMQ channel closed, a Kafka partition reassigned: another copy
     /// is on its way): [`release`](Self::release) the delivery then.
@@ -323,7 +312,10 @@ impl Delivery {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, Nack>>,
     {
-        let mut delay = self.policy.retry_delay.min(self.policy.max_hold_delay);
+        let mut delay = self
+            .policy
+            .retry_delay
+            .clamp(MIN_HOLD_DELAY, MAX_HOLD_DELAY);
         let mut tries = 1u32;
         loop {
             let nack = match handler().await {
@@ -337,21 +329,20 @@ impl Delivery {
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "a dependency of the handler is unavailable; holding the message"
             );
-            if let Some(settler) = &self.settler {
-                if settler.taken_back() {
-                    tracing::warn!(parent: &self.span, "the broker took the held message back; it will be handed out again");
-                    return None;
-                }
-                if let Err(error) = settler.in_progress().await {
-                    tracing::warn!(parent: &self.span, %error, "could not extend the delivery's ack wait");
-                }
+            if self
+                .settler
+                .as_ref()
+                .is_some_and(|settler| settler.taken_back())
+            {
+                tracing::warn!(parent: &self.span, "the broker took the held message back; it will be handed out again");
+                return None;
             }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return None,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(self.policy.max_hold_delay);
+            delay = (delay * 2).min(MAX_HOLD_DELAY);
             tries = tries.saturating_add(1);
         }
     }

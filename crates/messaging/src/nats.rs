@@ -862,13 +862,6 @@ impl Settler for JetStreamSettler {
             .map_err(|error| self.failed("nak", error))
     }
 
-    async fn in_progress(&self) -> Result<()> {
-        self.message
-            .ack_with(AckKind::Progress)
-            .await
-            .map_err(|error| self.failed("in-progress", error))
-    }
-
     async fn reply(&self, _reply: OutgoingMessage, _trace: Option<Context>) -> Result<()> {
         Err(MessagingError::Unsupported {
             system: SYSTEM,

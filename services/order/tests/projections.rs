@@ -233,16 +233,25 @@ async fn the_rest_api_serves_the_same_use_cases() {
     let order_id = body["id"].as_str().unwrap();
     shop.wait_for(customer, order_id, pb::OrderStatus::Confirmed, PATIENCE)
         .await;
-    let listed: Value = shop
-        .http
-        .get(format!("{base}/api/v1/orders?status=CONFIRMED"))
-        .header("x-user-id", &user)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The listing is another projection: it sees the confirmation when it
+    // has caught up, not necessarily when the order view has.
+    let deadline = Instant::now() + PATIENCE;
+    let listed = loop {
+        let listed: Value = shop
+            .http
+            .get(format!("{base}/api/v1/orders?status=CONFIRMED"))
+            .header("x-user-id", &user)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !listed["items"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert_eq!(listed["next_cursor"], Value::Null);
 

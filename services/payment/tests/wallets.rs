@@ -219,7 +219,10 @@ async fn charges_and_refunds_are_announced_on_the_events_topic() {
 
     let mut events = harness
         .kafka
-        .subscribe(&Subscription::new(&harness.events_topic, "test-reader"))
+        .subscribe(&Subscription::new(
+            &harness.events_topic,
+            testkit::brokers::unique_name("test-reader"),
+        ))
         .await
         .unwrap();
     let mut types = Vec::new();

@@ -49,12 +49,19 @@ impl Harness {
             .unwrap_or_else(|error| panic!("creating {}: {error}", spec.name));
     }
 
-    /// A subscription with CI-friendly timings.
+    /// A subscription with CI-friendly timings, in a group of this
+    /// harness's own: a Kafka group spans topics, so two runs of a test
+    /// sharing a group name would rebalance each other.
     pub fn subscription(&self, destination: &str, group: &str) -> Subscription {
-        Subscription::new(destination, group)
+        Subscription::new(destination, self.group(group))
             .with_retry_delay(Duration::from_millis(200))
             .with_ack_wait(Duration::from_secs(2))
             .with_max_attempts(3)
+    }
+
+    /// The name `group` has in this harness's subscriptions.
+    pub fn group(&self, group: &str) -> String {
+        format!("{group}-{}", self.connection_name)
     }
 
     pub async fn subscribe(&self, subscription: &Subscription) -> DeliveryStream {

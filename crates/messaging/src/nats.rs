@@ -30,6 +30,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
@@ -738,7 +739,7 @@ impl JetStreamWorker {
 /// The ack subjects of the deliveries received and not settled yet.
 #[derive(Default)]
 struct Leases {
-    next: std::sync::atomic::AtomicU64,
+    next: AtomicU64,
     held: StdMutex<HashMap<u64, Subject>>,
 }
 
@@ -747,7 +748,7 @@ impl Leases {
     /// without an ack subject (not from JetStream) needs none.
     fn take(self: &Arc<Self>, message: &jetstream::Message) -> Option<Lease> {
         let subject = message.message.reply.clone()?;
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.held.lock().ok()?.insert(id, subject);
         Some(Lease {
             leases: self.clone(),

@@ -16,7 +16,8 @@
 //! as its stream has room for, and every message it has received and not
 //! settled is leased: a progress ack (`+WPI`) every third of `ack_wait`
 //! restarts the server's timer, as Google Pub/Sub's clients extend their
-//! deadlines, until the delivery is settled or dropped.
+//! deadlines, until the delivery is settled or dropped. A pull sent before
+//! the client reconnected is replaced at once, not left to expire.
 //!
 //! Streams are found by subject: a destination already captured by a stream
 //! (say the domain stream `orders.>`) uses it; otherwise `ensure_destination`
@@ -39,7 +40,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, stream};
 use async_nats::{
-    Client, ConnectOptions, HeaderMap, HeaderValue, RequestErrorKind, Subject, connection::State,
+    Client, ConnectOptions, Event, HeaderMap, HeaderValue, RequestErrorKind, Subject,
+    connection::State,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -112,6 +114,9 @@ struct Shared {
     connecting: ConnectAttempts<(Client, jetstream::Context)>,
     /// Subject → the stream that captures it.
     streams: StdMutex<HashMap<String, String>>,
+    /// Bumped each time the connection is (re)established: a pull sent
+    /// before is gone with the old connection.
+    connections: tokio::sync::watch::Sender<u64>,
 }
 
 impl Nats {
@@ -123,6 +128,7 @@ impl Nats {
                 connection: OnceCell::new(),
                 connecting: ConnectAttempts::default(),
                 streams: StdMutex::default(),
+                connections: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -204,8 +210,15 @@ impl Shared {
     }
 
     async fn dial(&self) -> Result<(Client, jetstream::Context)> {
+        let connections = self.connections.clone();
         let client = ConnectOptions::new()
             .name(&self.config.client_name)
+            .event_callback(move |event| {
+                if matches!(event, Event::Connected) {
+                    connections.send_modify(|count| *count += 1);
+                }
+                std::future::ready(())
+            })
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {
@@ -649,7 +662,9 @@ impl JetStreamWorker {
     /// and pulls again; a pull that fails is retried with backoff.
     async fn run(self) {
         let mut delay = RECONNECT_INITIAL;
+        let mut connections = self.shared.connections.subscribe();
         'pulling: loop {
+            connections.mark_unchanged();
             let room = tokio::select! {
                 biased;
                 _ = self.sink.stop().cancelled() => break,
@@ -670,6 +685,9 @@ impl JetStreamWorker {
                     let next = tokio::select! {
                         biased;
                         _ = self.sink.stop().cancelled() => break 'pulling,
+                        // Reconnected: pull again now rather than wait for
+                        // this pull's expiry.
+                        Ok(()) = connections.changed() => break None,
                         next = batch.next() => next,
                     };
                     match next {

@@ -18,8 +18,8 @@
 //!   attempts would otherwise send good messages to the dead-letter
 //!   destination during a database restart, and nothing replays them. A
 //!   held delivery the broker takes back meanwhile (its channel closed, its
-//!   partition moved) is let go: the copy handed out again is the one to
-//!   handle.
+//!   partition moved) is let go, and one still waiting in the stream is
+//!   skipped: the copy handed out again is the one to handle.
 //! - [`DeliveryStream::drain`] is graceful shutdown: stop taking deliveries,
 //!   hand back the ones fetched but not yet given out, wait for those being
 //!   processed to be settled, then close the consumer.
@@ -329,11 +329,7 @@ impl Delivery {
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "a dependency of the handler is unavailable; holding the message"
             );
-            if self
-                .settler
-                .as_ref()
-                .is_some_and(|settler| settler.taken_back())
-            {
+            if self.taken_back() {
                 tracing::warn!(parent: &self.span, "the broker took the held message back; it will be handed out again");
                 return None;
             }
@@ -351,11 +347,11 @@ impl Delivery {
     /// count every return (RabbitMQ quorum queues, JetStream) count it as an
     /// attempt.
     pub async fn release(mut self) -> Result<()> {
-        let settler = self.take_settler()?;
-        if settler.taken_back() {
-            self.finish("taken_back", &Ok(()));
+        if self.taken_back() {
+            self.let_go();
             return Ok(());
         }
+        let settler = self.take_settler()?;
         let result = settler.release().await;
         self.finish("released", &result);
         result
@@ -374,6 +370,19 @@ impl Delivery {
             headers,
             payload: self.message.payload.clone(),
         }
+    }
+
+    /// Whether the broker has taken this delivery back since handing it out.
+    fn taken_back(&self) -> bool {
+        self.settler
+            .as_ref()
+            .is_some_and(|settler| settler.taken_back())
+    }
+
+    /// Drops a delivery the broker has taken back, measured as such.
+    fn let_go(mut self) {
+        self.settler = None;
+        self.finish("taken_back", &Ok(()));
     }
 
     fn take_settler(&mut self) -> Result<Box<dyn Settler>> {
@@ -690,8 +699,16 @@ where
 impl Stream for DeliveryStream {
     type Item = Result<Delivery>;
 
+    /// Skips deliveries the broker took back while they waited here (their
+    /// RabbitMQ channel closed, their Kafka partition moved): their copies
+    /// handed out again are the ones to handle.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
+        loop {
+            match self.receiver.poll_recv(cx) {
+                Poll::Ready(Some(Ok(delivery))) if delivery.taken_back() => delivery.let_go(),
+                polled => return polled,
+            }
+        }
     }
 }
 

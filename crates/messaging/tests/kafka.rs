@@ -136,3 +136,47 @@ async fn a_held_message_whose_partition_moved_is_let_go() {
     }
     assert_eq!(handled.load(Ordering::SeqCst), 1, "handled more than once");
 }
+
+/// Deliveries still waiting in a consumer's stream when its partition is
+/// reassigned are skipped: the partition's owner reads them again from the
+/// committed offset, and each message is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_waiting_when_the_partition_moved_are_skipped() {
+    let harness = support::kafka().await;
+    let destination = harness.destination("waiting", 1).await;
+    let subscription = harness
+        .subscription(&destination, "movers")
+        .with_prefetch(3);
+    let mut first = harness.subscribe(&subscription).await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let receipt = harness
+            .broker
+            .publish(OutgoingMessage::new(&destination, format!("m{n}")))
+            .await
+            .unwrap_or_else(|error| panic!("publish: {error}"));
+        sent.push(receipt.message_id);
+    }
+    // Read into the first stream, not taken from it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Returns once the group has rebalanced.
+    let mut second = harness.subscribe(&subscription).await;
+    let mut received = Vec::new();
+    // Until nothing more comes for a while, from either consumer.
+    loop {
+        let delivery = tokio::select! {
+            Some(delivery) = maybe_next(&mut first, support::RECEIVE_TIMEOUT) => delivery,
+            Some(delivery) = maybe_next(&mut second, support::RECEIVE_TIMEOUT) => delivery,
+            () = tokio::time::sleep(Duration::from_secs(4)) => break,
+        };
+        received.push(delivery.message_id().unwrap_or_default().to_owned());
+        delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    }
+    first.drain().await;
+    second.drain().await;
+
+    received.sort();
+    sent.sort();
+    assert_eq!(received, sent, "each message once");
+}

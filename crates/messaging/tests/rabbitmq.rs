@@ -1,6 +1,6 @@
 //! RabbitMQ-only behaviour: publisher confirms surface routing failures, a
-//! connection closed by the server is replaced without a restart (and a
-//! message held on it is let go), and a broker slow to answer gets connected
+//! connection closed by the server is replaced without a restart (and the
+//! messages held or waiting on it are let go), and a broker slow to answer gets connected
 //! even when every caller gives up sooner.
 
 mod support;
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use messaging::{MessagingError, Nack, OutgoingMessage, RabbitMq, RabbitMqConfig};
-use support::next;
+use support::{maybe_next, next};
 use testkit::net::delaying_proxy;
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +181,43 @@ async fn a_held_message_whose_channel_closed_is_let_go() {
     consumer.await.unwrap_or_else(|e| panic!("consumer: {e}"));
 
     harness.assert_handled_for_good(&subscription).await;
+}
+
+/// Deliveries still waiting in the stream when their channel closes are
+/// skipped: RabbitMQ requeued them, and each message is handled once, from
+/// the copy the new channel gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_waiting_when_the_channel_closed_are_skipped() {
+    let harness = support::rabbitmq().await;
+    let destination = harness.destination("requeued", 1).await;
+    let mut stream = harness
+        .subscribe(
+            &harness
+                .subscription(&destination, "survivors")
+                .with_prefetch(3),
+        )
+        .await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let receipt = harness
+            .broker
+            .publish(OutgoingMessage::new(&destination, format!("m{n}")))
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        sent.push(receipt.message_id);
+    }
+    // Fetched into the stream, not taken from it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(close_connections_named(&harness.connection_name), 2);
+
+    let mut received = Vec::new();
+    while let Some(delivery) = maybe_next(&mut stream, Duration::from_secs(5)).await {
+        assert!(delivery.redelivered, "a copy from the closed channel");
+        received.push(delivery.message_id().unwrap_or_default().to_owned());
+        delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    }
+    stream.drain().await;
+    assert_eq!(received, sent, "each message once, in order");
 }
 
 /// A broker that answers the handshake later than each caller waits (a

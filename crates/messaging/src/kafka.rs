@@ -624,16 +624,11 @@ struct ConsumerWorker {
     redeliver: mpsc::UnboundedSender<Redelivery>,
 }
 
-/// A delivery read (or due again) that the stream has not taken yet.
-struct Waiter {
-    partition: i32,
-    generation: u64,
-    delivery: Delivery,
-}
-
-/// What the worker holds while the stream is full.
+/// What the worker holds while the stream is full: deliveries read (or due
+/// again) that the stream has not taken yet. One whose partition moved
+/// meanwhile is skipped by the stream, as one already in it is.
 struct Backlog {
-    waiters: VecDeque<Waiter>,
+    waiters: VecDeque<Delivery>,
     /// When the worker last read from Kafka before the stream filled up.
     reading_stopped: Instant,
     /// The partitions paused while the stream takes nothing.
@@ -649,11 +644,11 @@ impl Backlog {
         }
     }
 
-    fn push(&mut self, waiter: Waiter) {
+    fn push(&mut self, delivery: Delivery) {
         if self.waiters.is_empty() {
             self.reading_stopped = Instant::now();
         }
-        self.waiters.push_back(waiter);
+        self.waiters.push_back(delivery);
     }
 
     /// Reading on is how the consumer polls: it does while nothing waits, or
@@ -685,7 +680,7 @@ impl ConsumerWorker {
                 _ = commit_tick.tick() => self.commit(&consumer, CommitMode::Async),
                 permit = self.sink.reserve(), if !backlog.waiters.is_empty() => {
                     let Some(permit) = permit else { break };
-                    if let Some(delivery) = self.next_current(&mut backlog) {
+                    if let Some(delivery) = backlog.waiters.pop_front() {
                         permit.send(Ok(delivery));
                     }
                     if backlog.waiters.is_empty() {
@@ -704,7 +699,7 @@ impl ConsumerWorker {
                     if current {
                         let delivery = self.to_delivery(redelivery.message, redelivery.attempt, redelivery.generation);
                         if let Some(delivery) = self.sink.admit(delivery).await {
-                            backlog.push(Waiter { partition, generation: redelivery.generation, delivery });
+                            backlog.push(delivery);
                         }
                     }
                 }
@@ -720,8 +715,7 @@ impl ConsumerWorker {
                             // Assigned since the pause, or fetched just before it.
                             self.pause_partition(&consumer, partition, &mut backlog);
                         }
-                        let delivery = self.to_delivery(message, 1, generation);
-                        backlog.push(Waiter { partition, generation, delivery });
+                        backlog.push(self.to_delivery(message, 1, generation));
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, topic = %self.topic, "Kafka consumer error");
@@ -736,18 +730,6 @@ impl ConsumerWorker {
         self.sink.wait_settled(DRAIN_TIMEOUT).await;
         self.commit(&consumer, CommitMode::Sync);
         consumer.unsubscribe();
-    }
-
-    /// The oldest waiting delivery whose partition is still ours; the others
-    /// are dropped, their partitions' new owners read them again.
-    fn next_current(&self, backlog: &mut Backlog) -> Option<Delivery> {
-        let tracker = self.tracker.lock().ok()?;
-        while let Some(waiter) = backlog.waiters.pop_front() {
-            if tracker.is_current(waiter.partition, waiter.generation) {
-                return Some(waiter.delivery);
-            }
-        }
-        None
     }
 
     fn pause(&self, consumer: &StreamConsumer<GroupContext>, backlog: &mut Backlog) {

@@ -30,8 +30,7 @@
 //! subject: the stream would answer every request with its publish ack.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
@@ -754,11 +753,11 @@ impl JetStreamWorker {
     }
 }
 
-/// The ack subjects of the deliveries received and not settled yet.
+/// The ack subjects of the deliveries received and not settled yet (each
+/// delivery has its own: it names the delivery's sequence numbers).
 #[derive(Default)]
 struct Leases {
-    next: AtomicU64,
-    held: StdMutex<HashMap<u64, Subject>>,
+    held: StdMutex<BTreeSet<Subject>>,
 }
 
 impl Leases {
@@ -766,18 +765,17 @@ impl Leases {
     /// without an ack subject (not from JetStream) needs none.
     fn take(self: &Arc<Self>, message: &jetstream::Message) -> Option<Lease> {
         let subject = message.message.reply.clone()?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.held.lock().ok()?.insert(id, subject);
+        self.held.lock().ok()?.insert(subject.clone());
         Some(Lease {
             leases: self.clone(),
-            id,
+            subject,
         })
     }
 
     fn subjects(&self) -> Vec<Subject> {
         self.held
             .lock()
-            .map(|held| held.values().cloned().collect())
+            .map(|held| held.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -785,13 +783,13 @@ impl Leases {
 /// Ends a delivery's lease when the delivery is settled or dropped.
 struct Lease {
     leases: Arc<Leases>,
-    id: u64,
+    subject: Subject,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Ok(mut held) = self.leases.held.lock() {
-            held.remove(&self.id);
+            held.remove(&self.subject);
         }
     }
 }

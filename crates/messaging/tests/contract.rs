@@ -21,15 +21,6 @@ use messaging::{
 use support::{Harness, maybe_next, next};
 use tokio_util::sync::CancellationToken;
 
-async fn publish(harness: &Harness, message: OutgoingMessage) -> String {
-    harness
-        .broker
-        .publish(message)
-        .await
-        .unwrap_or_else(|error| panic!("publish: {error}"))
-        .message_id
-}
-
 /// Payload bytes and every header — CloudEvents attributes, traceparent, the
 /// service's own — arrive exactly as sent.
 async fn round_trip(harness: Harness) {
@@ -54,7 +45,7 @@ async fn round_trip(harness: Harness) {
         .with_header("x-tenant", "acme");
     let mut expected = message.headers.clone();
     expected.insert(envelope::PARTITION_KEY, "key-1");
-    let id = publish(&harness, message).await;
+    let id = harness.publish(message).await;
     assert_eq!(id, event.id);
 
     let delivery = next(&mut stream).await;
@@ -67,7 +58,9 @@ async fn round_trip(harness: Harness) {
     delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
 
     // Defaults are filled in for a bare message.
-    publish(&harness, OutgoingMessage::new(&destination, "bare")).await;
+    harness
+        .publish(OutgoingMessage::new(&destination, "bare"))
+        .await;
     let delivery = next(&mut stream).await;
     let event = delivery.headers.cloud_event();
     assert!(event.is_some(), "{:?}", delivery.headers);
@@ -106,7 +99,7 @@ async fn per_key_ordering(harness: Harness) {
                 for sequence in 0..PER_KEY {
                     let message = OutgoingMessage::new(&destination, sequence.to_string())
                         .with_key(format!("key-{key}"));
-                    publish(&harness, message).await;
+                    harness.publish(message).await;
                 }
             })
         })
@@ -141,11 +134,11 @@ async fn unacked_messages_go_to_the_next_consumer(harness: Harness) {
     let mut sent = HashSet::new();
     for n in 0..5 {
         sent.insert(
-            publish(
-                &harness,
-                OutgoingMessage::new(&destination, format!("m{n}")).with_key(format!("k{n}")),
-            )
-            .await,
+            harness
+                .publish(
+                    OutgoingMessage::new(&destination, format!("m{n}")).with_key(format!("k{n}")),
+                )
+                .await,
         );
     }
     let mut held = Vec::new();
@@ -173,7 +166,9 @@ async fn nack_requeue_redelivers(harness: Harness) {
     let mut stream = harness
         .subscribe(&harness.subscription(&destination, "retriers"))
         .await;
-    let id = publish(&harness, OutgoingMessage::new(&destination, "again")).await;
+    let id = harness
+        .publish(OutgoingMessage::new(&destination, "again"))
+        .await;
 
     let first = next(&mut stream).await;
     assert_eq!(first.message_id(), Some(id.as_str()));
@@ -203,11 +198,9 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
     let destination = harness.destination("poison", 1).await;
     let subscription = harness.subscription(&destination, "strict");
     let mut stream = harness.subscribe(&subscription).await;
-    let poison = publish(
-        &harness,
-        OutgoingMessage::new(&destination, "poison").with_header("x-tenant", "acme"),
-    )
-    .await;
+    let poison = harness
+        .publish(OutgoingMessage::new(&destination, "poison").with_header("x-tenant", "acme"))
+        .await;
     for attempt in 1..=3 {
         let delivery = next(&mut stream).await;
         assert_eq!(delivery.message_id(), Some(poison.as_str()));
@@ -217,7 +210,9 @@ async fn dead_letter_after_max_attempts(harness: Harness) {
             .await
             .unwrap_or_else(|e| panic!("nack: {e}"));
     }
-    let malformed = publish(&harness, OutgoingMessage::new(&destination, "not json")).await;
+    let malformed = harness
+        .publish(OutgoingMessage::new(&destination, "not json"))
+        .await;
     let delivery = next(&mut stream).await;
     assert_eq!(delivery.message_id(), Some(malformed.as_str()));
     delivery
@@ -310,7 +305,7 @@ async fn competing_consumers_share_the_work(harness: Harness) {
                 for n in 0..MESSAGES / 20 {
                     let message = OutgoingMessage::new(&destination, format!("{task}-{n}"))
                         .with_key(format!("key-{task}-{n}"));
-                    publish(&harness, message).await;
+                    harness.publish(message).await;
                 }
             })
         })
@@ -451,11 +446,9 @@ async fn oversized_messages_are_refused(harness: Harness) {
     }
     // Just under the limit is fine.
     let fits = MAX_MESSAGE_BYTES - 4096;
-    publish(
-        &harness,
-        OutgoingMessage::new(&destination, vec![1u8; fits]),
-    )
-    .await;
+    harness
+        .publish(OutgoingMessage::new(&destination, vec![1u8; fits]))
+        .await;
 }
 
 /// Graceful drain: stop taking deliveries, finish and ack the ones in
@@ -467,7 +460,11 @@ async fn drain_finishes_in_flight_and_hands_back_the_rest(harness: Harness) {
     let stream = harness.subscribe(&subscription).await;
     let mut sent = HashSet::new();
     for n in 0..MESSAGES {
-        sent.insert(publish(&harness, OutgoingMessage::new(&destination, format!("{n}"))).await);
+        sent.insert(
+            harness
+                .publish(OutgoingMessage::new(&destination, format!("{n}")))
+                .await,
+        );
     }
 
     let handled: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -536,7 +533,9 @@ async fn unavailable_dependencies_hold_the_message_without_spending_attempts(har
     let destination = harness.destination("outage", 1).await;
     let subscription = harness.subscription(&destination, "patient");
     let stream = harness.subscribe(&subscription).await;
-    let id = publish(&harness, OutgoingMessage::new(&destination, "keep me")).await;
+    let id = harness
+        .publish(OutgoingMessage::new(&destination, "keep me"))
+        .await;
 
     // A consumer stopped while holding the message.
     let (tried, first_tries) = (
@@ -633,16 +632,7 @@ async fn messages_waiting_behind_a_held_one_are_not_redelivered(harness: Harness
         .subscription(&destination, "patient")
         .with_prefetch(3);
     let stream = harness.subscribe(&subscription).await;
-    let mut sent = Vec::new();
-    for n in 0..4 {
-        sent.push(
-            publish(
-                &harness,
-                OutgoingMessage::new(&destination, format!("m{n}")),
-            )
-            .await,
-        );
-    }
+    let sent = harness.publish_numbered(&destination, 0..4).await;
 
     let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
     let outage_over = Arc::new(AtomicBool::new(false));

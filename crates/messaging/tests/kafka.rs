@@ -28,29 +28,13 @@ async fn a_stalled_handler_keeps_the_partitions() {
         .subscription(&destination, "stalled")
         .with_prefetch(1);
     let mut stream = harness.subscribe(&subscription).await;
-    let publish = |n: usize| {
-        let broker = harness.broker.clone();
-        let destination = destination.clone();
-        async move {
-            broker
-                .publish(OutgoingMessage::new(&destination, format!("m{n}")))
-                .await
-                .unwrap_or_else(|error| panic!("publish: {error}"))
-                .message_id
-        }
-    };
-    let mut sent = Vec::new();
-    for n in 0..5 {
-        sent.push(publish(n).await);
-    }
+    let mut sent = harness.publish_numbered(&destination, 0..5).await;
 
     let first = next(&mut stream).await;
     // The stream stays full for two and a half poll intervals; what is
     // published meanwhile waits on the paused partition.
     tokio::time::sleep(POLL_INTERVAL).await;
-    for n in 5..8 {
-        sent.push(publish(n).await);
-    }
+    sent.extend(harness.publish_numbered(&destination, 5..8).await);
     tokio::time::sleep(POLL_INTERVAL * 3 / 2).await;
     let mut received = vec![(
         first.message_id().unwrap_or_default().to_owned(),
@@ -85,10 +69,8 @@ async fn a_held_message_whose_partition_moved_is_let_go() {
     let subscription = harness.subscription(&destination, "patient");
     let first = harness.subscribe(&subscription).await;
     harness
-        .broker
         .publish(OutgoingMessage::new(&destination, "held"))
-        .await
-        .unwrap_or_else(|error| panic!("publish: {error}"));
+        .await;
 
     let tries = Arc::new(AtomicUsize::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
@@ -148,15 +130,7 @@ async fn deliveries_waiting_when_the_partition_moved_are_skipped() {
         .subscription(&destination, "movers")
         .with_prefetch(3);
     let mut first = harness.subscribe(&subscription).await;
-    let mut sent = Vec::new();
-    for n in 0..3 {
-        let receipt = harness
-            .broker
-            .publish(OutgoingMessage::new(&destination, format!("m{n}")))
-            .await
-            .unwrap_or_else(|error| panic!("publish: {error}"));
-        sent.push(receipt.message_id);
-    }
+    let mut sent = harness.publish_numbered(&destination, 0..3).await;
     // Read into the first stream, not taken from it.
     tokio::time::sleep(Duration::from_secs(1)).await;
 

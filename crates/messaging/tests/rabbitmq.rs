@@ -115,10 +115,8 @@ async fn a_held_message_whose_channel_closed_is_let_go() {
     let subscription = harness.subscription(&destination, "patient");
     let stream = harness.subscribe(&subscription).await;
     harness
-        .broker
         .publish(OutgoingMessage::new(&destination, "held"))
-        .await
-        .unwrap_or_else(|e| panic!("publish: {e}"));
+        .await;
 
     // Each try: whether it was of the copy handed out again.
     let tries: Arc<Mutex<Vec<bool>>> = Arc::default();
@@ -197,15 +195,7 @@ async fn deliveries_waiting_when_the_channel_closed_are_skipped() {
                 .with_prefetch(3),
         )
         .await;
-    let mut sent = Vec::new();
-    for n in 0..3 {
-        let receipt = harness
-            .broker
-            .publish(OutgoingMessage::new(&destination, format!("m{n}")))
-            .await
-            .unwrap_or_else(|e| panic!("publish: {e}"));
-        sent.push(receipt.message_id);
-    }
+    let sent = harness.publish_numbered(&destination, 0..3).await;
     // Fetched into the stream, not taken from it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(close_connections_named(&harness.connection_name), 2);

@@ -3,6 +3,7 @@
 //! subscription timings short enough for CI.
 #![allow(dead_code)]
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -62,6 +63,29 @@ impl Harness {
     /// The name `group` has in this harness's subscriptions.
     pub fn group(&self, group: &str) -> String {
         format!("{group}-{}", self.connection_name)
+    }
+
+    /// Publishes `message`, failing the test if the broker refuses it;
+    /// returns its message id.
+    pub async fn publish(&self, message: OutgoingMessage) -> String {
+        self.broker
+            .publish(message)
+            .await
+            .unwrap_or_else(|error| panic!("publish: {error}"))
+            .message_id
+    }
+
+    /// Publishes `m<n>` to `destination` for each `n`, in order; returns
+    /// their message ids.
+    pub async fn publish_numbered(&self, destination: &str, numbers: Range<usize>) -> Vec<String> {
+        let mut ids = Vec::new();
+        for n in numbers {
+            ids.push(
+                self.publish(OutgoingMessage::new(destination, format!("m{n}")))
+                    .await,
+            );
+        }
+        ids
     }
 
     pub async fn subscribe(&self, subscription: &Subscription) -> DeliveryStream {

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -240,9 +241,26 @@ async fn head(pool: &PgPool) -> Result<Option<GlobalPosition>, ProjectionError> 
     row.map(|row| decode_position(&row)).transpose()
 }
 
+/// Whether an event was appended at exactly `position`.
+async fn recorded(pool: &PgPool, position: GlobalPosition) -> Result<bool, ProjectionError> {
+    let found: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM es_events \
+          WHERE transaction_id = $1::text::xid8 AND position = $2)",
+    )
+    .bind(position.transaction_id.to_string())
+    .bind(position.position)
+    .fetch_one(pool)
+    .await?;
+    Ok(found)
+}
+
 /// Why [`wait_for`] gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
+    /// No event was ever appended at this position: a forged or foreign
+    /// token, not one a projection will reach.
+    #[error("no event was appended at {0}")]
+    NotIssued(GlobalPosition),
     #[error("projection {projection} did not reach {wanted} within {timeout:?} (at {reached:?})")]
     Timeout {
         projection: String,
@@ -257,6 +275,10 @@ pub enum WaitError {
 /// Waits until `projection` has applied every event up to `position` (the
 /// consistency token an append returned), for read-your-writes. Returns the
 /// checkpoint reached.
+///
+/// A position that names no event in the log was not issued by an append:
+/// it is refused at once ([`WaitError::NotIssued`]) rather than waited for,
+/// since no projection would ever reach it.
 pub async fn wait_for(
     pool: &PgPool,
     projection: &str,
@@ -265,12 +287,19 @@ pub async fn wait_for(
 ) -> Result<GlobalPosition, WaitError> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
+    let mut issued = false;
     loop {
         let reached = checkpoint(pool, projection).await?;
         if let Some(reached) = reached
             && reached >= position
         {
             return Ok(reached);
+        }
+        if !issued {
+            issued = recorded(pool, position).await?;
+            if !issued {
+                return Err(WaitError::NotIssued(position));
+            }
         }
         let now = Instant::now();
         if now >= deadline {
@@ -455,17 +484,40 @@ impl ProjectionRunner {
         }
     }
 
-    /// Empties the read model and replays the whole event log into it. The
-    /// reset and the checkpoint's return to the start commit together, so a
-    /// crash mid-rebuild leaves a read model that is consistent with its
-    /// checkpoint, and the rebuild simply continues. Call it on the runner
-    /// that holds the lease (it may be running: batches and the reset take
-    /// turns), or on a new runner once the lease is free.
-    pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
+    /// Empties the read model and replays the whole event log into it;
+    /// returns the events replayed. The reset and the checkpoint's return to
+    /// the start commit together, so a crash mid-rebuild leaves a read model
+    /// that is consistent with its checkpoint, and the rebuild simply
+    /// continues. Call it on the runner that holds the lease (it may be
+    /// running: batches and the reset take turns), or on a new runner once
+    /// the lease is free.
+    ///
+    /// A rebuild asked of several runners (every replica started with the
+    /// same flag) is done once: a runner that gets the lease after another
+    /// one rebuilt the read model at or after `requested_at` leaves it and
+    /// returns `None`.
+    pub async fn rebuild(
+        &self,
+        requested_at: DateTime<Utc>,
+    ) -> Result<Option<u64>, ProjectionError> {
         let token = self.ensure_lease().await?;
         let batch = self.batch_lock.lock().await;
         let mut transaction = self.pool.begin().await?;
         self.lock_checkpoint(&mut transaction, token, None).await?;
+        let rebuilt_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT rebuilt_at FROM projection_checkpoints WHERE projection = $1",
+        )
+        .bind(self.name())
+        .fetch_one(&mut *transaction)
+        .await?;
+        if rebuilt_at.is_some_and(|rebuilt_at| rebuilt_at >= requested_at) {
+            tracing::info!(
+                projection = self.name(),
+                ?rebuilt_at,
+                "read model rebuilt since the request; not again"
+            );
+            return Ok(None);
+        }
         self.projection
             .reset(&mut transaction)
             .await
@@ -475,16 +527,17 @@ impl ProjectionRunner {
             })?;
         sqlx::query(
             "UPDATE projection_checkpoints \
-                SET transaction_id = '0'::xid8, position = 0, updated_at = now() \
+                SET transaction_id = '0'::xid8, position = 0, updated_at = now(), rebuilt_at = $2 \
               WHERE projection = $1",
         )
         .bind(self.name())
+        .bind(Utc::now())
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
         drop(batch);
         tracing::info!(projection = self.name(), "read model reset; replaying");
-        self.catch_up().await
+        self.catch_up().await.map(Some)
     }
 
     /// Gives the lease up so a standby can take over at once.

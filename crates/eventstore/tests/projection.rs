@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chrono::Utc;
 use common::{
     Account, AccountCommand, BalanceProjection, account_upcasters, full_log, migrated_database,
     pool_with, replay_balances,
@@ -161,6 +162,43 @@ async fn wait_for_times_out_when_the_projection_is_behind() {
     );
 }
 
+#[tokio::test]
+async fn wait_for_refuses_a_position_no_append_issued() {
+    let (_database, pool, store) = setup().await;
+    let appended = store
+        .append(
+            "account-y",
+            ExpectedVersion::NoStream,
+            &[NewEvent::new("Opened", json!({"owner": "y"}))],
+            &EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let forged = [
+        GlobalPosition {
+            transaction_id: u64::MAX,
+            position: 1,
+        },
+        GlobalPosition {
+            position: appended.position.position + 1,
+            ..appended.position
+        },
+        GlobalPosition {
+            transaction_id: appended.position.transaction_id + 1,
+            ..appended.position
+        },
+    ];
+    for position in forged {
+        let error = wait_for(&pool, "nobody-runs-this", position, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, WaitError::NotIssued(refused) if refused == position),
+            "{position}: {error:?}"
+        );
+    }
+}
+
 /// A projection that blocks forever on one event, after the events before
 /// it in the batch were applied (inside the batch's transaction).
 struct StallingProjection {
@@ -287,13 +325,43 @@ async fn rebuild_produces_the_same_read_model() {
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(runner.rebuild().await.unwrap(), 45);
+    assert_eq!(runner.rebuild(Utc::now()).await.unwrap(), Some(45));
     assert_eq!(projection.rows(&pool).await, built);
     assert_eq!(projection.applied_count(&pool).await, 45);
 
     // Events written after the rebuild keep flowing in.
     write_history(&store, "h3-", 1, 1).await;
     assert_eq!(runner.catch_up().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_rebuild_asked_of_several_runners_is_done_once() {
+    let (_database, pool, store) = setup().await;
+    write_history(&store, "h11-", 3, 4).await;
+    let projection = Arc::new(BalanceProjection::new("balances"));
+    let first = ProjectionRunner::new(pool.clone(), projection.clone(), fast_config());
+    let second = ProjectionRunner::new(pool.clone(), projection.clone(), fast_config());
+    // Both replicas start with the flag set, at about the same time.
+    let requested_at = Utc::now();
+    assert_eq!(first.rebuild(requested_at).await.unwrap(), Some(15));
+    assert!(matches!(
+        second.rebuild(requested_at).await,
+        Err(ProjectionError::LeaseHeld { .. })
+    ));
+    let built = projection.rows(&pool).await;
+
+    // The second takes over; a reset now would remove the marker row.
+    first.release().await.unwrap();
+    sqlx::query("INSERT INTO balances VALUES ('balances', 'account-marker', 5, 1, 1)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(second.rebuild(requested_at).await.unwrap(), None);
+    assert_ne!(projection.rows(&pool).await, built, "left as it was");
+
+    // A rebuild asked later is done again.
+    assert_eq!(second.rebuild(Utc::now()).await.unwrap(), Some(15));
+    assert_eq!(projection.rows(&pool).await, built);
 }
 
 /// Only one runner holds a projection; a runner whose lease expired and was
@@ -524,7 +592,7 @@ async fn rebuild_while_running_converges_to_the_replay() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    runner.rebuild().await.unwrap();
+    runner.rebuild(Utc::now()).await.unwrap();
     let last = write_history(&store, "h10-", 1, 5).await;
     wait_for(&pool, "balances", last, Duration::from_secs(20))
         .await

@@ -134,8 +134,9 @@ pub struct Config {
     pub outbox_relays: u32,
 
     /// How long a query given a consistency token waits for its read model
-    /// to catch up before answering UNAVAILABLE.
-    #[arg(long, env = "CONSISTENCY_WAIT", default_value = "5s", value_parser = parse_positive_duration)]
+    /// to catch up before answering UNAVAILABLE; under the gateway's 5 s
+    /// attempt timeout, so that callers get this answer and not a timeout.
+    #[arg(long, env = "CONSISTENCY_WAIT", default_value = "3s", value_parser = parse_positive_duration)]
     pub consistency_wait: Duration,
 
     /// Empty the order read models (order_view, customer_order_history) at

@@ -177,9 +177,14 @@ impl From<platform::faults::InjectedFault> for OrderError {
     }
 }
 
+/// Why a `consistency_token` is refused: it does not parse, or it names no
+/// event in the log.
+pub const TOKEN_NOT_ISSUED: &str = "is not a token this service issued";
+
 impl From<WaitError> for OrderError {
     fn from(error: WaitError) -> Self {
         match error {
+            WaitError::NotIssued(_) => Self::invalid("consistency_token", TOKEN_NOT_ISSUED),
             WaitError::Timeout { .. } => Self::Unavailable(error.to_string()),
             WaitError::Projection(error) => Self::Unavailable(error.to_string()),
         }

@@ -211,15 +211,18 @@ where
 }
 
 /// Runs a read model's projection, rebuilding it first when asked to. The
-/// rebuild needs the projection's lease, which a crashed predecessor may
-/// still hold for up to `LEASE_TTL`: it waits for it.
+/// rebuild needs the projection's lease, which a crashed predecessor or
+/// another replica may hold for up to `LEASE_TTL`: it waits for it, and
+/// skips the rebuild if a replica asked at the same time has done it.
 async fn project(runner: Arc<ProjectionRunner>, rebuild: bool, cancel: CancellationToken) {
+    let requested_at = chrono::Utc::now();
     while rebuild && !cancel.is_cancelled() {
-        match runner.rebuild().await {
-            Ok(applied) => {
+        match runner.rebuild(requested_at).await {
+            Ok(Some(applied)) => {
                 tracing::info!(projection = runner.name(), applied, "read model rebuilt");
                 break;
             }
+            Ok(None) => break,
             Err(ProjectionError::LeaseHeld { .. }) => {
                 tokio::select! {
                     () = cancel.cancelled() => return,

@@ -248,6 +248,29 @@ async fn invalid_requests_and_other_customers_orders_are_refused() {
     assert_eq!(hidden.code(), Code::NotFound);
     let hidden = shop.cancel(stranger, &order_id).await.unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound);
+    // A token that parses but names no event is refused, not waited for.
+    let forged = "18446744073709551615.1";
+    let refused = shop
+        .get_after(customer, &order_id, forged)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("consistency_token"),
+        "{refused:?}"
+    );
+    let refused = shop
+        .orders()
+        .list_orders(support::as_user(
+            pb::ListOrdersRequest {
+                consistency_token: forged.to_owned(),
+                ..Default::default()
+            },
+            customer,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     // An admin sees every order.
     let seen = shop
         .orders()

@@ -31,6 +31,7 @@
 //!   `http_client_request_duration_seconds` for outgoing HTTP requests.
 //! - [`problem`]: RFC 9457 problem details, the one error body every HTTP
 //!   surface speaks.
+//! - [`pagination`]: page sizes, read the same way by every list.
 //! - [`validation`]: the bad fields of a request, all collected before the
 //!   request is refused, for gRPC `BadRequest` details and problem `errors`.
 
@@ -44,6 +45,7 @@ pub mod http_layers;
 pub mod metrics;
 pub mod notify;
 pub mod observed_client;
+pub mod pagination;
 pub mod problem;
 pub mod propagation;
 pub mod service;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -114,6 +114,30 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// Query parameters whose rejections are problem documents: 400
+/// `BAD_REQUEST` for a query string that does not deserialise as `T` (a
+/// parameter given twice, say). Handlers that want every bad value named in
+/// a 422 read the parameters as strings and parse them themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::try_from_uri(&parts.uri) {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Problem::from(&rejection)),
+        }
+    }
+}
+
+impl From<&QueryRejection> for Problem {
+    fn from(rejection: &QueryRejection) -> Self {
+        Problem::new(rejection.status(), "BAD_REQUEST", rejection.body_text())
+    }
+}
+
 impl From<&PathRejection> for Problem {
     fn from(rejection: &PathRejection) -> Self {
         Problem::new(rejection.status(), "BAD_REQUEST", rejection.body_text())
@@ -199,6 +223,29 @@ mod tests {
         assert_eq!(undecodable.status(), StatusCode::BAD_REQUEST);
         assert_eq!(undecodable.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         assert_eq!(get("/products/42").await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn query_rejections_are_problems() {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            limit: Option<String>,
+        }
+        let read = |uri: &'static str| async move {
+            let (mut parts, ()) = Request::get(uri)
+                .body(())
+                .map_err(|e| e.to_string())
+                .unwrap()
+                .into_parts();
+            QueryParams::<Page>::from_request_parts(&mut parts, &())
+                .await
+                .map(|QueryParams(page)| page.limit)
+        };
+        let twice = read("/items?limit=5&limit=6").await.unwrap_err();
+        assert_eq!((twice.status, twice.code.as_str()), (400, "BAD_REQUEST"));
+        assert!(twice.detail.contains("limit"), "{twice:?}");
+        assert_eq!(read("/items?limit=5").await.unwrap().as_deref(), Some("5"));
+        assert_eq!(read("/items").await.unwrap(), None);
     }
 
     #[test]

@@ -37,11 +37,6 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
 
-    /// 400 `MALFORMED_REQUEST`: the body or query could not be read at all
-    /// (broken JSON, wrong types).
-    #[error("{0}")]
-    Malformed(String),
-
     /// 413 `PAYLOAD_TOO_LARGE`: the body is over the gateway's limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -107,9 +102,6 @@ impl ApiError {
                 Problem::new(StatusCode::FORBIDDEN, "FORBIDDEN", self.to_string())
             }
             Self::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", what),
-            Self::Malformed(detail) => {
-                Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail)
-            }
             Self::PayloadTooLarge { .. } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",

@@ -12,6 +12,7 @@ use std::fmt::Display;
 
 use eventstore::GlobalPosition;
 use futures::stream::{BoxStream, StreamExt};
+use platform::pagination::PageSize;
 use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
@@ -29,7 +30,7 @@ use crate::app::queries::{Page, SagaSummary, StepStatus, StepSummary};
 use crate::app::{Caller, Orders};
 use crate::domain::ids::OrderId;
 use crate::domain::order::OrderStatus;
-use crate::error::OrderError;
+use crate::error::{OrderError, TOKEN_NOT_ISSUED};
 use crate::projections::orders::OrderSummary;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
@@ -115,7 +116,7 @@ impl OrderService for OrderServiceApi {
                 &caller,
                 status,
                 Page {
-                    limit: page.limit,
+                    size: PageSize::from_request(page.limit),
                     after,
                 },
                 token,
@@ -189,7 +190,7 @@ impl OrderService for OrderServiceApi {
                 &caller,
                 status,
                 Page {
-                    limit: page.limit,
+                    size: PageSize::from_request(page.limit),
                     after,
                 },
             )
@@ -220,7 +221,7 @@ fn token(text: &str) -> Result<Option<GlobalPosition>, String> {
     }
     text.parse()
         .map(Some)
-        .map_err(|_| "is not a token this service issued".to_owned())
+        .map_err(|_| TOKEN_NOT_ISSUED.to_owned())
 }
 
 fn token_text(accepted: &Accepted) -> String {

@@ -17,14 +17,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use platform::problem::{PathParams, Problem};
+use platform::pagination::PageSize;
+use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
 use platform::validation;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,7 +35,7 @@ use crate::app::{Caller, Orders};
 use crate::domain::ids::{CustomerId, OrderId};
 use crate::domain::money::Money;
 use crate::domain::order::OrderStatus;
-use crate::error::OrderError;
+use crate::error::{OrderError, TOKEN_NOT_ISSUED};
 use crate::projections::orders::{OrderSummary, ViewLine};
 use crate::projections::product_sales::DailySales;
 
@@ -100,11 +100,9 @@ impl AcceptedBody {
 async fn place_order(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    body: Result<Json<PlaceOrderBody>, JsonRejection>,
+    JsonBody(body): JsonBody<PlaceOrderBody>,
 ) -> ApiResult<Response> {
     let caller = Caller::from_headers(&headers)?;
-    let Json(body) =
-        body.map_err(|rejection| OrderError::invalid("body", rejection.body_text()))?;
     let key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
@@ -134,7 +132,7 @@ async fn get_order(
     State(orders): State<Orders>,
     headers: HeaderMap,
     PathParams(id): PathParams<String>,
-    Query(query): Query<TokenQuery>,
+    QueryParams(query): QueryParams<TokenQuery>,
 ) -> ApiResult<Json<OrderBody>> {
     let caller = Caller::from_headers(&headers)?;
     let id = OrderId::parse(&id).map_err(|error| OrderError::invalid("id", error))?;
@@ -146,8 +144,7 @@ async fn get_order(
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
     status: Option<String>,
-    #[serde(default)]
-    limit: u32,
+    limit: Option<String>,
     cursor: Option<String>,
     consistency_token: Option<String>,
 }
@@ -161,17 +158,19 @@ struct ListBody<T> {
 async fn list_orders(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ListBody<OrderBody>>> {
     let caller = Caller::from_headers(&headers)?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(text) => Some(OrderStatus::parse(text).ok_or_else(|| {
-            OrderError::invalid(
-                "status",
-                "must be PENDING, CONFIRMED, REJECTED or CANCELLED",
-            )
-        })?),
+        Some(text) => Some(
+            OrderStatus::parse(&text.trim().to_ascii_uppercase()).ok_or_else(|| {
+                OrderError::invalid(
+                    "status",
+                    "must be PENDING, CONFIRMED, REJECTED or CANCELLED",
+                )
+            })?,
+        ),
     };
     let after =
         match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -180,17 +179,11 @@ async fn list_orders(
                 OrderError::invalid("cursor", "is not a cursor this service issued")
             })?),
         };
+    let size = PageSize::from_query(query.limit.as_deref())
+        .map_err(|error| OrderError::invalid("limit", error))?;
     let token = parse_token(query.consistency_token.as_deref())?;
     let page = orders
-        .list_orders(
-            &caller,
-            status,
-            Page {
-                limit: query.limit,
-                after,
-            },
-            token,
-        )
+        .list_orders(&caller, status, Page { size, after }, token)
         .await?;
     Ok(Json(ListBody {
         items: page.orders.into_iter().map(OrderBody::of).collect(),
@@ -212,15 +205,14 @@ async fn cancel_order(
 #[derive(Debug, Default, Deserialize)]
 struct SagaQuery {
     status: Option<String>,
-    #[serde(default)]
-    limit: u32,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
 async fn list_sagas(
     State(orders): State<Orders>,
     headers: HeaderMap,
-    Query(query): Query<SagaQuery>,
+    QueryParams(query): QueryParams<SagaQuery>,
 ) -> ApiResult<Json<ListBody<SagaBody>>> {
     let caller = Caller::from_headers(&headers)?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
@@ -228,7 +220,7 @@ async fn list_sagas(
         Some(text) => Some(
             saga::SagaStatus::ALL
                 .into_iter()
-                .find(|status| status.as_str() == text)
+                .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
                 .ok_or_else(|| {
                     OrderError::invalid(
                         "status",
@@ -244,15 +236,10 @@ async fn list_sagas(
                 OrderError::invalid("cursor", "is not a cursor this service issued")
             })?),
         };
+    let size = PageSize::from_query(query.limit.as_deref())
+        .map_err(|error| OrderError::invalid("limit", error))?;
     let page = orders
-        .list_sagas(
-            &caller,
-            status,
-            Page {
-                limit: query.limit,
-                after,
-            },
-        )
+        .list_sagas(&caller, status, Page { size, after })
         .await?;
     Ok(Json(ListBody {
         items: page.sagas.into_iter().map(SagaBody::of).collect(),
@@ -362,9 +349,10 @@ impl SagaBody {
 fn parse_token(text: Option<&str>) -> Result<Option<eventstore::GlobalPosition>, OrderError> {
     match text.filter(|text| !text.is_empty()) {
         None => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| {
-            OrderError::invalid("consistency_token", "is not a token this service issued")
-        }),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| OrderError::invalid("consistency_token", TOKEN_NOT_ISSUED)),
     }
 }
 

@@ -236,7 +236,51 @@ async fn the_rest_api_serves_the_same_use_cases() {
         "{problem}"
     );
 
+    let broken = shop
+        .http
+        .post(format!("{base}/api/v1/orders"))
+        .header("x-user-id", &user)
+        .header("idempotency-key", "rest-3")
+        .header("content-type", "application/json")
+        .body("{\"items\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 400);
+    let problem: Value = broken.json().await.unwrap();
+    assert_eq!(problem["code"], "MALFORMED_JSON", "{problem}");
+
+    // Query strings: each bad value named, one that does not read refused.
     let order_id = body["id"].as_str().unwrap();
+    for (path, status, field) in [
+        ("/api/v1/orders?limit=0".to_owned(), 422, Some("limit")),
+        ("/api/v1/orders?limit=101".to_owned(), 422, Some("limit")),
+        ("/api/v1/orders?limit=1&limit=2".to_owned(), 400, None),
+        (
+            format!("/api/v1/orders/{order_id}?consistency_token=18446744073709551615.1"),
+            422,
+            Some("consistency_token"),
+        ),
+    ] {
+        let refused = shop
+            .http
+            .get(format!("{base}{path}"))
+            .header("x-user-id", &user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), status, "{path}");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: Value = refused.json().await.unwrap();
+        if let Some(field) = field {
+            assert!(problem["errors"][field].is_string(), "{path}: {problem}");
+        }
+    }
+
     shop.wait_for(customer, order_id, pb::OrderStatus::Confirmed, PATIENCE)
         .await;
     // The listing is another projection: it sees the confirmation when it
@@ -284,7 +328,9 @@ async fn the_rest_api_serves_the_same_use_cases() {
     assert_eq!(sagas.status(), 403);
     let sagas: Value = shop
         .http
-        .get(format!("{base}/api/v1/admin/sagas?status=COMPLETED"))
+        .get(format!(
+            "{base}/api/v1/admin/sagas?status=completed&limit=100"
+        ))
         .header("x-user-id", &user)
         .header("x-user-roles", "admin")
         .send()

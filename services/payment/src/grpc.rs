@@ -7,6 +7,7 @@
 //! which sets the gRPC code, the stable `x-error-code` metadata and its
 //! `google.rpc.ErrorInfo`.
 
+use platform::pagination::PageSize;
 use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
@@ -17,7 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::Payments;
-use crate::app::queries::{Cursor, Limit, TransactionKind, TransactionView};
+use crate::app::queries::{Cursor, TransactionKind, TransactionView};
 use crate::domain::ids::{IdempotencyKey, UserId};
 use crate::domain::money::{Amount, Currency};
 use crate::domain::wallet::{Account, AccountStatus};
@@ -115,7 +116,7 @@ impl PaymentService for PaymentServiceApi {
         };
         let page = self
             .payments
-            .transactions(user, kind, Limit::new(page.limit), cursor)
+            .transactions(user, kind, PageSize::from_request(page.limit), cursor)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListTransactionsResponse {

@@ -33,18 +33,19 @@
 //! `IntoResponse` implementation at the end of this file.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use platform::problem::{JsonBody, Problem};
+use platform::pagination::PageSize;
+use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
 use platform::validation::{self, Violations};
 use serde::{Deserialize, Serialize};
 
-use crate::app::queries::{Cursor, Limit, Page, TransactionKind, TransactionView};
+use crate::app::queries::{Cursor, Page, TransactionKind, TransactionView};
 use crate::app::{Payments, RequestContext};
 use crate::domain::iban::Iban;
 use crate::domain::ids::{IdempotencyKey, UserId};
@@ -235,18 +236,10 @@ async fn deposit(
 async fn transactions(
     State(payments): State<Payments>,
     Caller(user): Caller,
-    Query(query): Query<ListQuery>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<PageResponse>, PaymentError> {
     let mut violations = Violations::default();
-    let limit = match query.limit.as_deref() {
-        None | Some("") => Some(Limit::default()),
-        Some(text) => violations.check(
-            "limit",
-            text.parse::<u32>()
-                .map(Limit::new)
-                .map_err(|_| "must be a whole number from 1 to 100"),
-        ),
-    };
+    let limit = violations.check("limit", PageSize::from_query(query.limit.as_deref()));
     let cursor = match query.cursor.as_deref() {
         None | Some("") => Some(None),
         Some(text) => violations.check("cursor", Cursor::parse(text).map(Some)),
@@ -361,7 +354,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AdministeredWallet {
         let Admin(admin) = Admin::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let Path(user_id) = Path::<String>::from_request_parts(parts, state)
+        let PathParams(user_id) = PathParams::<String>::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let owner = UserId::parse(&user_id)

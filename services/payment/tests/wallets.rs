@@ -197,6 +197,25 @@ async fn transactions_are_listed_newest_first_page_by_page() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
+    for (query, status) in [
+        ("limit=0", 422),
+        ("limit=101", 422),
+        ("limit=5&limit=6", 400),
+    ] {
+        let refused = harness
+            .http
+            .get(harness.url(&format!("/api/v1/wallet/transactions?{query}")))
+            .header("x-user-id", user.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), status, "{query}");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+    }
 }
 
 #[tokio::test]

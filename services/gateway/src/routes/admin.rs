@@ -26,13 +26,14 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use messaging::{FAULTS_BUCKET, MessagingError};
 use platform::faults::FaultAction;
-use platform::problem::{JsonBody, PathParams, Problem};
+use platform::pagination::PageSize;
+use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Invalid, Params, ProblemDocument, id_of, parse_limit};
+use super::shared::{self, Invalid, ProblemDocument, id_of};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -225,12 +226,12 @@ impl ListSagasQuery {
             None => Some(pb::SagaStatus::Unspecified),
             Some(text) => invalid.check("status", SagaStatus::parse(text).map(Into::into)),
         };
-        let limit = invalid.check("limit", parse_limit(self.limit.as_deref()));
+        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
         invalid.finish()?;
         Ok(pb::ListSagasRequest {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
-                limit: limit.unwrap_or(shared::DEFAULT_LIMIT),
+                limit: limit.unwrap_or_default().get(),
                 cursor: shared::cursor(self.cursor),
             }),
         })
@@ -255,7 +256,7 @@ pub async fn list_sagas(
     State(state): State<AppState>,
     Admin(caller): Admin,
     request_id: Option<axum::Extension<RequestId>>,
-    Params(query): Params<ListSagasQuery>,
+    QueryParams(query): QueryParams<ListSagasQuery>,
 ) -> Result<Json<SagaPage>, ApiError> {
     let request = query.into_request()?;
     let listed = state

@@ -23,15 +23,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::{HeaderValue, StatusCode, header};
-use platform::problem::{JsonBody, PathParams};
+use platform::pagination::PageSize;
+use platform::problem::{JsonBody, PathParams, QueryParams};
 use proto::ferrishop::inventory::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{
-    self, Invalid, Money, Params, ProblemDocument, id_of, parse_id, parse_limit, path_id,
-};
+use super::shared::{self, Invalid, Money, ProblemDocument, id_of, parse_id, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -222,9 +221,9 @@ impl ListProductsQuery {
             Some(text) => invalid.check("category", Category::parse(text).map(Into::into)),
         };
         let in_stock = invalid.check("in_stock", parse_bool(self.in_stock.as_deref()));
-        let limit = invalid.check("limit", parse_limit(self.limit.as_deref()));
+        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
         invalid.finish()?;
-        let limit = limit.unwrap_or(shared::DEFAULT_LIMIT);
+        let limit = limit.unwrap_or_default().get();
         let request = pb::ListProductsRequest {
             category: category.unwrap_or_default().into(),
             in_stock: in_stock.flatten(),
@@ -255,7 +254,7 @@ where
     use futures::StreamExt;
 
     let limit = limit as usize;
-    let mut items = Vec::with_capacity(limit.min(shared::MAX_LIMIT as usize));
+    let mut items = Vec::with_capacity(limit);
     let mut last_cursor = String::new();
     let mut more = false;
     while let Some(message) = stream.next().await {
@@ -289,7 +288,7 @@ where
 pub async fn list_products(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
-    Params(query): Params<ListProductsQuery>,
+    QueryParams(query): QueryParams<ListProductsQuery>,
 ) -> Result<Json<ProductPage>, ApiError> {
     let (request, limit) = query.into_request()?;
     let stream = state
@@ -457,7 +456,7 @@ pub async fn quote(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
     PathParams(id): PathParams<String>,
-    Params(query): Params<QuoteQuery>,
+    QueryParams(query): QueryParams<QuoteQuery>,
 ) -> Result<Json<QuoteBody>, ApiError> {
     let request = query.into_request(&id)?;
     let response = state
@@ -671,7 +670,7 @@ mod tests {
         assert_eq!((page.limit, page.cursor.as_str()), (6, "abc"));
 
         let (all, limit) = ListProductsQuery::default().into_request().unwrap();
-        assert_eq!(limit, shared::DEFAULT_LIMIT);
+        assert_eq!(limit, PageSize::DEFAULT.get());
         assert_eq!(all.category(), pb::Category::Unspecified);
         assert_eq!(all.in_stock, None);
     }

@@ -21,13 +21,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use platform::problem::{JsonBody, PathParams};
+use platform::pagination::PageSize;
+use platform::problem::{JsonBody, PathParams, QueryParams};
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Invalid, Money, Params, ProblemDocument, id_of, parse_limit, path_id};
+use super::shared::{self, Invalid, Money, ProblemDocument, id_of, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -321,7 +322,7 @@ pub async fn get_order(
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
     PathParams(id): PathParams<String>,
-    Params(query): Params<GetOrderQuery>,
+    QueryParams(query): QueryParams<GetOrderQuery>,
 ) -> Result<Json<OrderBody>, ApiError> {
     let request = pb::GetOrderRequest {
         order_id: path_id("id", &id)?,
@@ -368,12 +369,12 @@ impl ListOrdersQuery {
             None => Some(pb::OrderStatus::Unspecified),
             Some(text) => invalid.check("status", OrderStatus::parse(text).map(Into::into)),
         };
-        let limit = invalid.check("limit", parse_limit(self.limit.as_deref()));
+        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
         invalid.finish()?;
         Ok(pb::ListOrdersRequest {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
-                limit: limit.unwrap_or(shared::DEFAULT_LIMIT),
+                limit: limit.unwrap_or_default().get(),
                 cursor: shared::cursor(self.cursor),
             }),
             consistency_token: self.consistency_token.unwrap_or_default(),
@@ -398,7 +399,7 @@ pub async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    Params(query): Params<ListOrdersQuery>,
+    QueryParams(query): QueryParams<ListOrdersQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let request = query.into_request()?;
     let listed = state
@@ -603,7 +604,7 @@ mod tests {
 
         let all = ListOrdersQuery::default().into_request().unwrap();
         assert_eq!(all.status(), pb::OrderStatus::Unspecified);
-        assert_eq!(all.page.unwrap().limit, shared::DEFAULT_LIMIT);
+        assert_eq!(all.page.unwrap().limit, PageSize::DEFAULT.get());
 
         let problem = ListOrdersQuery {
             status: Some("SHIPPED".into()),

@@ -14,11 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{FromRequestParts, Query};
 use chrono::{DateTime, Utc};
-use http::request::Parts;
 use proto::ferrishop::common::v1 as common;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use tower_http::request_id::RequestId;
@@ -26,11 +23,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-
-/// Page size when the client names none.
-pub const DEFAULT_LIMIT: u32 = 20;
-/// Largest page a client may ask for.
-pub const MAX_LIMIT: u32 = 100;
 
 /// An RFC 9457 problem document, as every error of the API is reported
 /// (the schema of `platform::problem::Problem`).
@@ -121,23 +113,6 @@ pub fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Query parameters read as strings, whatever their documented type, so that
-/// a bad value is reported by the handler's validation as a 422 naming the
-/// field, never as an opaque deserialisation failure. Only a query string
-/// that cannot be decoded at all is a 400.
-#[derive(Debug, Clone, Default)]
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::try_from_uri(&parts.uri)
-            .map(|Query(params)| Self(params))
-            .map_err(|rejection| ApiError::Malformed(rejection.body_text()))
-    }
-}
-
 /// Collects the invalid fields of one request, so a client learns about all
 /// of them at once.
 #[derive(Debug, Default)]
@@ -182,18 +157,6 @@ pub fn path_id(field: &str, text: &str) -> Result<String, ApiError> {
     let id = invalid.check(field, parse_id(text));
     invalid.finish()?;
     Ok(id.unwrap_or_default())
-}
-
-/// `?limit=`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
-pub fn parse_limit(text: Option<&str>) -> Result<u32, String> {
-    match text.map(str::trim).filter(|text| !text.is_empty()) {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| format!("must be a whole number from 1 to {MAX_LIMIT}")),
-    }
 }
 
 /// `?cursor=`: opaque, passed on as given; empty means the first page.
@@ -275,17 +238,6 @@ mod tests {
     use super::*;
     use tonic::Code;
     use tonic::metadata::MetadataValue;
-
-    #[test]
-    fn limits_default_and_are_bounded() {
-        assert_eq!(parse_limit(None), Ok(DEFAULT_LIMIT));
-        assert_eq!(parse_limit(Some("")), Ok(DEFAULT_LIMIT));
-        assert_eq!(parse_limit(Some("5")), Ok(5));
-        assert_eq!(parse_limit(Some("100")), Ok(100));
-        for bad in ["0", "101", "-1", "ten", "1.5"] {
-            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn ids_must_be_uuids_and_are_sent_canonical() {

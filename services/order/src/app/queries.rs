@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use eventstore::{GlobalPosition, wait_for};
 use futures::stream::{self, BoxStream, StreamExt};
+use platform::pagination::PageSize;
 use saga::query::{SagaFilter, StepLogEntry};
 use saga::{Phase, SagaStatus, StepOutcome};
 use tokio::sync::broadcast;
@@ -29,11 +30,6 @@ use crate::feed::FeedEvent;
 use crate::projections::orders::{ORDER_HISTORY, ORDER_VIEW, OrderSummary};
 use crate::projections::product_sales::{self, DailySales};
 
-/// Page size when the request says 0.
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-/// Largest page served.
-pub const MAX_PAGE_SIZE: u32 = 100;
-
 /// A watcher re-reads its order at least this often, whether or not a
 /// notification arrived (notifications are hints; see [`crate::feed`]).
 const WATCH_RESYNC: Duration = Duration::from_secs(5);
@@ -41,18 +37,8 @@ const WATCH_RESYNC: Duration = Duration::from_secs(5);
 /// A page request: size and where the previous page ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Page<C> {
-    /// 0 means [`DEFAULT_PAGE_SIZE`]; capped at [`MAX_PAGE_SIZE`].
-    pub limit: u32,
+    pub size: PageSize,
     pub after: Option<C>,
-}
-
-impl<C> Page<C> {
-    fn size(&self) -> u32 {
-        match self.limit {
-            0 => DEFAULT_PAGE_SIZE,
-            limit => limit.min(MAX_PAGE_SIZE),
-        }
-    }
 }
 
 /// One page of a customer's orders.
@@ -139,7 +125,7 @@ impl Orders {
         if let Some(token) = token {
             self.catch_up(ORDER_HISTORY, token).await?;
         }
-        let size = page.size();
+        let size = page.size.get();
         let mut orders = self
             .read_models
             .customer_orders(caller.user_id, status, page.after, size + 1)
@@ -216,7 +202,7 @@ impl Orders {
         let filter = SagaFilter {
             status,
             saga_type: None,
-            limit: page.size(),
+            limit: page.size.get(),
             cursor: page.after,
         };
         let pool = self.store.pool();

@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use platform::pagination::PageSize;
 
 use super::Payments;
 use crate::domain::ids::{AccountId, OrderId, TransactionId, UserId};
@@ -103,30 +104,6 @@ impl TransactionView {
     }
 }
 
-/// A page size: 1 to [`Limit::MAX`], [`Limit::DEFAULT`] when not given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit(u32);
-
-impl Limit {
-    pub const DEFAULT: u32 = 20;
-    pub const MAX: u32 = 100;
-
-    /// `0` means the default; more than the maximum is capped (as
-    /// `common.proto` specifies).
-    pub fn new(requested: u32) -> Self {
-        match requested {
-            0 => Self(Self::DEFAULT),
-            n => Self(n.min(Self::MAX)),
-        }
-    }
-}
-
-impl Default for Limit {
-    fn default() -> Self {
-        Self(Self::DEFAULT)
-    }
-}
-
 /// Where a page of transactions starts: before this stream version. Opaque
 /// to clients; its text form is `v<version>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +149,7 @@ impl Payments {
         &self,
         user: UserId,
         kind: Option<TransactionKind>,
-        limit: Limit,
+        limit: PageSize,
         cursor: Option<Cursor>,
     ) -> Result<Page, PaymentError> {
         let target = self.store.stream_version(user).await?;
@@ -181,7 +158,7 @@ impl Payments {
         }
         self.catch_up(user, target).await?;
         // One more than asked for says whether there is a next page.
-        let fetch = i64::from(limit.0) + 1;
+        let fetch = i64::from(limit.get()) + 1;
         let mut rows = self
             .store
             .transactions(
@@ -191,8 +168,8 @@ impl Payments {
                 fetch,
             )
             .await?;
-        let next_cursor = if rows.len() > limit.0 as usize {
-            rows.truncate(limit.0 as usize);
+        let next_cursor = if rows.len() > limit.get() as usize {
+            rows.truncate(limit.get() as usize);
             rows.last().map(|row| Cursor(row.version))
         } else {
             None
@@ -229,13 +206,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn limits_default_and_cap() {
-        assert_eq!(Limit::new(0), Limit(20));
-        assert_eq!(Limit::new(7), Limit(7));
-        assert_eq!(Limit::new(5_000), Limit(100));
-    }
 
     #[test]
     fn cursors_refuse_what_they_did_not_make() {

@@ -74,7 +74,8 @@ async fn rest_journey_from_registration_to_cancellation() {
             &json!({"email": email, "password": "not the password"}),
         )
         .await;
-    assert_eq!(wrong.status, 401, "{wrong}");
+    wrong.assert_problem(401, "INVALID_CREDENTIALS");
+    assert_eq!(wrong.header("www-authenticate"), "Bearer", "{wrong}");
     let refreshed = api
         .post(
             "/api/v1/auth/refresh",

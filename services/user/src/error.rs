@@ -32,7 +32,8 @@ pub enum Error {
 
     /// Unknown e-mail address or wrong password: deliberately one case, so
     /// the answer never reveals whether an address has an account.
-    /// HTTP 401 `INVALID_CREDENTIALS`; gRPC `UNAUTHENTICATED`.
+    /// HTTP 401 `INVALID_CREDENTIALS` with `WWW-Authenticate: Bearer`, as
+    /// every 401; gRPC `UNAUTHENTICATED`.
     #[error("e-mail address or password is incorrect")]
     InvalidCredentials,
 
@@ -58,7 +59,8 @@ pub enum Error {
     RateLimited { retry_after: Duration },
 
     /// The database cannot be reached right now; retrying later may work.
-    /// HTTP 503 `SERVICE_UNAVAILABLE`; gRPC `UNAVAILABLE`.
+    /// HTTP 503 `UNAVAILABLE` (the code every service gives this case);
+    /// gRPC `UNAVAILABLE`.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
 
@@ -81,7 +83,7 @@ impl Error {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }

@@ -214,11 +214,19 @@ impl IntoResponse for Error {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = Problem::new(status, self.code(), self.to_string()).into_response();
-        if let Self::RateLimited { retry_after } = self {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(retry_after)),
-            );
+        let headers = response.headers_mut();
+        match self {
+            Self::RateLimited { retry_after } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(retry_after)),
+                );
+            }
+            // RFC 9110: a 401 names the scheme that would be accepted.
+            Self::InvalidCredentials | Self::InvalidRefreshToken | Self::Unauthenticated => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

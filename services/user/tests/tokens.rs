@@ -85,6 +85,7 @@ async fn wrong_password_and_unknown_address_get_the_same_answer() {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
         assert_eq!(answer.body, wrong_password.body);
         assert_eq!(answer.headers["content-type"], "application/problem+json");
+        assert_eq!(answer.headers["www-authenticate"], "Bearer", "{answer:?}");
     }
     assert_eq!(wrong_password.text("code"), "INVALID_CREDENTIALS");
 }
@@ -206,6 +207,7 @@ async fn a_refresh_token_works_once_and_its_reuse_revokes_the_session() {
     let replay = service.refresh(&first_refresh).await;
     assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "{replay:?}");
     assert_eq!(replay.text("code"), "INVALID_REFRESH_TOKEN");
+    assert_eq!(replay.headers["www-authenticate"], "Bearer");
     // ...so the whole session is gone, including its newest token.
     let newest = service.refresh(&third_refresh).await;
     assert_eq!(newest.status, StatusCode::UNAUTHORIZED, "{newest:?}");

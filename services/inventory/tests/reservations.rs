@@ -478,6 +478,42 @@ async fn an_overdue_reservation_cannot_be_committed_even_before_the_sweep() {
 }
 
 #[tokio::test]
+async fn an_overdue_reservation_asked_for_again_answers_expired() {
+    let harness = start_with(&[
+        ("RESERVATION_TTL", "1s"),
+        ("RESERVATION_SWEEP_INTERVAL", "1h"),
+    ])
+    .await;
+    let product = harness.stocked(10).await;
+    let reservation_id = new_id();
+    let held = harness
+        .reserve(&reservation_id, vec![line(&product.id, 4)])
+        .await
+        .unwrap();
+    assert_eq!(held.status(), pb::ReservationStatus::Held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A saga resumed after its reservation's deadline asks again.
+    let again = harness
+        .reserve(&reservation_id, vec![line(&product.id, 4)])
+        .await
+        .unwrap();
+    assert_eq!(again.status(), pb::ReservationStatus::Expired);
+    assert_eq!(again.lines.len(), 1, "{again:?}");
+    assert_eq!(
+        harness.stock(&product.id).await,
+        (10, 0, 10),
+        "expired by the repeated reservation"
+    );
+    assert_failed(
+        harness.commit(&reservation_id).await,
+        Code::FailedPrecondition,
+        "RESERVATION_EXPIRED",
+    );
+    harness.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn falling_below_the_reorder_point_announces_low_stock_once() {
     let harness = start().await;
     let mut request = common::new_product("LOW-1", 500, 20);

@@ -26,7 +26,8 @@
 //! sent during an outage may still be executed when the payment service is
 //! back, so abandoning the cancellation then would leave a CONFIRMED order
 //! refunded; the steps are retried (backing off to every 30 s) until they
-//! get an answer. Should the refund be *refused* (a closed wallet), nothing
+//! get an answer, however long the outage (the saga shows as RUNNING in the
+//! admin listing meanwhile). Should the refund be *refused* (a closed wallet), nothing
 //! moved: the cancellation is abandoned and the order stays CONFIRMED.
 //! Should the refund succeed and the stock return be refused, the order is
 //! still CANCELLED — the money invariant (cancelled orders are fully
@@ -110,10 +111,6 @@ pub const BEFORE_CONFIRM_FAULT_POINT: &str = "order.saga.before_confirm";
 /// `ferrishop_orders_total{status}`: orders reaching each status.
 pub const ORDERS_TOTAL: &str = "ferrishop_orders_total";
 
-/// Attempts of a cancellation step: at one every 30 s, about three days —
-/// "until the participant answers" in any outage worth the name.
-const UNTIL_ANSWERED_ATTEMPTS: u32 = 10_000;
-
 /// What the placement saga carries from step to step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaceOrderData {
@@ -166,9 +163,11 @@ impl Settings {
 
     /// A cancellation, once accepted, is carried through: its steps are
     /// retried until their participant answers (see the module docs),
-    /// backing off to one attempt every 30 s.
+    /// backing off to one attempt every 30 s. No count of attempts bounds
+    /// it: giving up on a refund that may yet be executed would leave a
+    /// CONFIRMED order refunded.
     fn until_answered() -> RetryPolicy {
-        RetryPolicy::compensation().with_max_attempts(UNTIL_ANSWERED_ATTEMPTS)
+        RetryPolicy::compensation().with_max_attempts(u32::MAX)
     }
 }
 
@@ -698,6 +697,16 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn cancellation_steps_never_run_out_of_attempts() {
+        let policy = Settings::until_answered();
+        // Ten years of attempts at one every 30 s, and then some.
+        for attempt in [1, 10_000, 10_600_000, u32::MAX - 1] {
+            assert!(policy.allows_another_attempt_after(attempt), "{attempt}");
+        }
+        assert_eq!(policy.base_delay(10_600_000), Duration::from_secs(30));
     }
 
     #[test]

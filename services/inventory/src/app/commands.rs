@@ -59,7 +59,9 @@ impl Inventory {
     /// Holds stock for every line, or for none (see [`reservation::hold_all`]).
     ///
     /// Idempotent by `id`: if the reservation exists, it is returned as it
-    /// now stands, provided it was made for the same lines.
+    /// now stands, provided it was made for the same lines — expired first
+    /// if it is held past its deadline, so that a saga resumed late learns
+    /// now what its commit would tell it after the charge.
     pub async fn reserve(
         &self,
         id: ReservationId,
@@ -68,14 +70,18 @@ impl Inventory {
         platform::faults::inject(RESERVE_FAULT).await?;
         let mut tx = self.store.begin().await?;
         let Some(expires_at) = tx.create_reservation(id, self.reservation_ttl).await? else {
-            let (existing, _) = tx.lock_reservation(id).await?.ok_or_else(|| {
+            let (existing, overdue) = tx.lock_reservation(id).await?.ok_or_else(|| {
                 InventoryError::Internal(format!("reservation {id} conflicted but is not there"))
             })?;
-            return if existing.answers(&lines) {
-                Ok(existing)
-            } else {
-                Err(InventoryError::ReservationMismatch(id))
-            };
+            if !existing.answers(&lines) {
+                return Err(InventoryError::ReservationMismatch(id));
+            }
+            if overdue && existing.status == ReservationStatus::Held {
+                drop(tx);
+                let status = self.act(id, ReservationAction::Expire).await?;
+                return Ok(Reservation { status, ..existing });
+            }
+            return Ok(existing);
         };
 
         let entries = tx.lock_entries(&lines.product_ids()).await?;

@@ -34,8 +34,9 @@ lint: ## rustfmt check, clippy and rustdoc with warnings denied, buf lint of pro
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	cd proto && $(BUF) lint
 
-deploy-check: ## Validate compose, the Dockerfile and the k8s overlays (installs the tools first)
+deploy-check: ensure-nextest ## Validate compose, the Dockerfile and the k8s overlays (installs the tools first)
 	scripts/deploy-tools.sh
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run -p deploy-checks
 
 fmt: ## Format the Rust code

@@ -485,6 +485,20 @@ fn container_env(
     env
 }
 
+/// Each service binary's container in `rendered`, for the binaries its
+/// Deployments run.
+fn service_containers<'a>(
+    rendered: &'a Rendered,
+) -> impl Iterator<Item = (&'static Binary, &'a Value)> + 'a {
+    let contract: &'static [Binary] = &CONTRACT;
+    contract.iter().filter_map(|binary| {
+        rendered
+            .get("Deployment", binary.name)
+            .and_then(|deployment| container(deployment, binary.name))
+            .map(|container| (binary, container))
+    })
+}
+
 #[test]
 fn every_variable_set_is_one_the_binary_reads_and_none_it_needs_is_missing() {
     let mut problems = Vec::new();
@@ -500,13 +514,7 @@ fn every_variable_set_is_one_the_binary_reads_and_none_it_needs_is_missing() {
         } else {
             Scope::External
         };
-        for binary in CONTRACT {
-            let Some(container) = rendered
-                .get("Deployment", binary.name)
-                .and_then(|d| container(d, binary.name))
-            else {
-                continue;
-            };
+        for (binary, container) in service_containers(&rendered) {
             let env = container_env(&rendered, container, &mut problems);
             let place = format!(
                 "k8s/overlays/{name} (k8s/base/config/{0}.env, the overlay's config and Secrets) for {0}",
@@ -534,6 +542,72 @@ fn every_variable_set_is_one_the_binary_reads_and_none_it_needs_is_missing() {
                     "{name}: {} GRPC_ADDR={addr}, expected port {}",
                     binary.name, binary.grpc_port
                 ));
+            }
+        }
+    }
+    assert_no_problems("k8s", &problems);
+}
+
+/// The hosts an endpoint variable's value names (`kafka:9092`,
+/// `nats://nats:4222`, `http://user:8081,http://user-2:8081`).
+fn endpoint_hosts(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .filter_map(|endpoint| {
+            let rest = endpoint
+                .trim()
+                .split_once("://")
+                .map_or(endpoint.trim(), |(_, rest)| rest);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let host = rest.split([':', '/']).next().unwrap_or_default();
+            (!host.is_empty()).then_some(host)
+        })
+        .collect()
+}
+
+#[test]
+fn endpoint_hosts_are_read_from_every_form() {
+    assert_eq!(endpoint_hosts("kafka:9092"), ["kafka"]);
+    assert_eq!(endpoint_hosts("nats://nats:4222"), ["nats"]);
+    assert_eq!(
+        endpoint_hosts("http://user:8081, http://user-2:8081/x"),
+        ["user", "user-2"]
+    );
+    assert_eq!(
+        endpoint_hosts("amqp://guest:guest@rabbitmq:5672/%2f"),
+        ["rabbitmq"]
+    );
+}
+
+/// A binary pointed at `kafka:9092` in an overlay that renders no Service
+/// `kafka` waits forever for a broker that is not there, and may still pass
+/// its readiness probe.
+#[test]
+fn every_endpoint_a_binary_is_given_is_a_service_of_the_overlay_or_outside_the_cluster() {
+    let mut problems = Vec::new();
+    for name in OVERLAYS {
+        let rendered = overlay(name);
+        let services: BTreeSet<&str> = rendered
+            .of_kind("Service")
+            .filter_map(|service| str_at(service, "/metadata/name"))
+            .collect();
+        for (binary, container) in service_containers(&rendered) {
+            for (variable, value) in container_env(&rendered, container, &mut problems) {
+                let endpoint = ["_URL", "_BROKERS", "_ENDPOINT"]
+                    .iter()
+                    .any(|suffix| variable.ends_with(suffix));
+                let Some(value) = value.filter(|_| endpoint) else {
+                    continue;
+                };
+                for host in endpoint_hosts(&value) {
+                    // A name with a dot is resolved outside the namespace.
+                    if !host.contains('.') && !services.contains(host) {
+                        problems.push(format!(
+                            "{name}: {} has {variable}={value}, but the overlay renders no Service {host}",
+                            binary.name
+                        ));
+                    }
+                }
             }
         }
     }
@@ -727,6 +801,25 @@ fn the_canary_overlay_rolls_the_gateway_out_in_steps_with_analysis() {
                         "the analysis query does not select {needle}: {query}"
                     ));
                 }
+            }
+            // Both the errors and the total of the canary's pods alone.
+            let canary_only = r#"rollouts_pod_template_hash="{{args.canary-hash}}""#;
+            if query.matches(canary_only).count() != 2 {
+                problems.push(format!(
+                    "the analysis query does not measure the canary's pods apart ({canary_only} in both sums): {query}"
+                ));
+            }
+            let passed = steps.iter().any(|step| {
+                items(step.pointer("/analysis/args")).iter().any(|arg| {
+                    str_at(arg, "/name") == Some("canary-hash")
+                        && str_at(arg, "/valueFrom/podTemplateHashValue") == Some("Latest")
+                })
+            });
+            if !passed {
+                problems.push(
+                    "the analysis step does not pass canary-hash as podTemplateHashValue: Latest"
+                        .into(),
+                );
             }
             let condition = metrics.first().and_then(|m| str_at(m, "/successCondition"));
             if condition.is_none() {

@@ -100,8 +100,10 @@
 //!
 //! Every breaker exports `ferrishop_circuit_breaker_state` — `0` closed,
 //! `1` open, `2` half-open — labelled `upstream` (the upstream's name) and,
-//! for the breakers of an [`Upstream`]'s instances, `instance` (the
-//! instance's `host:port`), since each instance has its own breaker.
+//! for the breakers of an [`Upstream`]'s instances, `server_address` (the
+//! instance's `host:port`, named as OpenTelemetry names a peer; `instance`
+//! is the scrape target's label in Prometheus), since each instance has its
+//! own breaker.
 //! `max by (upstream)` gives one series per upstream. Each transition is
 //! logged at WARN with the same fields.
 

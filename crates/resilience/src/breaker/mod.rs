@@ -34,7 +34,8 @@
 //! The move from Open to HalfOpen happens on the first call after the
 //! cool-down (there is no timer task), so an idle upstream's gauge stays at
 //! `1` until traffic arrives to probe it. Every transition sets
-//! `ferrishop_circuit_breaker_state{upstream[,instance]}` and logs at WARN.
+//! `ferrishop_circuit_breaker_state{upstream[,server_address]}` and logs at
+//! WARN.
 //!
 //! # Two triggers
 //!
@@ -490,7 +491,8 @@ impl CircuitBreaker {
         let upstream = self.shared.upstream.clone();
         let gauge = match &self.shared.instance {
             Some(instance) => {
-                metrics::gauge!(STATE_METRIC, "upstream" => upstream, "instance" => instance.clone())
+                // Not `instance`: Prometheus gives that label the scrape target's address.
+                metrics::gauge!(STATE_METRIC, "upstream" => upstream, "server_address" => instance.clone())
             }
             None => metrics::gauge!(STATE_METRIC, "upstream" => upstream),
         };
@@ -777,7 +779,7 @@ mod tests {
                         && labels
                             == [
                                 ("upstream".to_owned(), "inventory".to_owned()),
-                                ("instance".to_owned(), "10.0.0.7:50055".to_owned()),
+                                ("server_address".to_owned(), "10.0.0.7:50055".to_owned()),
                             ])
                     .then_some(value)
                 })

@@ -321,13 +321,26 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-fn spawn_signal_listener(shutdown: CancellationToken, readiness: Readiness) -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let signal = tokio::select! {
+/// Listens for the signals that ask a process to stop — SIGTERM (what
+/// `docker stop` and Kubernetes send) and SIGINT (Ctrl-C) — from this call
+/// on; the future completes with the name of the first that arrives.
+pub fn stop_signals() -> std::io::Result<impl Future<Output = &'static str> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
+        }
+    })
+}
+
+fn spawn_signal_listener(shutdown: CancellationToken, readiness: Readiness) -> std::io::Result<()> {
+    let stop = stop_signals()?;
+    tokio::spawn(async move {
+        let signal = tokio::select! {
+            signal = stop => signal,
             () = shutdown.cancelled() => return,
         };
         tracing::info!(signal, "shutdown requested");

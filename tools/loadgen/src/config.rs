@@ -45,9 +45,10 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_CURRENCY", default_value = "EUR")]
     pub currency: String,
 
-    /// An administrator (listed in the user service's ADMIN_EMAILS) used to
-    /// create and restock products when the catalogue has too few in stock;
-    /// registered if it does not exist yet.
+    /// An administrator (one address of the user service's ADMIN_EMAILS),
+    /// registered if it does not exist yet, who creates the run's own
+    /// products with ample stock; without one, shoppers order what is in
+    /// stock.
     #[arg(long, env = "LOADGEN_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
 

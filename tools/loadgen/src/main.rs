@@ -1,5 +1,6 @@
 //! `loadgen`: wiring only. Prepares the catalogue, sets the shoppers up, lets
-//! them order until the duration is over (or Ctrl-C), prints the report.
+//! them order until the duration is over (or SIGTERM/SIGINT: `docker stop`,
+//! Ctrl-C), prints the report.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,12 +26,16 @@ async fn main() -> ExitCode {
     };
 
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
+    match platform::service::stop_signals() {
+        Ok(signal) => {
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                signal.await;
+                on_signal.cancel();
+            });
         }
-    });
+        Err(error) => eprintln!("loadgen: cannot listen for SIGTERM and SIGINT: {error}"),
+    }
 
     let setting_up: Vec<_> = (0..config.shoppers)
         .map(|index| {

@@ -34,33 +34,38 @@ pub enum SetupError {
     Call(#[from] CallError),
 }
 
-/// How many products loadgen creates when the catalogue is short.
+/// How many products loadgen creates for its run, given an administrator.
 const CREATED_PRODUCTS: usize = 10;
 /// Stock of each product it creates.
 const CREATED_STOCK: i64 = 1_000_000;
 /// How often an order's status is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Reads the catalogue; with an administrator, tops it up to a few products
-/// with plenty of stock so that stock-outs do not dominate the run.
+/// The products shoppers order. With an administrator, a catalogue of the
+/// run's own with plenty of stock, so that stock-outs of a small seeded
+/// catalogue do not turn the run into one of rejections; without one, what
+/// is in stock now.
 pub async fn prepare_catalogue(shop: &Shop, config: &Config) -> Result<Catalogue, SetupError> {
     let mut session = Session::new(shop.clone());
-    let mut products = session.products_in_stock().await?;
-    if let Some(admin) = &config.admin_email {
-        session.sign_in(admin, &config.admin_password).await?;
-        let run = Uuid::now_v7().simple().to_string();
-        while products.len() < CREATED_PRODUCTS {
-            let sku = format!("LOAD-{}-{}", &run[run.len() - 8..], products.len());
-            let price = 100 * rand::rng().random_range(1..=50);
-            products.push(
-                session
-                    .create_product(&sku, price, &config.currency, CREATED_STOCK)
-                    .await?,
-            );
-        }
-    }
-    if products.is_empty() {
-        return Err(SetupError::EmptyCatalogue);
+    let Some(admin) = &config.admin_email else {
+        let products = session.products_in_stock().await?;
+        return if products.is_empty() {
+            Err(SetupError::EmptyCatalogue)
+        } else {
+            Ok(Catalogue { products })
+        };
+    };
+    session.sign_in(admin, &config.admin_password).await?;
+    let run = Uuid::now_v7().simple().to_string();
+    let mut products = Vec::with_capacity(CREATED_PRODUCTS);
+    for index in 0..CREATED_PRODUCTS {
+        let sku = format!("LOAD-{}-{index}", &run[run.len() - 8..]);
+        let price = 100 * rand::rng().random_range(1..=50);
+        products.push(
+            session
+                .create_product(&sku, price, &config.currency, CREATED_STOCK)
+                .await?,
+        );
     }
     Ok(Catalogue { products })
 }

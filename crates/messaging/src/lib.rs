@@ -13,8 +13,9 @@
 //!   context on the broker's native headers ([`propagation`]), so traces and
 //!   idempotency keys survive every hop;
 //! - broker-confirmed publishing ([`Broker::publish`] returns only once the
-//!   broker has the message), a 1 MiB size limit and the `messaging.publish`
-//!   fault point;
+//!   broker has the message; a command, [`OutgoingMessage::must_be_routed`],
+//!   only once a queue has it), a 1 MiB size limit and the
+//!   `messaging.publish` fault point;
 //! - at-least-once consumption with explicit [`Delivery::ack`] /
 //!   [`Delivery::nack`], delayed retries, a dead-letter destination after
 //!   `max_attempts` carrying the failure reason, and graceful drain

@@ -146,6 +146,9 @@ pub struct OutgoingMessage {
     /// name embeds an id (e.g. `ferrishop.orders.{id}.status`); defaults to
     /// the destination itself.
     pub destination_template: Option<String>,
+    /// A command rather than an announcement: see
+    /// [`OutgoingMessage::must_be_routed`].
+    pub must_be_routed: bool,
 }
 
 impl OutgoingMessage {
@@ -157,6 +160,7 @@ impl OutgoingMessage {
             payload: payload.into(),
             persistence: Persistence::Durable,
             destination_template: None,
+            must_be_routed: false,
         }
     }
 
@@ -198,6 +202,17 @@ impl OutgoingMessage {
     /// Shorthand for `with_persistence(Persistence::Transient)`.
     pub fn transient(self) -> Self {
         self.with_persistence(Persistence::Transient)
+    }
+
+    /// A command, which someone must receive: on RabbitMQ the publish fails
+    /// ([`MessagingError::NotConfirmed`](crate::MessagingError::NotConfirmed))
+    /// when no queue is bound to take it (`mandatory`), instead of the broker
+    /// confirming a message it then drops. A Kafka topic keeps every message,
+    /// and a JetStream publish fails without a stream, so there it changes
+    /// nothing.
+    pub fn must_be_routed(mut self) -> Self {
+        self.must_be_routed = true;
+        self
     }
 
     pub fn with_destination_template(mut self, template: impl Into<String>) -> Self {

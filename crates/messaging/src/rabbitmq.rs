@@ -133,6 +133,19 @@ impl PublishSession {
     }
 }
 
+/// What a publish asks of the broker's routing.
+#[derive(Debug, Clone, Copy)]
+enum Routing<'a> {
+    /// An announcement: with no queue bound, no one is listening, which is
+    /// not the publisher's failure.
+    Any,
+    /// A command: it must reach a queue (`mandatory`), or the publish fails.
+    Queued,
+    /// A request with this correlation id: it must reach a queue, and its
+    /// reply comes to the session's reply queue.
+    Request(&'a str),
+}
+
 /// Why one publish attempt failed.
 enum AttemptError {
     /// The connection or channel went away (the session that lost it): worth
@@ -352,10 +365,10 @@ impl Shared {
         routing_key: &str,
         payload: &[u8],
         properties: impl Fn() -> BasicProperties + Send + Sync,
-        request: Option<&str>,
+        routing: Routing<'_>,
     ) -> Result<()> {
         let lost = match self
-            .attempt(exchange, routing_key, payload, &properties, request)
+            .attempt(exchange, routing_key, payload, &properties, routing)
             .await
         {
             Ok(()) => return Ok(()),
@@ -376,7 +389,7 @@ impl Shared {
                     break;
                 }
                 match self
-                    .attempt(exchange, routing_key, payload, &properties, request)
+                    .attempt(exchange, routing_key, payload, &properties, routing)
                     .await
                 {
                     Ok(()) => return Ok(()),
@@ -400,8 +413,12 @@ impl Shared {
         routing_key: &str,
         payload: &[u8],
         properties: &(impl Fn() -> BasicProperties + Send + Sync),
-        request: Option<&str>,
+        routing: Routing<'_>,
     ) -> std::result::Result<(), AttemptError> {
+        let request = match routing {
+            Routing::Request(correlation_id) => Some(correlation_id),
+            Routing::Any | Routing::Queued => None,
+        };
         let session = self.session().await.map_err(AttemptError::Failed)?;
         self.check_exchange(&session, exchange)
             .await
@@ -432,7 +449,7 @@ impl Shared {
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: request.is_some(),
+                    mandatory: !matches!(routing, Routing::Any),
                     ..BasicPublishOptions::default()
                 },
                 payload,
@@ -458,14 +475,23 @@ impl Shared {
             }));
         }
         if let Some(returned) = confirmation.take_message() {
-            return Err(AttemptError::Failed(MessagingError::Timeout {
-                system: SYSTEM,
-                destination: exchange.to_owned(),
-                timeout: Duration::ZERO,
-                detail: format!(
-                    " (returned unroutable: {} {}; no queue is bound to receive it)",
-                    returned.reply_code, returned.reply_text
-                ),
+            let unroutable = format!(
+                "returned unroutable: {} {}; no queue is bound to receive it",
+                returned.reply_code, returned.reply_text
+            );
+            return Err(AttemptError::Failed(match request {
+                // No one will answer: the request's own timeout, at once.
+                Some(_) => MessagingError::Timeout {
+                    system: SYSTEM,
+                    destination: exchange.to_owned(),
+                    timeout: Duration::ZERO,
+                    detail: format!(" ({unroutable})"),
+                },
+                None => MessagingError::NotConfirmed {
+                    system: SYSTEM,
+                    destination: exchange.to_owned(),
+                    reason: unroutable,
+                },
             }));
         }
         Ok(())
@@ -914,7 +940,11 @@ impl Transport for RabbitMq {
                 message.key.as_deref().unwrap_or_default(),
                 &message.payload,
                 properties,
-                None,
+                if message.must_be_routed {
+                    Routing::Queued
+                } else {
+                    Routing::Any
+                },
             )
             .await
     }
@@ -973,7 +1003,7 @@ impl Transport for RabbitMq {
                         trace,
                     )
                 },
-                Some(&correlation_id),
+                Routing::Request(&correlation_id),
             )
             .await;
         if let Err(MessagingError::Timeout { detail, .. }) = published {
@@ -1220,7 +1250,7 @@ impl Settler for RabbitSettler {
                         None,
                     )
                 },
-                None,
+                Routing::Any,
             )
             .await?;
         self.ack().await
@@ -1261,7 +1291,13 @@ impl Settler for RabbitSettler {
             .with_correlation_id(correlation_id.clone())
         };
         self.shared
-            .publish_confirmed("", reply_to.as_str(), &reply.payload, properties, None)
+            .publish_confirmed(
+                "",
+                reply_to.as_str(),
+                &reply.payload,
+                properties,
+                Routing::Any,
+            )
             .await
     }
 }

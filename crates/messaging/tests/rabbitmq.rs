@@ -1,4 +1,5 @@
-//! RabbitMQ-only behaviour: publisher confirms surface routing failures, a
+//! RabbitMQ-only behaviour: publisher confirms surface routing failures (a
+//! missing exchange; a command no queue would receive), a
 //! connection closed by the server is replaced without a restart (and the
 //! messages held or waiting on it are let go), and a broker slow to answer gets connected
 //! even when every caller gives up sooner.
@@ -47,6 +48,41 @@ async fn publishing_to_a_missing_exchange_fails() {
         .unwrap_or_else(|e| panic!("publish after a failed one: {e}"));
     let delivery = next(&mut stream).await;
     assert_eq!(delivery.payload.as_ref(), b"still works");
+    delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    stream.drain().await;
+}
+
+/// A command no queue would receive is refused, not confirmed and dropped;
+/// an announcement to the same exchange is fine (no one listens); once a
+/// queue is bound, the command goes through and arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_no_queue_would_receive_is_refused() {
+    let harness = support::rabbitmq().await;
+    let exchange = harness.destination("commands", 1).await;
+    let command = || OutgoingMessage::new(&exchange, "charge").must_be_routed();
+
+    match harness.broker.publish(command()).await {
+        Err(error @ MessagingError::NotConfirmed { .. }) => {
+            assert!(error.to_string().contains("unroutable"), "{error}");
+        }
+        other => panic!("expected NotConfirmed, got {other:?}"),
+    }
+    harness
+        .broker
+        .publish(OutgoingMessage::new(&exchange, "announced"))
+        .await
+        .unwrap_or_else(|e| panic!("an announcement nobody hears: {e}"));
+
+    let mut stream = harness
+        .subscribe(&harness.subscription(&exchange, "payments"))
+        .await;
+    harness
+        .broker
+        .publish(command())
+        .await
+        .unwrap_or_else(|e| panic!("a command with a queue bound: {e}"));
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.payload.as_ref(), b"charge");
     delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     stream.drain().await;
 }

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
 use integration::{EventAttributes, outbox_message};
-use messaging::{Broker, DestinationSpec, MessagingError, envelope};
+use messaging::{Broker, DestinationSpec, MessagingError, OutgoingMessage, envelope};
 use platform::db::Database;
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -260,20 +260,30 @@ impl RoutingPublisher {
         }
     }
 
-    async fn send(broker: &Broker, message: &OutboxMessage) -> Result<(), MessagingError> {
+    /// Publishes a row; a `command` must reach a queue (a payment command
+    /// the broker confirmed but could route nowhere would be lost while its
+    /// row said published).
+    async fn send(
+        broker: &Broker,
+        message: &OutboxMessage,
+        command: bool,
+    ) -> Result<(), MessagingError> {
         let mut headers = message.headers.clone();
         headers
             .entry(envelope::ID.to_owned())
             .or_insert_with(|| message.id.to_string());
-        broker
-            .publish_parts(
-                &message.destination,
-                Some(&message.key),
-                headers,
-                message.payload.clone(),
-            )
-            .await
-            .map(drop)
+        let outgoing = OutgoingMessage::from_parts(
+            &message.destination,
+            Some(message.key.clone()),
+            headers,
+            message.payload.clone(),
+        );
+        let outgoing = if command {
+            outgoing.must_be_routed()
+        } else {
+            outgoing
+        };
+        broker.publish(outgoing).await.map(drop)
     }
 
     async fn notify(&self, message: &OutboxMessage) -> Result<(), PublishError> {
@@ -297,7 +307,7 @@ impl RoutingPublisher {
                         self.notifications.ensure_destination(&spec).await
                     })
                     .await?;
-                Self::send(&self.notifications, message).await
+                Self::send(&self.notifications, message, false).await
             };
             match tokio::time::timeout(NOTIFICATION_TRY_TIMEOUT, attempt).await {
                 Ok(Ok(())) => return Ok(()),
@@ -325,9 +335,9 @@ impl RoutingPublisher {
 #[async_trait::async_trait]
 impl Publisher for RoutingPublisher {
     async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
-        let broker = match self.destinations.route(&message.destination) {
-            Some(Route::Commands) => &self.commands,
-            Some(Route::Events) => &self.events,
+        let (broker, command) = match self.destinations.route(&message.destination) {
+            Some(Route::Commands) => (&self.commands, true),
+            Some(Route::Events) => (&self.events, false),
             Some(Route::Notifications) => return self.notify(message).await,
             None => {
                 return Err(PublishError::Rejected(format!(
@@ -336,7 +346,7 @@ impl Publisher for RoutingPublisher {
                 )));
             }
         };
-        Self::send(broker, message).await.map_err(classify)
+        Self::send(broker, message, command).await.map_err(classify)
     }
 }
 

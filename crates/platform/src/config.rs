@@ -206,6 +206,50 @@ mod tests {
         assert!(error.to_string().contains("SAMPLE_TIMEOUT"), "{error}");
     }
 
+    #[derive(Debug, Parser)]
+    struct WithCommon {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn bad_telemetry_settings_are_configuration_errors() {
+        for (flag, value, variable) in [
+            ("--log-filter", "info,sqlx=loudly", "RUST_LOG"),
+            (
+                "--otlp-endpoint",
+                "127.0.0.1:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                "--otlp-endpoint",
+                "ftp://collector:4317",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            ("--sampler-arg", "7", "OTEL_TRACES_SAMPLER_ARG"),
+            ("--sampler-arg", "NaN", "OTEL_TRACES_SAMPLER_ARG"),
+        ] {
+            let Err(ConfigError::Invalid(line)) =
+                parse_from::<WithCommon, _, _>(["sample", flag, value])
+            else {
+                panic!("{flag} {value}: expected an invalid-configuration error");
+            };
+            assert!(line.contains(variable), "{line}");
+        }
+        let good = parse_from::<WithCommon, _, _>([
+            "sample",
+            "--log-filter",
+            "info,sqlx=warn",
+            "--otlp-endpoint",
+            "http://otel-collector:4317",
+            "--sampler-arg",
+            "0.25",
+        ])
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+        assert_eq!(good.common.telemetry.sampler_arg, 0.25);
+    }
+
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));

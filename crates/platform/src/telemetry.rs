@@ -54,7 +54,8 @@ pub struct TelemetryArgs {
     #[arg(
         long = "log-filter",
         env = "RUST_LOG",
-        default_value = "info,sqlx=warn"
+        default_value = "info,sqlx=warn",
+        value_parser = log_filter
     )]
     pub log_filter: String,
 
@@ -64,7 +65,7 @@ pub struct TelemetryArgs {
 
     /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Traces are
     /// not exported when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
 
     /// Overrides the `service.name` resource attribute (default: the binary).
@@ -76,8 +77,39 @@ pub struct TelemetryArgs {
     pub sampler: SamplerKind,
 
     /// Ratio for the `traceidratio` samplers (0.0..=1.0).
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0)]
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = ratio)]
     pub sampler_arg: f64,
+}
+
+/// `RUST_LOG`, read as [`init`] reads it, so that a bad directive stops
+/// the binary with the configuration's exit code.
+fn log_filter(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|error| error.to_string())
+}
+
+/// An `http://` or `https://` URL with a host.
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    let uri: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|error| format!("not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(text.trim().to_owned()),
+        _ => Err(
+            "expected an http:// or https:// URL with a host, like http://127.0.0.1:4317"
+                .to_owned(),
+        ),
+    }
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+        .ok_or_else(|| "expected a number from 0 to 1".to_owned())
 }
 
 /// Log line format.

@@ -41,7 +41,7 @@ pub struct Config {
     pub database_url: PgConnectOptions,
 
     /// Largest number of pooled database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
     /// Currency of every wallet (ISO 4217).

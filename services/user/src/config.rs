@@ -45,7 +45,7 @@ pub struct Config {
     pub database_url: PgConnectOptions,
 
     /// Largest number of pooled database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
 
     /// Comma-separated e-mail addresses whose accounts get the `admin` role.
@@ -210,19 +210,28 @@ fn read_key<K>(
         .map_err(|error| failed(variable, format!("{}: {error}", path.display())))
 }
 
+/// The longest token lifetime accepted: a year (and so an expiry time
+/// every clock can represent).
+const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A token lifetime: the platform's durations (`500ms`, `15m`, `2h`) plus
-/// days (`30d`); never zero.
+/// days (`30d`); never zero, at most [`MAX_LIFETIME`].
 fn lifetime(text: &str) -> Result<Duration, String> {
     let duration = match text.trim().strip_suffix('d') {
         Some(days) => days
             .trim()
             .parse::<u64>()
-            .map(|days| Duration::from_secs(days * 24 * 3600))
-            .map_err(|_| format!("expected a whole number of days like 30d, got {text:?}"))?,
+            .ok()
+            .and_then(|days| days.checked_mul(24 * 3600))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("expected a whole number of days like 30d, got {text:?}"))?,
         None => platform::config::parse_duration(text)?,
     };
     if duration.is_zero() {
         return Err("must be longer than zero".to_owned());
+    }
+    if duration > MAX_LIFETIME {
+        return Err("must be at most 366d".to_owned());
     }
     Ok(duration)
 }
@@ -299,10 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn lifetimes_take_days_and_refuse_zero() {
+    fn lifetimes_take_days_and_refuse_zero_and_more_than_a_year() {
         assert_eq!(lifetime("30d"), Ok(Duration::from_secs(2_592_000)));
         assert_eq!(lifetime("90s"), Ok(Duration::from_secs(90)));
         assert!(lifetime("0s").is_err());
         assert!(lifetime("xd").is_err());
+        assert_eq!(lifetime("366d"), Ok(MAX_LIFETIME));
+        for too_long in ["367d", "100000000d", "3000000000h", "213503982334601d"] {
+            assert!(lifetime(too_long).is_err(), "{too_long}");
+        }
     }
 }

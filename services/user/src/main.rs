@@ -31,8 +31,9 @@ use app::tokens::{TokenSettings, Tokens};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/user");
 
-/// How often idle throttle entries and long-expired refresh tokens go.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often idle throttle entries and long-expired refresh tokens go:
+/// often, since a flood of logins for made-up addresses adds an entry each.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How long expired refresh tokens are kept (for audit) before deletion.
 const EXPIRED_TOKEN_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 

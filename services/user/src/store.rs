@@ -227,15 +227,19 @@ impl Store {
             .bind(family_id)
             .execute(&mut *transaction)
             .await?;
-        let row: PresentedTokenRow = sqlx::query_as(
+        let row: Option<PresentedTokenRow> = sqlx::query_as(
             "SELECT t.id, t.family_id, f.user_id, t.expires_at, \
                     t.used_at IS NOT NULL AS used, f.revoked_at IS NOT NULL AS revoked \
                FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id \
               WHERE t.token_hash = $1",
         )
         .bind(presented.as_bytes())
-        .fetch_one(&mut *transaction)
+        .fetch_optional(&mut *transaction)
         .await?;
+        // Purged (long expired) between the first look and the lock.
+        let Some(row) = row else {
+            return Ok(Redemption::Unknown);
+        };
         let user_id = UserId::from(row.user_id);
         let state = RefreshTokenState {
             expires_at: row.expires_at,

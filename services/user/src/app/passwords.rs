@@ -97,14 +97,24 @@ impl Passwords {
 }
 
 /// Runs CPU-heavy `work` on the blocking pool, at most one per permit.
+///
+/// The permit goes with the work, not with the caller: a request dropped
+/// mid-hash (its client hung up) leaves the hash running, and a permit
+/// freed then would let clients that hang up start hash after hash.
 async fn blocking<T: Send + 'static>(
-    permits: &Semaphore,
+    permits: &Arc<Semaphore>,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    let _permit = permits.acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(work)
+    let permit = Arc::clone(permits)
+        .acquire_owned()
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(Error::internal)?
 }
 
 fn phc_hash(hasher: &Argon2<'_>, password: &Password) -> Result<String, Error> {
@@ -155,5 +165,35 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(hash, again, "every hash has its own salt");
+    }
+
+    #[tokio::test]
+    async fn a_hash_whose_caller_gave_up_keeps_its_permit_until_it_ends() {
+        let permits = Arc::new(Semaphore::new(1));
+        let (started, has_started) = std::sync::mpsc::channel();
+        let (finish, may_finish) = std::sync::mpsc::channel::<()>();
+        let caller = tokio::spawn({
+            let permits = Arc::clone(&permits);
+            async move {
+                blocking(&permits, move || {
+                    let _ = started.send(());
+                    let _ = may_finish.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(permits.available_permits(), 0, "the hash still runs");
+
+        finish.send(()).unwrap();
+        let freed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), permits.acquire()).await;
+        assert!(freed.is_ok(), "the permit returns when the hash ends");
     }
 }

@@ -17,6 +17,7 @@
 //! `Option<Caller>`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -196,6 +197,25 @@ struct Entries {
 /// Tokens kept at most (a few hundred bytes each).
 const VERIFIED_TOKENS: usize = 10_000;
 
+impl Entries {
+    /// Drops the expired tokens, and if that frees less than a tenth, half
+    /// of the others: the map's seeded hash puts them in no order a client
+    /// can choose, so a flood of fresh tokens from one account costs
+    /// everyone else half of their cached checks at a time, not all of them.
+    fn make_room(&mut self) {
+        let now = unix_now();
+        self.tokens.retain(|_, claims| claims.exp > now);
+        if self.tokens.len() > VERIFIED_TOKENS / 10 * 9 {
+            let mut kept = 0;
+            let keep = self.tokens.len() / 2;
+            self.tokens.retain(|_, _| {
+                kept += 1;
+                kept <= keep
+            });
+        }
+    }
+}
+
 impl VerifiedTokens {
     fn get(&self, token: &str) -> Option<Claims> {
         let entries = self.entries.read().ok()?;
@@ -216,7 +236,7 @@ impl VerifiedTokens {
             && entries.generation == generation
         {
             if entries.tokens.len() >= VERIFIED_TOKENS {
-                entries.tokens.clear();
+                entries.make_room();
             }
             entries.tokens.insert(token.into(), claims.clone());
         }
@@ -262,6 +282,10 @@ struct KeysInner {
     config: KeysConfig,
     client: reqwest::Client,
     verifier: RwLock<Arc<Verifier>>,
+    /// Fetches started, and the number of the one whose keys are installed:
+    /// a slow fetch that ends after a later one leaves the later one's keys.
+    fetches_started: AtomicU64,
+    installed_fetch: AtomicU64,
     verified: VerifiedTokens,
     /// When the last token-triggered fetch was started; the lock, held by
     /// the fetch until it is done, also makes concurrent refetches wait for
@@ -330,6 +354,8 @@ impl Keys {
                 config,
                 client,
                 verifier: RwLock::new(Arc::new(verifier)),
+                fetches_started: AtomicU64::new(0),
+                installed_fetch: AtomicU64::new(0),
                 verified: VerifiedTokens::default(),
                 last_fetch: Arc::default(),
             }),
@@ -419,6 +445,7 @@ impl Keys {
     }
 
     async fn fetch(&self) -> Result<(), JwksError> {
+        let fetch = self.inner.fetches_started.fetch_add(1, Ordering::Relaxed) + 1;
         let config = &self.inner.config;
         let fail = |source| JwksError::Fetch {
             url: config.jwks_url.clone(),
@@ -441,12 +468,22 @@ impl Keys {
                 url: config.jwks_url.clone(),
             });
         }
-        tracing::info!(keys = keys.len(), url = %config.jwks_url, "JWKS loaded");
+        let count = keys.len();
         let verifier = Verifier::new(keys, &config.issuer, &config.audience);
-        match self.inner.verifier.write() {
-            Ok(mut current) => *current = Arc::new(verifier),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(verifier),
+        let mut current = self
+            .inner
+            .verifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Compared and set under the write lock: one installer at a time.
+        if self.inner.installed_fetch.load(Ordering::Relaxed) > fetch {
+            tracing::debug!(url = %config.jwks_url, "JWKS fetched after a later fetch; not installed");
+            return Ok(());
         }
+        *current = Arc::new(verifier);
+        self.inner.installed_fetch.store(fetch, Ordering::Relaxed);
+        drop(current);
+        tracing::info!(keys = count, url = %config.jwks_url, "JWKS loaded");
         // A key may have been withdrawn: tokens are checked anew.
         self.inner.verified.clear();
         Ok(())
@@ -524,9 +561,11 @@ mod tests {
                     let issuer = issuer.clone();
                     async move {
                         issuer.fetches.fetch_add(1, Ordering::SeqCst);
+                        // The document as it was when asked for, sent late.
+                        let document = issuer.document.read().unwrap().clone();
                         let delay = issuer.delay_ms.load(Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(delay)).await;
-                        match issuer.document.read().unwrap().clone() {
+                        match document {
                             Some(set) => Ok(Json(set)),
                             None => Err(http::StatusCode::SERVICE_UNAVAILABLE),
                         }
@@ -625,6 +664,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_slow_fetch_does_not_undo_a_newer_one() {
+        let (issuer, _, keys) = loaded_with_one_key().await;
+        issuer.answer_after(Duration::from_millis(400));
+        let slow = tokio::spawn({
+            let keys = keys.clone();
+            async move { keys.refresh().await }
+        });
+        // The slow fetch has asked; then the issuer rotates, withdrawing the
+        // old key, and a second fetch loads the new set first.
+        while issuer.fetches() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let new = SigningKey::generate().unwrap();
+        issuer.publish(&[&new]);
+        issuer.answer_after(Duration::ZERO);
+        keys.refresh().await.unwrap();
+        slow.await.unwrap().unwrap();
+
+        // The old set came back last, and was not installed over the new.
+        let fetches = issuer.fetches();
+        assert!(keys.verify(Some(&bearer(&new))).await.is_ok());
+        assert_eq!(issuer.fetches(), fetches, "verified without a refetch");
+    }
+
+    #[tokio::test]
     async fn a_verified_token_is_not_checked_again_until_the_keys_change() {
         let issuer = Issuer::default();
         let key = SigningKey::generate().unwrap();
@@ -660,6 +724,48 @@ mod tests {
         claims.exp = unix_now() + 60;
         cache.insert("fresh", &claims, cache.generation());
         assert_eq!(cache.get("fresh"), Some(claims));
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_tokens_then_half_of_the_rest() {
+        let cache = VerifiedTokens::default();
+        let claims = |exp| -> Claims {
+            serde_json::from_value(serde_json::json!({
+                "sub": Uuid::now_v7(), "roles": [], "iat": 0, "exp": exp,
+                "iss": auth::DEFAULT_ISSUER, "aud": auth::DEFAULT_AUDIENCE, "jti": Uuid::now_v7(),
+            }))
+            .unwrap()
+        };
+        let generation = cache.generation();
+        let len = || cache.entries.read().unwrap().tokens.len();
+        // Expired entries cannot be inserted through `insert` alone, as
+        // their claims were fresh when checked: write them in directly.
+        for n in 0..VERIFIED_TOKENS / 4 {
+            let mut entries = cache.entries.write().unwrap();
+            entries
+                .tokens
+                .insert(format!("old-{n}").into(), claims(unix_now() - 1));
+        }
+        for n in 0..VERIFIED_TOKENS - VERIFIED_TOKENS / 4 {
+            cache.insert(&format!("fresh-{n}"), &claims(unix_now() + 60), generation);
+        }
+        assert_eq!(len(), VERIFIED_TOKENS);
+
+        // Full: the expired quarter goes, the fresh three quarters stay.
+        cache.insert("one-more", &claims(unix_now() + 60), generation);
+        assert_eq!(len(), VERIFIED_TOKENS * 3 / 4 + 1);
+        assert!(cache.get("one-more").is_some());
+
+        // Full of fresh tokens: half of them stay.
+        for n in 0..VERIFIED_TOKENS {
+            if len() == VERIFIED_TOKENS {
+                break;
+            }
+            cache.insert(&format!("more-{n}"), &claims(unix_now() + 60), generation);
+        }
+        cache.insert("last", &claims(unix_now() + 60), generation);
+        assert_eq!(len(), VERIFIED_TOKENS / 2 + 1);
+        assert!(cache.get("last").is_some());
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //!   error details reach the client byte for byte, streams (`ListProducts`,
 //!   `WatchStock`, `WatchOrder`) flow message by message as the service
 //!   sends them, and a field added to a proto needs no gateway change;
-//! - **cheap**: no protobuf decoding or re-encoding, one copy of the
-//!   request (buffered by the channel so an idempotent call can be
-//!   retried), the response body streamed through untouched;
+//! - **cheap**: no protobuf decoding or re-encoding, the request message
+//!   read once (before the call takes an upstream slot, and kept so that an
+//!   idempotent call can be retried), the response body streamed through
+//!   untouched;
 //! - **safe by default**: only the methods in each service's allow-list
 //!   pass. A method added to a proto is refused at the gateway until it is
 //!   listed here with its audience.
@@ -28,9 +29,9 @@
 //!
 //! # Rules per call
 //!
-//! 1. The method must be allow-listed: an internal method (`ReserveStock`,
-//!    `BatchGetUsers`, ...) is `PERMISSION_DENIED`, a method the service
-//!    does not have `UNIMPLEMENTED`.
+//! 1. The path must be exactly `/<service>/<method>` with the method
+//!    allow-listed: an internal method (`ReserveStock`, `BatchGetUsers`,
+//!    ...) is `PERMISSION_DENIED`, anything else `UNIMPLEMENTED`.
 //! 2. Auth, as on REST: a bearer token in the `authorization` metadata is
 //!    verified with the same [`Keys`]; a bad one is `UNAUTHENTICATED` even
 //!    on anonymous methods, a missing one on any method but the catalogue
@@ -42,7 +43,12 @@
 //!    metadata, and a `google.rpc.RetryInfo` detail.
 //! 4. Identity: the client's `x-user-id` / `x-user-roles` are dropped, the
 //!    verified caller's set in their place; the token itself stays at the
-//!    edge. `x-request-id` is kept or generated.
+//!    edge. `x-request-id` is kept or generated. The client's
+//!    `grpc-timeout` is not forwarded: the gateway's own timeouts bound the
+//!    upstream call, so a client's short deadline never counts as the
+//!    upstream failing.
+//! 5. The request message is read in full, within 5 s, before the upstream
+//!    is called (`DEADLINE_EXCEEDED` otherwise).
 //!
 //! Every refusal is a trailers-only response (`Status::into_http`), like a
 //! tonic handler's error. When the gateway shuts down, the streams it is
@@ -64,6 +70,7 @@ use axum::body::HttpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use http_body::Frame;
+use http_body_util::BodyExt;
 use proto::ferrishop::{inventory, order, payment, user};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::body::Body;
@@ -216,7 +223,12 @@ impl Edge {
         mut request: http::Request<Body>,
     ) -> Result<http::Request<Body>, Status> {
         let path = request.uri().path().to_owned();
-        let method = path.rsplit('/').next().unwrap_or_default();
+        // Exactly `/<service>/<method>`: nothing before or between.
+        let method = path
+            .strip_prefix('/')
+            .and_then(|rest| rest.strip_prefix(P::NAME))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or_default();
         let access = P::METHODS
             .iter()
             .find(|(name, _)| *name == method)
@@ -266,6 +278,11 @@ impl Edge {
         }
 
         set_identity(request.headers_mut(), caller.as_ref());
+        // The gateway's own timeouts bound the upstream call. A client's
+        // deadline forwarded would expire there as the gateway's failure,
+        // counted against the upstream's breaker; the client's cancellation
+        // ends the call as well.
+        request.headers_mut().remove("grpc-timeout");
         Ok(request)
     }
 
@@ -423,7 +440,11 @@ where
         let upstream = self.upstream.clone();
         let edge = self.edge.clone();
         Box::pin(async move {
-            let response = match edge.admit::<P>(request).await {
+            let admitted = match edge.admit::<P>(request).await {
+                Ok(request) => received(request).await,
+                Err(status) => Err(status),
+            };
+            let response = match admitted {
                 Ok(request) => match upstream.oneshot(request).await {
                     Ok(response) => response.map(|body| {
                         Body::new(EndsOnShutdown::new(Body::new(body), edge.shutdown.clone()))
@@ -434,6 +455,34 @@ where
             };
             Ok(response)
         })
+    }
+}
+
+/// How long a client may take to send its request message.
+const REQUEST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// `request` with its message read in full, before the call takes one of
+/// the upstream's slots (its bulkhead): a client that opens calls and
+/// never sends their message would otherwise hold the upstream's slots for
+/// everyone. Every public method takes one request message.
+async fn received(request: http::Request<Body>) -> Result<http::Request<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, platform::grpc::MAX_MESSAGE_BYTES);
+    match tokio::time::timeout(REQUEST_MESSAGE_DEADLINE, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(http::Request::from_parts(
+            parts,
+            Body::new(http_body_util::Full::new(collected.to_bytes())),
+        )),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Status::resource_exhausted(format!(
+                "request message larger than {} bytes",
+                platform::grpc::MAX_MESSAGE_BYTES
+            )))
+        }
+        Ok(Err(error)) => Err(Status::from_error(error)),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "request message not received within {REQUEST_MESSAGE_DEADLINE:?}"
+        ))),
     }
 }
 
@@ -530,6 +579,7 @@ mod tests {
                 proto::metadata::USER_ROLES,
                 "authorization",
                 "x-request-id",
+                "grpc-timeout",
             ] {
                 if let Some(value) = request.headers().get(name) {
                     response.headers_mut().insert(
@@ -789,6 +839,88 @@ mod tests {
         let get_user = "/ferrishop.user.v1.UserService/GetUser";
         let refused = send(&users, call(get_user, None, &[])).await.unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn only_the_exact_path_of_a_listed_method_passes() {
+        let fixture = Fixture::new().await;
+        let upstream = Echo::default();
+        let inventory = fixture.edge.proxy::<InventoryApi, _>(upstream.clone());
+        for path in [
+            "/ferrishop.inventory.v1.InventoryService/ReserveStock/GetProduct",
+            "/ferrishop.inventory.v1.InventoryService/x/GetProduct",
+            "/prefix/ferrishop.inventory.v1.InventoryService/GetProduct",
+            "/ferrishop.inventory.v1.InventoryServiceX/GetProduct",
+            "/GetProduct",
+        ] {
+            let refused = send(&inventory, call(path, None, &[])).await.unwrap_err();
+            assert_eq!(refused.code(), Code::Unimplemented, "{path}");
+        }
+        assert_eq!(upstream.calls.load(Ordering::SeqCst), 0);
+        send(&inventory, call(GET_PRODUCT, None, &[]))
+            .await
+            .unwrap();
+        assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_clients_deadline_is_not_forwarded() {
+        let fixture = Fixture::new().await;
+        let inventory = fixture.edge.proxy::<InventoryApi, _>(Echo::default());
+        let seen = send(
+            &inventory,
+            call(GET_PRODUCT, None, &[("grpc-timeout", "1n")]),
+        )
+        .await
+        .unwrap();
+        assert!(seen.get("seen-grpc-timeout").is_none(), "{seen:?}");
+    }
+
+    /// An upstream that counts the calls that took one of its slots.
+    #[derive(Clone, Default)]
+    struct Slots {
+        taken: Arc<AtomicUsize>,
+    }
+
+    impl Service<http::Request<Body>> for Slots {
+        type Response = http::Response<Body>;
+        type Error = Status;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            Box::pin(async { Ok(Status::ok("").into_http()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_message_that_never_comes_takes_no_upstream_slot() {
+        let fixture = Fixture::new().await;
+        // The keys are loaded: from here on, only timers wait.
+        tokio::time::pause();
+        let upstream = Slots::default();
+        let inventory = fixture.edge.proxy::<InventoryApi, _>(upstream.clone());
+        let (_sender, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(1);
+        let mut request = call(GET_PRODUCT, None, &[]);
+        *request.body_mut() = Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(frames),
+        ));
+        let response = inventory.clone().oneshot(request).await.unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(upstream.taken.load(Ordering::SeqCst), 0);
+
+        let mut request = call(GET_PRODUCT, None, &[]);
+        *request.body_mut() =
+            Body::new(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0")));
+        let response = inventory.oneshot(request).await.unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::Ok, "{status:?}");
+        assert_eq!(upstream.taken.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -29,6 +29,12 @@ pub const CANCELLED: &str = "1";
 /// `rpc.grpc.status_code` of a call whose response ended without a
 /// `grpc-status` (`UNKNOWN`).
 pub const UNKNOWN: &str = "2";
+/// `rpc.grpc.status_code` of a call to a method nobody serves.
+pub const UNIMPLEMENTED: &str = "12";
+/// The `rpc_service` and `rpc_method` of such a call: its path is the
+/// caller's invention, and one series per invented path would grow the
+/// metrics without bound (OpenTelemetry's name for "not a known value").
+pub const OTHER: &str = "_OTHER";
 
 /// The `grpc-status` in `headers` (a response's, or its trailers), if any.
 fn grpc_status(headers: &http::HeaderMap) -> Option<&str> {

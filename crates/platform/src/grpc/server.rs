@@ -234,11 +234,19 @@ impl ServerCall {
     fn record(&mut self, code: &str) {
         self.done = true;
         super::record_status(&self.span, code);
+        let (service, method) = if code == super::UNIMPLEMENTED {
+            (super::OTHER.to_owned(), super::OTHER.to_owned())
+        } else {
+            (
+                std::mem::take(&mut self.service),
+                std::mem::take(&mut self.method),
+            )
+        };
         // The name written out: the deployment checks read it from here.
         metrics::histogram!(
             "rpc_server_duration_seconds",
-            "rpc_service" => std::mem::take(&mut self.service),
-            "rpc_method" => std::mem::take(&mut self.method),
+            "rpc_service" => service,
+            "rpc_method" => method,
             "rpc_grpc_status_code" => code.to_owned(),
         )
         .record(self.to_headers.as_secs_f64());
@@ -382,6 +390,47 @@ mod tests {
             drop(response);
             let later = series("rpc_server_duration_seconds");
             assert!(later.iter().all(|(_, count)| *count == 0), "{later:?}");
+        })
+        .await;
+    }
+
+    /// Calls to methods nobody serves share one series, whatever path the
+    /// caller made up.
+    #[tokio::test(flavor = "current_thread")]
+    async fn unimplemented_calls_are_counted_under_other() {
+        traced(async {
+            series("rpc_server_duration_seconds");
+            let unimplemented = tower::service_fn(|_: Request<()>| async {
+                let response = http::Response::builder()
+                    .header("grpc-status", super::super::UNIMPLEMENTED)
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            });
+            for path in ["/made.up.Service/Method1", "/another/Method2", "/x"] {
+                let request = Request::post(path).body(()).unwrap();
+                ObserveGrpcLayer
+                    .layer(unimplemented)
+                    .oneshot(request)
+                    .await
+                    .unwrap();
+            }
+            let after = series("rpc_server_duration_seconds");
+            let other = super::super::OTHER;
+            let counted: Vec<_> = after.iter().filter(|(_, count)| *count > 0).collect();
+            assert_eq!(counted.len(), 1, "{after:?}");
+            assert!(
+                sampled(
+                    &after,
+                    &[
+                        ("rpc_service", other),
+                        ("rpc_method", other),
+                        ("rpc_grpc_status_code", "12"),
+                    ],
+                ),
+                "{after:?}"
+            );
+            assert_eq!(counted[0].1, 3, "{after:?}");
         })
         .await;
     }

@@ -149,8 +149,12 @@ pub(crate) trait Settler: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<()>;
     /// Deliver again after `delay`, counting an attempt.
     async fn retry(self: Box<Self>, delay: Duration) -> Result<()>;
-    /// Publish `letter` to the dead-letter destination, then ack the original.
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()>;
+    /// Publish `letter` to the dead-letter destination (a subscription
+    /// without one logs it).
+    async fn publish_dead_letter(&self, letter: DeadLetter) -> Result<()>;
+    /// Done with a message whose dead letter is published: never deliver it
+    /// again.
+    async fn discard(self: Box<Self>) -> Result<()>;
     /// Hand back a delivery that was fetched but never processed (drain).
     async fn release(self: Box<Self>) -> Result<()>;
     /// Whether the broker has taken the delivery back (its channel closed,
@@ -267,10 +271,24 @@ impl Delivery {
         } else {
             nack.reason
         };
-        let result = settler
-            .dead_letter(self.dead_letter_for(&reason))
-            .instrument(span)
-            .await;
+        let letter = self.dead_letter_for(&reason);
+        let result = match settler
+            .publish_dead_letter(letter)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(()) => settler.discard().instrument(span).await,
+            Err(error) => {
+                // Kept, not lost: delivered again after the retry delay, and
+                // dead-lettered then (its attempts are spent).
+                tracing::warn!(parent: &span, %error, "dead-lettering failed; the message comes back");
+                let _ = settler
+                    .retry(self.policy.retry_delay)
+                    .instrument(span)
+                    .await;
+                Err(error)
+            }
+        };
         self.finish("dead_letter", &result);
         result
     }
@@ -499,8 +517,8 @@ impl DeliverySink {
             delivery.attempt - 1,
             delivery.policy.max_attempts
         );
-        // The failure is logged and measured by `nack`; the broker
-        // redelivers if dead-lettering failed.
+        // The failure is logged and measured by `nack`, which sends the
+        // message round again if dead-lettering failed.
         let _ = delivery.dead_letter(reason).await;
         None
     }
@@ -738,7 +756,7 @@ impl<R: Replier> Settler for NoopSettler<R> {
     async fn retry(self: Box<Self>, _delay: Duration) -> Result<()> {
         Ok(())
     }
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
+    async fn publish_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         tracing::warn!(
             reason = letter
                 .headers
@@ -746,6 +764,9 @@ impl<R: Replier> Settler for NoopSettler<R> {
                 .unwrap_or_default(),
             "a transient message failed and was dropped (transient subscriptions have no dead-letter destination)"
         );
+        Ok(())
+    }
+    async fn discard(self: Box<Self>) -> Result<()> {
         Ok(())
     }
     async fn release(self: Box<Self>) -> Result<()> {

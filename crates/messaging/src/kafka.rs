@@ -896,7 +896,7 @@ impl Settler for KafkaSettler {
         Ok(())
     }
 
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
+    async fn publish_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         if let Some(topic) = &self.dead_letter_topic {
             self.shared
                 .produce(
@@ -907,6 +907,10 @@ impl Settler for KafkaSettler {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
         self.settle()
     }
 

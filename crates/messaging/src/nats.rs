@@ -7,8 +7,9 @@
 //! publishes wait for the stream's ack and carry `Nats-Msg-Id` = `ce_id`, so a
 //! publisher retry inside the stream's duplicate window (120 s) is stored
 //! once; subscriptions are durable pull consumers (the group is the durable
-//! name, so competing consumers share one) with explicit acks, `ack_wait`
-//! redelivery and `max_deliver`.
+//! name, so competing consumers share one) with explicit acks and `ack_wait`
+//! redelivery; the delivery count the server keeps decides when a message is
+//! dead-lettered, not a `max_deliver` of the server's.
 //!
 //! **Leases.** JetStream redelivers a message not acked within `ack_wait`,
 //! whether it is being handled, held through an outage, or waiting in the
@@ -489,10 +490,11 @@ impl Transport for Nats {
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::All,
                     ack_wait: subscription.ack_wait,
-                    // One more than the attempts, so a message whose consumer
-                    // died on the last attempt still comes back to be
-                    // dead-lettered instead of silently stopping.
-                    max_deliver: i64::from(subscription.max_attempts) + 1,
+                    // No cap of the server's: the delivery's own count
+                    // decides (`DeliverySink::admit`), and a message whose
+                    // dead letter could not be published must come back to
+                    // be dead-lettered again, not silently stop.
+                    max_deliver: -1,
                     filter_subject: filter,
                     ..pull::Config::default()
                 },
@@ -849,7 +851,7 @@ impl Settler for JetStreamSettler {
             .map_err(|error| self.failed("nak", error))
     }
 
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
+    async fn publish_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         if let Some(subject) = &self.dead_letter_subject {
             let mut headers = letter.headers;
             // A dead letter is a new message: it must not be taken for a
@@ -866,6 +868,10 @@ impl Settler for JetStreamSettler {
                 .await
                 .map_err(|error| self.failed("dead-letter", error))?;
         }
+        Ok(())
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
         self.message
             .double_ack_with(AckKind::Term)
             .await

@@ -581,7 +581,7 @@ impl Shared {
             MessagingError::broker(SYSTEM, &topology.queue, operation, error)
         };
         topology
-            .declare(&channel, self.config.quorum_queues)
+            .declare(&connection, &channel, self.config.quorum_queues)
             .await
             .map_err(|e| fail("declare topology", e))?;
         channel
@@ -609,6 +609,56 @@ fn remember(set: &StdMutex<HashSet<String>>, name: &str) {
     if let Ok(mut s) = set.lock() {
         s.insert(name.to_owned());
     }
+}
+
+/// Declares a subscription's retry queue, whose `x-message-ttl` is the
+/// retry delay. A queue's arguments cannot change: one declared before with
+/// another delay keeps it (with a warning, until an operator deletes the
+/// queue) rather than failing the consumer at every start. Each declaration
+/// on a channel of its own, since a refused one closes its channel.
+async fn declare_retry_queue(
+    connection: &Connection,
+    name: &str,
+    arguments: FieldTable,
+    delay: Duration,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let channel = connection.create_channel().await?;
+    match channel.queue_declare(name.into(), durable, arguments).await {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(error) if is_precondition_failed(&error) => {
+            let channel = connection.create_channel().await?;
+            channel
+                .queue_declare(
+                    name.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let _ = channel.close(200, "checked".into()).await;
+            tracing::warn!(
+                queue = name,
+                retry_delay = ?delay,
+                "the retry queue exists with another delay, which it keeps until it is deleted"
+            );
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp)
+        if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
 }
 
 fn is_not_found(error: &lapin::Error) -> bool {
@@ -678,7 +728,12 @@ impl Topology {
         }
     }
 
-    async fn declare(&self, channel: &Channel, quorum: bool) -> lapin::Result<()> {
+    async fn declare(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        quorum: bool,
+    ) -> lapin::Result<()> {
         let durable_queue = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -721,9 +776,7 @@ impl Topology {
             retry_arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
             retry_arguments.insert("x-dead-letter-exchange".into(), long_string(""));
             retry_arguments.insert("x-dead-letter-routing-key".into(), long_string(&self.queue));
-            channel
-                .queue_declare(retry_queue.as_str().into(), durable_queue, retry_arguments)
-                .await?;
+            declare_retry_queue(connection, retry_queue, retry_arguments, *delay).await?;
             channel
                 .queue_bind(
                     retry_queue.as_str().into(),
@@ -1207,26 +1260,36 @@ impl Settler for RabbitSettler {
         self.settled("ack", result)
     }
 
-    async fn retry(self: Box<Self>, _delay: Duration) -> Result<()> {
+    async fn retry(self: Box<Self>, delay: Duration) -> Result<()> {
         // Durable group queues: dead-lettered into the TTL retry queue, whose
-        // TTL is the subscription's retry delay. Transient queues and
-        // dead-letter queues have no retry path: requeue at once.
-        let result = if self.has_retry_path {
-            self.acker
+        // TTL is the subscription's retry delay.
+        if self.has_retry_path {
+            let result = self
+                .acker
                 .reject(BasicRejectOptions { requeue: false })
-                .await
-        } else {
-            self.acker
+                .await;
+            return self.settled("retry", result);
+        }
+        // Transient and dead-letter queues have no retry path: the message
+        // is handed back after the delay, since a requeued one comes
+        // straight back (and on a classic queue carries no count of tries).
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result = self
+                .acker
                 .nack(BasicNackOptions {
                     requeue: true,
                     ..BasicNackOptions::default()
                 })
-                .await
-        };
-        self.settled("retry", result)
+                .await;
+            if let Err(error) = self.settled("retry", result) {
+                tracing::debug!(%error, "delayed requeue not sent; the broker redelivers");
+            }
+        });
+        Ok(())
     }
 
-    async fn dead_letter(self: Box<Self>, letter: DeadLetter) -> Result<()> {
+    async fn publish_dead_letter(&self, letter: DeadLetter) -> Result<()> {
         let Some(queue) = &self.dead_letter_queue else {
             tracing::warn!(
                 reason = letter
@@ -1235,7 +1298,7 @@ impl Settler for RabbitSettler {
                     .unwrap_or_default(),
                 "a message of a transient RabbitMQ subscription failed and was dropped"
             );
-            return self.ack().await;
+            return Ok(());
         };
         self.shared
             .publish_confirmed(
@@ -1250,9 +1313,13 @@ impl Settler for RabbitSettler {
                         None,
                     )
                 },
-                Routing::Any,
+                // A dead-letter queue deleted meanwhile must not swallow it.
+                Routing::Queued,
             )
-            .await?;
+            .await
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
         self.ack().await
     }
 

@@ -87,6 +87,79 @@ async fn a_command_no_queue_would_receive_is_refused() {
     stream.drain().await;
 }
 
+/// A message whose dead letter cannot be published (its dead-letter queue
+/// was deleted) is not lost: it comes back, and is dead-lettered once the
+/// queue is there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_dead_letter_failed_comes_back() {
+    let harness = support::rabbitmq().await;
+    let destination = harness.destination("undeliverable", 1).await;
+    let subscription = harness
+        .subscription(&destination, "rejecter")
+        .with_max_attempts(1);
+    let mut stream = harness.subscribe(&subscription).await;
+    let dead_letter_queue = queues_of(&destination)
+        .into_iter()
+        .find(|queue| queue.ends_with(".dlq"))
+        .unwrap_or_else(|| panic!("no dead-letter queue of {destination}"));
+    rabbitmqctl(&["delete_queue", &dead_letter_queue]);
+    let sent = harness
+        .publish(OutgoingMessage::new(&destination, "refused"))
+        .await;
+
+    let first = next(&mut stream).await;
+    assert!(
+        first.nack(Nack::reject("refused")).await.is_err(),
+        "no dead-letter queue"
+    );
+    // It comes back, its attempts spent, and is dead-lettered as it
+    // arrives, again and again until the dead-letter queue is there.
+    let mut dead = harness
+        .broker
+        .dead_letters(&subscription)
+        .await
+        .unwrap_or_else(|e| panic!("dead letters: {e}"));
+    let letter = next(&mut dead).await;
+    assert_eq!(letter.message_id(), Some(sent.as_str()));
+    letter.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    assert!(
+        maybe_next(&mut stream, Duration::from_millis(800))
+            .await
+            .is_none(),
+        "handed to the handler only once"
+    );
+    stream.drain().await;
+    dead.drain().await;
+}
+
+/// A subscription whose retry delay changed still consumes: its retry
+/// queue keeps the delay it was declared with (queue arguments cannot
+/// change), instead of the consumer failing at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_retry_delay_does_not_stop_the_consumer() {
+    let harness = support::rabbitmq().await;
+    let destination = harness.destination("redelayed", 1).await;
+    let before = harness.subscription(&destination, "patient");
+    harness.subscribe(&before).await.drain().await;
+
+    let after = before.clone().with_retry_delay(Duration::from_millis(700));
+    let mut stream = harness.subscribe(&after).await;
+    let sent = harness
+        .publish(OutgoingMessage::new(&destination, "still consumed"))
+        .await;
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.message_id(), Some(sent.as_str()));
+    delivery
+        .nack(Nack::requeue("once more"))
+        .await
+        .unwrap_or_else(|e| panic!("retry: {e}"));
+    let retried = next(&mut stream).await;
+    assert_eq!(retried.message_id(), Some(sent.as_str()));
+    assert_eq!(retried.attempt, 2);
+    retried.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
+    stream.drain().await;
+}
+
 /// `rabbitmqctl close_connection` on this client's connections: publishing
 /// works again within 10 s and the subscription resumes, same process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,8 +305,15 @@ async fn deliveries_waiting_when_the_channel_closed_are_skipped() {
         )
         .await;
     let sent = harness.publish_numbered(&destination, 0..3).await;
-    // Fetched into the stream, not taken from it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Fetched into the stream (delivered, unacknowledged), not taken from it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while unacknowledged_in_queues_of(&destination) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the three never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(close_connections_named(&harness.connection_name), 2);
 
     let mut received = Vec::new();
@@ -259,6 +339,46 @@ async fn a_broker_slower_than_each_check_still_gets_connected() {
         RabbitMq::new(RabbitMqConfig::new(slow_url, &connection_name)).into_broker(support::SOURCE);
 
     support::gets_connected_despite_impatient_checks(&broker).await;
+}
+
+/// What `rabbitmqctl` prints for `args`, failing the test if it fails.
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("rabbitmqctl: {e}"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The queues whose names contain `destination` (unique to the test).
+fn queues_of(destination: &str) -> Vec<String> {
+    rabbitmqctl(&["list_queues", "name", "--no-table-headers", "-q"])
+        .lines()
+        .map(str::trim)
+        .filter(|name| name.contains(destination))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Messages delivered and not yet acknowledged, summed over the queues
+/// whose names contain `destination`.
+fn unacknowledged_in_queues_of(destination: &str) -> u64 {
+    rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+        "--no-table-headers",
+        "-q",
+    ])
+    .lines()
+    .filter(|line| line.contains(destination))
+    .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+    .sum()
 }
 
 /// Closes every connection whose `connection_name` starts with `name`;

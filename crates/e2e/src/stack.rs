@@ -192,23 +192,7 @@ impl Part {
     /// Waits until a log line of the running process contains every one of
     /// `needles`.
     pub async fn wait_for_log(&self, needles: &[&str]) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let found = self
-                .process()
-                .stdout_lines()
-                .iter()
-                .any(|line| needles.iter().all(|needle| line.contains(needle)));
-            if found {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never logged {needles:?}",
-                self.service.binary()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process().wait_for_line(needles, PATIENCE).await;
     }
 
     async fn stop(&mut self, signal: Signal) {

@@ -211,7 +211,6 @@ async fn a_bad_listen_address_exits_2_naming_the_variable() {
             .await;
         let status = process.wait(Duration::from_secs(10)).await;
         assert_eq!(status.code(), Some(2), "{binary} exit status");
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let stderr = process.stderr_lines();
         assert_eq!(
             stderr.len(),

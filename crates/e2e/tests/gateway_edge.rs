@@ -4,8 +4,6 @@
 //! routes (404) and methods (405) — always as `application/problem+json`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e::api::{Api, Reply};
@@ -289,11 +287,4 @@ async fn request_ids_are_echoed_and_generated() {
     let second = api.get("/api/v1/nothing").await;
     let (a, b) = (first.header("x-request-id"), second.header("x-request-id"));
     assert!(!a.is_empty() && a != b, "generated ids: {a:?}, {b:?}");
-
-    // The answer to a slow client is not held up by anything in the edge.
-    assert!(
-        first.elapsed < Duration::from_secs(2),
-        "{:?}",
-        first.elapsed
-    );
 }

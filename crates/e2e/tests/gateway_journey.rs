@@ -154,7 +154,9 @@ async fn rest_journey_from_registration_to_cancellation() {
             &deposit_key,
         )
         .await;
-    assert!(repeated.status < 300, "a repeated deposit: {repeated}");
+    assert_eq!(repeated.status, 201, "a repeated deposit: {repeated}");
+    assert_eq!(repeated.header("idempotent-replayed"), "true", "{repeated}");
+    assert_eq!(repeated.body, deposit.body, "the first answer, replayed");
     assert_eq!(balance(&customer).await, opening + 5_000, "deposited once");
 
     // Order three, read it back at once, and wait for the saga.

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use e2e::stack::{ADMIN_EMAIL, PASSWORD, Stack};
+use e2e::stack::{ADMIN_EMAIL, PASSWORD, PATIENCE, Stack};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -84,14 +84,25 @@ async fn loadgen_orders_from_its_own_catalogue_and_reports_every_order_settled()
 #[tokio::test]
 async fn loadgen_stopped_by_sigterm_reports_what_it_measured() {
     let stack = Stack::start().await;
-    stack.admin().await;
+    let admin = stack.admin().await;
     let child = loadgen(&stack, &AS_ADMIN)
         .env("LOADGEN_DURATION", "10m")
         .spawn()
         .unwrap();
     let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    // Set up (the catalogue, the shoppers), then some orders.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Set up (the catalogue, the shoppers), then orders: wait for one.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let sagas = admin.api.get("/api/v1/admin/sagas?limit=1").await;
+        if sagas.body["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no order placed: {sagas}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     kill(pid, Signal::SIGTERM).unwrap();
     let run = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await

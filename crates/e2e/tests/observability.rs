@@ -349,27 +349,34 @@ async fn one_order_shows_in_the_metrics_in_prometheus_and_in_the_logs() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // Let every target be scraped a few times, so that rates have samples.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut problems = Vec::new();
-    for (dashboard, query) in dashboard_queries() {
-        match prometheus.query(&query.expr).await {
-            Err(error) => problems.push(format!(
-                "{dashboard} {}: {error}: {}",
-                query.panel, query.expr
-            )),
-            Ok(result) => {
-                if CHARTED.contains(&(dashboard.as_str(), query.panel.as_str()))
-                    && result.is_empty()
-                {
-                    problems.push(format!(
-                        "{dashboard} {:?} finds no series after an order: {}",
-                        query.panel, query.expr
-                    ));
+    // A rate needs two scrapes of a target: asked until every charted
+    // query has series, or the deadline.
+    let deadline = Instant::now() + PATIENCE;
+    let mut problems = loop {
+        let mut problems = Vec::new();
+        for (dashboard, query) in dashboard_queries() {
+            match prometheus.query(&query.expr).await {
+                Err(error) => problems.push(format!(
+                    "{dashboard} {}: {error}: {}",
+                    query.panel, query.expr
+                )),
+                Ok(result) => {
+                    if CHARTED.contains(&(dashboard.as_str(), query.panel.as_str()))
+                        && result.is_empty()
+                    {
+                        problems.push(format!(
+                            "{dashboard} {:?} finds no series after an order: {}",
+                            query.panel, query.expr
+                        ));
+                    }
                 }
             }
         }
-    }
+        if problems.is_empty() || Instant::now() >= deadline {
+            break problems;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     for (dashboard, panel) in CHARTED {
         if !dashboard_queries()
             .iter()

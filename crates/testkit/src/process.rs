@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The HTTP and gRPC addresses a binary reported in its `started` line.
 type BoundAddrs = (Option<SocketAddr>, Option<SocketAddr>);
@@ -55,6 +56,9 @@ pub struct ServiceProcess {
     pub grpc_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The tasks reading stdout and stderr, done once the process has
+    /// closed them.
+    readers: Vec<JoinHandle<()>>,
 }
 
 /// How to start a binary.
@@ -111,11 +115,17 @@ impl Spawn {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, mut started_rx) = watch::channel(None::<BoundAddrs>);
+        let mut readers = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            collect(self.name.clone(), out, stdout.clone(), Some(started_tx));
+            readers.push(collect(
+                self.name.clone(),
+                out,
+                stdout.clone(),
+                Some(started_tx),
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            collect(self.name.clone(), err, stderr.clone(), None);
+            readers.push(collect(self.name.clone(), err, stderr.clone(), None));
         }
         let mut process = ServiceProcess {
             name: self.name.clone(),
@@ -124,6 +134,7 @@ impl Spawn {
             grpc_addr: None,
             stdout,
             stderr,
+            readers,
         };
         if self.wait_for_start {
             let started = tokio::time::timeout(
@@ -149,12 +160,13 @@ impl Spawn {
     }
 }
 
+/// Reads `stream` line by line into `sink` until it ends.
 fn collect(
     name: String,
     stream: impl AsyncRead + Unpin + Send + 'static,
     sink: Arc<Mutex<Vec<String>>>,
     started: Option<watch::Sender<Option<BoundAddrs>>>,
-) {
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -168,7 +180,7 @@ fn collect(
             }
             sink.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 impl ServiceProcess {
@@ -221,11 +233,47 @@ impl ServiceProcess {
         kill(Pid::from_raw(pid as i32), signal).expect("kill failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for every line it wrote to be
+    /// read, so that the lines are all there when this returns.
     pub async fn wait(&mut self, within: Duration) -> ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
+        let exited = async {
+            let status = self.child.wait().await;
+            for reader in self.readers.drain(..) {
+                let _ = reader.await;
+            }
+            status
+        };
+        tokio::time::timeout(within, exited)
             .await
             .unwrap_or_else(|_| panic!("{} still running after {within:?}", self.name))
             .expect("wait failed")
+    }
+
+    /// SIGTERM, then [`wait`](Self::wait): a graceful stop, with every
+    /// line the process wrote read.
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait(within).await
+    }
+
+    /// Waits up to `within` until a line the process wrote to stdout
+    /// contains every one of `needles`.
+    pub async fn wait_for_line(&self, needles: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .stdout_lines()
+                .iter()
+                .any(|line| needles.iter().all(|needle| line.contains(needle)));
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {needles:?} within {within:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -625,14 +625,12 @@ async fn the_demo_catalogue_is_seeded_once() {
 
     // A second start on the same database adds nothing.
     let again = common::spawn(&harness.db, &[("SEED_CATALOG", "true")]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let lines = again.stdout_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|line| line.contains("demo catalogue seeded") && line.contains(r#""added":0"#)),
-        "{lines:?}"
-    );
+    again
+        .wait_for_line(
+            &["demo catalogue seeded", r#""added":0"#],
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(list(&harness.client).await.len(), 20);
     harness.assert_invariants().await;
 }
@@ -673,7 +671,6 @@ async fn help_lists_every_setting_and_bad_ones_exit_2() {
             .await;
         let status = process.wait(Duration::from_secs(10)).await;
         assert_eq!(status.code(), Some(2), "{variable}={value}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let stderr = process.stderr_lines();
         assert_eq!(stderr.len(), 1, "{stderr:?}");
         assert!(stderr[0].contains(variable), "{stderr:?}");

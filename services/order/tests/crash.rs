@@ -145,7 +145,13 @@ async fn killed_in_the_middle_of_a_burst_every_order_settles() {
         orders.push((customer, shop.order(customer, &[(&item, 1)]).await));
     }
     // Some sagas are mid-flight: kill -9, and come back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let running = shop
+        .sagas()
+        .await
+        .iter()
+        .filter(|saga| saga.status() == pb::SagaStatus::Running)
+        .count();
+    assert!(running > 0, "every saga finished before the kill");
     shop.kill_order().await;
     shop.start_order(&[]).await;
 

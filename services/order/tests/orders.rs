@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use proto::ferrishop::order::v1 as pb;
 use support::{PATIENCE, Shop, WELCOME_CREDIT, collect, error_code};
 use tonic::Code;
@@ -381,5 +379,29 @@ async fn watch_order_streams_each_status_and_ends_after_a_final_one() {
     // The first message may already be CONFIRMED if the saga was quick.
     assert_eq!(seen.last(), Some(&pb::OrderStatus::Cancelled), "{seen:?}");
     assert!(seen.contains(&pb::OrderStatus::Confirmed), "{seen:?}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    // Another customer's order, an unknown one, an id that is none.
+    for (order_id, caller, code) in [
+        (order_id.clone(), Uuid::now_v7(), Code::NotFound),
+        (Uuid::now_v7().to_string(), customer, Code::NotFound),
+        ("not-an-id".to_owned(), customer, Code::InvalidArgument),
+    ] {
+        let answer = shop
+            .orders()
+            .watch_order(support::as_user(
+                pb::WatchOrderRequest {
+                    order_id: order_id.clone(),
+                },
+                caller,
+            ))
+            .await;
+        let refused = match answer {
+            Err(status) => status,
+            Ok(stream) => tokio::time::timeout(PATIENCE, stream.into_inner().message())
+                .await
+                .expect("an answer in time")
+                .expect_err("no status for a refused watch"),
+        };
+        assert_eq!(refused.code(), code, "{order_id}: {refused:?}");
+    }
 }

@@ -67,7 +67,6 @@ async fn a_bad_key_exits_2_naming_the_variable_without_echoing_it() {
         .await;
     let status = process.wait(std::time::Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(2));
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let stderr = process.stderr_lines();
     assert_eq!(stderr.len(), 1, "{stderr:?}");
     assert!(stderr[0].contains("JWT_SIGNING_KEY"), "{stderr:?}");
@@ -76,7 +75,7 @@ async fn a_bad_key_exits_2_naming_the_variable_without_echoing_it() {
 
 #[tokio::test]
 async fn passwords_and_tokens_never_reach_the_logs() {
-    let service = start_with(|spawn| spawn.env("RUST_LOG", "trace")).await;
+    let mut service = start_with(|spawn| spawn.env("RUST_LOG", "trace")).await;
     let wrong = "definitely-not-it-1234";
 
     let id = service.registered("ann@example.com").await;
@@ -93,8 +92,9 @@ async fn passwords_and_tokens_never_reach_the_logs() {
     service.me(&id).await;
     let signature = |token: &str| token.rsplit('.').next().unwrap().to_owned();
 
-    // Let the last lines flush.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Every line it will ever write: stopped, and its output read to the end.
+    let status = service.process.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0));
     let logs = service.logs();
     assert!(logs.contains("user registered"), "the capture works");
     assert!(

@@ -122,7 +122,25 @@ async fn a_saga_started_elsewhere_wakes_a_listening_worker_at_once() {
     };
     let worker = build();
     let running = RunningEngine::spawn(&worker);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Listening: its connection's last statement was a LISTEN.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if listening > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Another replica (not running a worker) starts the saga.
     let started = std::time::Instant::now();

@@ -69,23 +69,7 @@ impl Part {
     /// Waits until a log line of the running process contains every one
     /// of `needles`.
     async fn wait_for_log(&self, needles: &[&str]) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let found = self
-                .process()
-                .stdout_lines()
-                .iter()
-                .any(|line| needles.iter().all(|needle| line.contains(needle)));
-            if found {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never logged {needles:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process().wait_for_line(needles, PATIENCE).await;
     }
 
     /// SIGKILL: no shutdown, no flush, leases left behind.
@@ -99,8 +83,7 @@ impl Part {
     /// SIGTERM, and the graceful exit that follows.
     async fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
-            process.signal(Signal::SIGTERM);
-            process.wait(Duration::from_secs(30)).await;
+            process.terminate(Duration::from_secs(30)).await;
         }
     }
 }

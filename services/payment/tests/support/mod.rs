@@ -9,7 +9,6 @@ use messaging::{
     Broker, CloudEvent, Kafka, KafkaConfig, OutgoingMessage, RabbitMq, RabbitMqConfig, Reply,
     Subscription,
 };
-use nix::sys::signal::Signal;
 use payment_contract::{ChargePayment, Money, PaymentCommand, PaymentReply, RefundPayment};
 use serde_json::{Value, json};
 use testkit::brokers::{kafka, rabbitmq, unique_name};
@@ -104,8 +103,7 @@ impl Harness {
     /// Stops the binary gracefully and starts it again on the same database,
     /// exchange and topics.
     pub async fn restart(&mut self) {
-        self.process.signal(Signal::SIGTERM);
-        let status = self.process.wait(Duration::from_secs(20)).await;
+        let status = self.process.terminate(Duration::from_secs(20)).await;
         assert_eq!(status.code(), Some(0), "graceful stop");
         self.process = spawn(&self.env, &self.exchange).await;
     }

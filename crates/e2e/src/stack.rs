@@ -87,6 +87,7 @@ impl Service {
 #[derive(Debug, Clone)]
 pub struct Names {
     pub user_events: String,
+    pub inventory_events: String,
     pub payment_events: String,
     pub order_events: String,
     pub payment_commands: String,
@@ -100,6 +101,7 @@ impl Names {
     fn unique() -> Self {
         Self {
             user_events: unique_name("user-events"),
+            inventory_events: unique_name("inventory-events"),
             payment_events: unique_name("payment-events"),
             order_events: unique_name("order-events"),
             payment_commands: unique_name("payment-commands"),
@@ -341,7 +343,10 @@ impl Stack {
             Some(inventory_db),
             env_of(
                 Service::Inventory,
-                vec![("SEED_CATALOG", "false".to_owned())],
+                vec![
+                    ("SEED_CATALOG", "false".to_owned()),
+                    ("INVENTORY_EVENTS_TOPIC", names.inventory_events.clone()),
+                ],
             ),
         );
         let mut payment = part(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use e2e::stack::scrape;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use testkit::brokers::unique_name;
 use testkit::grpc::{reflected_services, wait_for_health};
 use testkit::net::{TcpProxy, free_port};
 use testkit::postgres::reserved_database;
@@ -36,10 +37,22 @@ async fn every_binary_serves_health_readiness_metrics_and_reflection() {
 async fn check_binary(binary: &'static str, grpc_service: Option<&'static str>) {
     // The service creates its database itself; the test only reserves a name.
     let database = reserved_database().await;
-    let process = Spawn::new(binary)
-        .env("DATABASE_URL", &database.url)
-        .start()
-        .await;
+    let mut spawn = Spawn::new(binary).env("DATABASE_URL", &database.url);
+    // Brokers are shared: topics, exchanges, subjects and groups of its own
+    // (a binary ignores the variables it does not read).
+    for (variable, prefix) in [
+        ("USER_EVENTS_TOPIC", "user-events"),
+        ("INVENTORY_EVENTS_TOPIC", "inventory-events"),
+        ("PAYMENT_EVENTS_TOPIC", "payment-events"),
+        ("ORDER_EVENTS_TOPIC", "order-events"),
+        ("PAYMENT_COMMANDS_EXCHANGE", "payment-commands"),
+        ("ORDER_REPLIES_EXCHANGE", "order-replies"),
+        ("ORDER_STATUS_SUBJECT_PREFIX", "orders"),
+        ("CONSUMER_GROUP", binary),
+    ] {
+        spawn = spawn.env(variable, unique_name(prefix));
+    }
+    let process = spawn.start().await;
     let http = reqwest::Client::new();
 
     let healthz = http

@@ -90,17 +90,19 @@ async fn loadgen_stopped_by_sigterm_reports_what_it_measured() {
         .spawn()
         .unwrap();
     let pid = Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
-    // Set up (the catalogue, the shoppers), then orders: wait for one.
+    // Set up (the catalogue, the shoppers), then orders. A shopper starts
+    // a saga only once its last order has settled, so three sagas from two
+    // shoppers mean an order has settled in loadgen's eyes.
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let sagas = admin.api.get("/api/v1/admin/sagas?limit=1").await;
+        let sagas = admin.api.get("/api/v1/admin/sagas?limit=3").await;
         if sagas.body["items"]
             .as_array()
-            .is_some_and(|items| !items.is_empty())
+            .is_some_and(|items| items.len() >= 3)
         {
             break;
         }
-        assert!(Instant::now() < deadline, "no order placed: {sagas}");
+        assert!(Instant::now() < deadline, "too few orders placed: {sagas}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kill(pid, Signal::SIGTERM).unwrap();

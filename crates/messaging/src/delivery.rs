@@ -634,9 +634,13 @@ impl DeliveryStream {
     }
 
     /// Runs `handler` on every delivery until `cancel` fires or the stream
-    /// ends, with up to `concurrency` handlers at once (1 keeps per-key order):
-    /// `Ok` acks, `Err(nack)` nacks, a [`Nack::unavailable`] is held and
-    /// handled again ([`Delivery::handle_through_outages`]). Then drains.
+    /// ends, with up to `concurrency` handlers at once: `Ok` acks,
+    /// `Err(nack)` nacks, a [`Nack::unavailable`] is held and handled again
+    /// ([`Delivery::handle_through_outages`]). Then drains.
+    ///
+    /// A concurrency of 1 keeps each key's messages in order as long as none
+    /// is retried: a [`Nack::requeue`]d message comes back after the retry
+    /// delay, behind those published after it (a held one keeps its place).
     pub async fn consume<H, F>(self, concurrency: usize, cancel: CancellationToken, handler: H)
     where
         H: Fn(ReceivedMessage) -> F,

@@ -163,6 +163,7 @@ impl Shop {
             .env("AMQP_URL", &amqp)
             .env("KAFKA_BROKERS", &brokers)
             .env("NATS_URL", &nats_url)
+            .env("INVENTORY_EVENTS_TOPIC", unique_name("inventory-events"))
             .start()
             .await;
         databases.push(database);

@@ -70,6 +70,11 @@ pub struct Config {
     )]
     pub seed_catalog: bool,
 
+    /// Kafka topic this service's integration events (stock reserved and
+    /// released, low stock) are published to.
+    #[arg(long, env = "INVENTORY_EVENTS_TOPIC", default_value = crate::messaging::TOPIC)]
+    pub events_topic: String,
+
     /// Brokers: integration events go to Kafka (`KAFKA_BROKERS`); NATS
     /// carries the run-time fault flags.
     #[command(flatten)]

@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
 
     let feed = feed::stock_feed();
     let inventory = app::Inventory::new(
-        store::Store::new(database.pool().clone()),
+        store::Store::new(database.pool().clone(), &config.events_topic),
         feed.clone(),
         config.reservation_ttl,
     );
@@ -68,7 +68,8 @@ async fn main() -> ExitCode {
         .task("outbox-relay", {
             let database = database.clone();
             let broker = brokers.events().clone();
-            move |cancel| messaging::relay(database, broker, cancel)
+            let topic = config.events_topic.clone();
+            move |cancel| messaging::relay(database, broker, topic, cancel)
         })
         .task("fault-flags", move |cancel| async move {
             if let Err(error) = brokers.watch_faults(cancel).await {

@@ -23,17 +23,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::events::InventoryEvent;
 
-/// The service's integration event topic.
+/// The service's integration event topic, unless `INVENTORY_EVENTS_TOPIC`
+/// names another.
 pub const TOPIC: &str = "ferrishop.inventory.events";
 
 /// CloudEvents `source` of every event this service emits.
 pub const SOURCE: &str = "/ferrishop/inventory";
 
 /// The outbox message announcing `event`.
-pub fn outbox_message(event: &InventoryEvent) -> Result<OutboxMessage, serde_json::Error> {
+pub fn outbox_message(
+    event: &InventoryEvent,
+    topic: &str,
+) -> Result<OutboxMessage, serde_json::Error> {
     let key = event.product_id().to_string();
     let attributes = EventAttributes {
-        topic: TOPIC,
+        topic,
         source: SOURCE,
         event_type: event.event_type(),
         key: &key,
@@ -47,9 +51,10 @@ pub fn outbox_message(event: &InventoryEvent) -> Result<OutboxMessage, serde_jso
     }
 }
 
-/// Relays the outbox to `broker` until `cancel` fires.
-pub async fn relay(database: Database, broker: Broker, cancel: CancellationToken) {
-    integration::relay(database, broker, TOPIC.to_owned(), cancel).await;
+/// Relays the outbox to `broker`, whose `topic` it makes sure of, until
+/// `cancel` fires.
+pub async fn relay(database: Database, broker: Broker, topic: String, cancel: CancellationToken) {
+    integration::relay(database, broker, topic, cancel).await;
 }
 
 #[cfg(test)]
@@ -70,7 +75,7 @@ mod tests {
             reorder_point: 10,
             stock: StockSnapshot::from(Stock::new(9, 0).unwrap()),
         });
-        let message = outbox_message(&event).unwrap();
+        let message = outbox_message(&event, TOPIC).unwrap();
         assert_eq!(message.destination, TOPIC);
         assert_eq!(message.key, product_id.to_string());
         assert_eq!(message.headers["ce_type"], "inventory.low_stock");

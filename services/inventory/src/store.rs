@@ -25,6 +25,7 @@
 //! database clock, `now()`, which every replica shares.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,17 +61,23 @@ macro_rules! select_entries {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Where the integration events recorded in the outbox go.
+    events_topic: Arc<str>,
 }
 
 impl Store {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, events_topic: &str) -> Self {
+        Self {
+            pool,
+            events_topic: Arc::from(events_topic),
+        }
     }
 
     /// Starts a unit of work.
     pub async fn begin(&self) -> Result<StoreTx, InventoryError> {
         Ok(StoreTx {
             tx: self.pool.begin().await?,
+            events_topic: Arc::clone(&self.events_topic),
         })
     }
 
@@ -201,6 +208,7 @@ impl Store {
 #[derive(Debug)]
 pub struct StoreTx {
     tx: Transaction<'static, Postgres>,
+    events_topic: Arc<str>,
 }
 
 impl StoreTx {
@@ -367,7 +375,7 @@ impl StoreTx {
     /// transaction commits — and only if it does.
     pub async fn record(&mut self, events: &[InventoryEvent]) -> Result<(), InventoryError> {
         for event in events {
-            let message = messaging::outbox_message(event)
+            let message = messaging::outbox_message(event, &self.events_topic)
                 .map_err(|error| InventoryError::Internal(format!("encoding an event: {error}")))?;
             eventstore::enqueue(&mut self.tx, &message)
                 .await

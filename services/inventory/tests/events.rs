@@ -1,6 +1,8 @@
 //! Integration events reach Kafka: the outbox rows written with each stock
-//! change are relayed to `ferrishop.inventory.events`, keyed by product id,
-//! as CloudEvents whose `ce_id` is stable across redeliveries.
+//! change are relayed to the events topic (`ferrishop.inventory.events`
+//! unless `INVENTORY_EVENTS_TOPIC` says otherwise; each test its own),
+//! keyed by product id, as CloudEvents whose `ce_id` is stable across
+//! redeliveries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,8 +13,6 @@ use common::{line, start};
 use futures::StreamExt;
 use messaging::{Messaging, MessagingArgs, Subscription};
 use uuid::Uuid;
-
-const TOPIC: &str = "ferrishop.inventory.events";
 
 #[tokio::test]
 async fn stock_changes_are_published_to_kafka_keyed_by_product() {
@@ -29,13 +29,13 @@ async fn stock_changes_are_published_to_kafka_keyed_by_product() {
     let group = format!("inventory-tests-{}", Uuid::now_v7().simple());
     let mut deliveries = brokers
         .events()
-        .subscribe(&Subscription::new(TOPIC, group))
+        .subscribe(&Subscription::new(&harness.events_topic, group))
         .await
         .unwrap_or_else(|error| {
             panic!("Kafka is unreachable ({error}); start it with `make infra-up`")
         });
 
-    // The topic is shared by every test run: keep this product's messages.
+    // The topic is this test's own: every message on it is this product's.
     let mut received = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while received.len() < 2 {
@@ -45,9 +45,8 @@ async fn stock_changes_are_published_to_kafka_keyed_by_product() {
             .expect("the events did not reach Kafka within 60 s")
             .expect("the subscription ended")
             .expect("the subscription failed");
-        if delivery.key.as_deref() == Some(product.id.as_str()) {
-            received.push(delivery.message().clone());
-        }
+        assert_eq!(delivery.key.as_deref(), Some(product.id.as_str()));
+        received.push(delivery.message().clone());
         delivery.ack().await.unwrap();
     }
 

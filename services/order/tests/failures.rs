@@ -149,3 +149,70 @@ async fn a_charge_slower_than_its_step_is_voided_by_the_refund_that_overtakes_it
     assert_eq!(shop.stock(&item).await, (10, 0, 10));
     shop.assert_invariants(&[(&item, 10)]).await;
 }
+
+#[tokio::test]
+async fn a_cancellation_waits_out_a_payment_outage_and_refunds_once() {
+    let mut shop =
+        Shop::start_with(&[("PAYMENT_REPLY_TIMEOUT", "2s"), ("PAYMENT_ATTEMPTS", "2")]).await;
+    let item = shop.product(700, 10).await;
+    let customer = shop.customer().await;
+    let order_id = shop.order(customer, &[(&item, 3)]).await;
+    shop.wait_for(customer, &order_id, pb::OrderStatus::Confirmed, PATIENCE)
+        .await;
+
+    shop.stop_payment().await;
+    shop.cancel(customer, &order_id)
+        .await
+        .expect("cancel accepted");
+    // Longer than the placement's whole retry window (2 × 2 s): a
+    // cancellation does not give up while payment is silent.
+    let refunding = wait_for_cancellation(&shop, &order_id, |step| step.attempts >= 3).await;
+    assert_eq!(refunding.status(), pb::SagaStatus::Running);
+    assert_eq!(
+        shop.get(customer, &order_id).await.unwrap().status(),
+        pb::OrderStatus::Confirmed,
+        "still confirmed while the refund is unanswered"
+    );
+
+    shop.start_payment().await;
+    shop.wait_for(customer, &order_id, pb::OrderStatus::Cancelled, PATIENCE)
+        .await;
+    let id: Uuid = order_id.parse().unwrap();
+    assert_eq!(
+        shop.payments().await[&id],
+        (1, 2_100, 2_100),
+        "charged once, refunded once"
+    );
+    assert_eq!(shop.balance(customer).await, WELCOME_CREDIT);
+    shop.assert_invariants(&[(&item, 10)]).await;
+}
+
+/// Waits until the order's cancellation saga's refund step satisfies
+/// `accept`; returns the saga.
+async fn wait_for_cancellation(
+    shop: &Shop,
+    order_id: &str,
+    accept: impl Fn(&pb::SagaStep) -> bool,
+) -> pb::Saga {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let saga = shop
+            .sagas()
+            .await
+            .into_iter()
+            .find(|saga| saga.order_id == order_id && saga.saga_type == "cancel_order");
+        if let Some(saga) = saga
+            && saga
+                .steps
+                .iter()
+                .any(|step| step.name == "refund_payment" && accept(step))
+        {
+            return saga;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancellation of {order_id} never got there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -22,6 +22,8 @@ pub struct Harness {
     pub db: TestDatabase,
     pub process: ServiceProcess,
     pub client: Client,
+    /// This harness's own integration events topic.
+    pub events_topic: String,
 }
 
 /// The service with default settings on a fresh database.
@@ -32,12 +34,16 @@ pub async fn start() -> Harness {
 /// The service with extra environment variables.
 pub async fn start_with(env: &[(&str, &str)]) -> Harness {
     let db = fresh_database().await;
-    let process = spawn(&db, env).await;
+    let events_topic = testkit::brokers::unique_name("inventory-events");
+    let mut env = env.to_vec();
+    env.push(("INVENTORY_EVENTS_TOPIC", &events_topic));
+    let process = spawn(&db, &env).await;
     let client = InventoryServiceClient::new(testkit::grpc::channel(&process.grpc_url()).await);
     Harness {
         db,
         process,
         client,
+        events_topic,
     }
 }
 
@@ -193,8 +199,9 @@ impl Harness {
     pub async fn events(&self) -> Vec<(String, String, serde_json::Value)> {
         sqlx::query(
             "SELECT headers->>'ce_type' AS event_type, message_key, payload \
-             FROM outbox WHERE destination = 'ferrishop.inventory.events' ORDER BY sequence",
+             FROM outbox WHERE destination = $1 ORDER BY sequence",
         )
+        .bind(&self.events_topic)
         .fetch_all(&self.db.pool)
         .await
         .unwrap()

@@ -93,6 +93,7 @@ impl Part {
 pub struct Names {
     pub commands_exchange: String,
     pub replies_exchange: String,
+    pub inventory_events: String,
     pub order_events: String,
     pub payment_events: String,
     pub user_events: String,
@@ -125,6 +126,7 @@ impl Shop {
         let names = Names {
             commands_exchange: unique_name("payment-commands"),
             replies_exchange: unique_name("order-replies"),
+            inventory_events: unique_name("inventory-events"),
             order_events: unique_name("order-events"),
             payment_events: unique_name("payment-events"),
             user_events: unique_name("user-events"),
@@ -140,7 +142,11 @@ impl Shop {
         };
 
         let database = fresh_database().await;
-        let env = common(&database);
+        let mut env = common(&database);
+        env.push((
+            "INVENTORY_EVENTS_TOPIC".to_owned(),
+            names.inventory_events.clone(),
+        ));
         let mut inventory = Part {
             name: "inventory",
             database,

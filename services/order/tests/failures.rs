@@ -21,13 +21,23 @@ async fn wait_for_saga(
     order_id: &str,
     accept: impl Fn(&pb::Saga) -> bool,
 ) -> pb::Saga {
+    wait_for_saga_of_type(shop, order_id, "place_order", accept).await
+}
+
+/// [`wait_for_saga`] for the order's saga of `saga_type`.
+async fn wait_for_saga_of_type(
+    shop: &Shop,
+    order_id: &str,
+    saga_type: &str,
+    accept: impl Fn(&pb::Saga) -> bool,
+) -> pb::Saga {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let saga = shop
             .sagas()
             .await
             .into_iter()
-            .find(|saga| saga.order_id == order_id && saga.saga_type == "place_order");
+            .find(|saga| saga.order_id == order_id && saga.saga_type == saga_type);
         if let Some(saga) = saga
             && accept(&saga)
         {
@@ -166,7 +176,12 @@ async fn a_cancellation_waits_out_a_payment_outage_and_refunds_once() {
         .expect("cancel accepted");
     // Longer than the placement's whole retry window (2 × 2 s): a
     // cancellation does not give up while payment is silent.
-    let refunding = wait_for_cancellation(&shop, &order_id, |step| step.attempts >= 3).await;
+    let refunding = wait_for_saga_of_type(&shop, &order_id, "cancel_order", |saga| {
+        saga.steps
+            .iter()
+            .any(|step| step.name == "refund_payment" && step.attempts >= 3)
+    })
+    .await;
     assert_eq!(refunding.status(), pb::SagaStatus::Running);
     assert_eq!(
         shop.get(customer, &order_id).await.unwrap().status(),
@@ -185,34 +200,4 @@ async fn a_cancellation_waits_out_a_payment_outage_and_refunds_once() {
     );
     assert_eq!(shop.balance(customer).await, WELCOME_CREDIT);
     shop.assert_invariants(&[(&item, 10)]).await;
-}
-
-/// Waits until the order's cancellation saga's refund step satisfies
-/// `accept`; returns the saga.
-async fn wait_for_cancellation(
-    shop: &Shop,
-    order_id: &str,
-    accept: impl Fn(&pb::SagaStep) -> bool,
-) -> pb::Saga {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let saga = shop
-            .sagas()
-            .await
-            .into_iter()
-            .find(|saga| saga.order_id == order_id && saga.saga_type == "cancel_order");
-        if let Some(saga) = saga
-            && saga
-                .steps
-                .iter()
-                .any(|step| step.name == "refund_payment" && accept(step))
-        {
-            return saga;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cancellation of {order_id} never got there"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -45,7 +45,7 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use opentelemetry::Context;
 use tokio::sync::OnceCell;
 
@@ -648,6 +648,20 @@ impl Replier for CoreReplier {
     }
 }
 
+/// NAKs what a pull has already received and nobody took: handed back now,
+/// the messages go to another consumer of the group at once instead of
+/// after the ack wait (a replica stopping in a rolling deploy).
+async fn hand_back_received<S, E>(batch: &mut S)
+where
+    S: futures::Stream<Item = std::result::Result<jetstream::Message, E>> + Unpin,
+{
+    while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+        if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(%error, "message not handed back; redelivered after the ack wait");
+        }
+    }
+}
+
 /// Feeds a JetStream durable pull consumer; re-opens the pull after errors.
 struct JetStreamWorker {
     shared: Arc<Shared>,
@@ -685,7 +699,10 @@ impl JetStreamWorker {
                 Ok(mut batch) => loop {
                     let next = tokio::select! {
                         biased;
-                        _ = self.sink.stop().cancelled() => break 'pulling,
+                        _ = self.sink.stop().cancelled() => {
+                            hand_back_received(&mut batch).await;
+                            break 'pulling;
+                        }
                         // Reconnected: pull again now rather than wait for
                         // this pull's expiry.
                         Ok(()) = connections.changed() => break None,

@@ -49,6 +49,9 @@
 //!    upstream failing.
 //! 5. The request message is read in full, within 5 s, before the upstream
 //!    is called (`DEADLINE_EXCEEDED` otherwise).
+//! 6. A watch (`WatchStock`, `WatchOrder`) holds one of the caller's open
+//!    streams while it lasts; beyond [`MAX_OPEN_STREAMS`] it is
+//!    `RESOURCE_EXHAUSTED` with `x-error-code: RATE_LIMITED`.
 //!
 //! Every refusal is a trailers-only response (`Status::into_http`), like a
 //! tonic handler's error. When the gateway shuts down, the streams it is
@@ -83,7 +86,9 @@ use tower::{Service, ServiceExt};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Keys, Presented, TokenError, vouch_for};
-use crate::rate_limit::{Decision, RATELIMIT, RATELIMIT_POLICY, RateLimiter, Subject};
+use crate::rate_limit::{
+    Decision, MAX_OPEN_STREAMS, RATELIMIT, RATELIMIT_POLICY, RateLimiter, StreamSlot, Subject,
+};
 use crate::upstreams::GrpcUpstream;
 
 /// Who may call a method through the gateway.
@@ -221,7 +226,7 @@ impl Edge {
     async fn admit<P: PublicService>(
         &self,
         mut request: http::Request<Body>,
-    ) -> Result<http::Request<Body>, Status> {
+    ) -> Result<(http::Request<Body>, Subject), Status> {
         let path = request.uri().path().to_owned();
         // Exactly `/<service>/<method>`: nothing before or between.
         let method = path
@@ -283,7 +288,23 @@ impl Edge {
         // counted against the upstream's breaker; the client's cancellation
         // ends the call as well.
         request.headers_mut().remove("grpc-timeout");
-        Ok(request)
+        Ok((request, subject))
+    }
+
+    /// A slot for the stream `method` opens if it is a watch (which lasts
+    /// as long as the client wants), `None` for other methods; refused when
+    /// the caller holds all its open streams.
+    fn stream_slot(&self, method: &str, subject: Subject) -> Result<Option<StreamSlot>, Status> {
+        if !WATCHES.contains(&method) {
+            return Ok(None);
+        }
+        self.limiter.open_stream(subject).map(Some).ok_or_else(|| {
+            refusal(
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+                format!("at most {MAX_OPEN_STREAMS} streams open at once"),
+            )
+        })
     }
 
     /// The caller named by the `authorization` metadata, if any. A token
@@ -387,6 +408,10 @@ fn set_identity(headers: &mut HeaderMap, caller: Option<&Caller>) {
     }
 }
 
+/// The methods whose stream lasts as long as the client wants: each holds
+/// one of the caller's open-stream slots ([`RateLimiter::open_stream`]).
+const WATCHES: [&str; 2] = ["WatchStock", "WatchOrder"];
+
 /// The tower service registered for `P` on the gRPC port; see the
 /// [module docs](self).
 pub struct Proxy<P, S = GrpcUpstream> {
@@ -440,14 +465,20 @@ where
         let upstream = self.upstream.clone();
         let edge = self.edge.clone();
         Box::pin(async move {
-            let admitted = match edge.admit::<P>(request).await {
-                Ok(request) => received(request).await,
-                Err(status) => Err(status),
+            let admitted = async {
+                let (request, subject) = edge.admit::<P>(request).await?;
+                let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+                let slot = edge.stream_slot(method, subject)?;
+                Ok::<_, Status>((received(request).await?, slot))
             };
-            let response = match admitted {
-                Ok(request) => match upstream.oneshot(request).await {
+            let response = match admitted.await {
+                Ok((request, slot)) => match upstream.oneshot(request).await {
                     Ok(response) => response.map(|body| {
-                        Body::new(EndsOnShutdown::new(Body::new(body), edge.shutdown.clone()))
+                        Body::new(EndsOnShutdown::new(
+                            Body::new(body),
+                            edge.shutdown.clone(),
+                            slot,
+                        ))
                     }),
                     Err(status) => status.into_http(),
                 },
@@ -493,14 +524,17 @@ pub struct EndsOnShutdown {
     inner: Body,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     ended: bool,
+    /// The caller's open-stream slot a watch holds while it lasts.
+    _slot: Option<StreamSlot>,
 }
 
 impl EndsOnShutdown {
-    fn new(inner: Body, shutdown: CancellationToken) -> Self {
+    fn new(inner: Body, shutdown: CancellationToken, slot: Option<StreamSlot>) -> Self {
         Self {
             inner,
             shutdown: Box::pin(shutdown.cancelled_owned()),
             ended: false,
+            _slot: slot,
         }
     }
 }
@@ -543,7 +577,7 @@ impl HttpBody for EndsOnShutdown {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, SocketAddr};
     use std::num::NonZeroU32;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -861,6 +895,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_watch_beyond_the_open_streams_of_its_caller_is_refused() {
+        let fixture = Fixture::new().await;
+        // A watch that goes on until its client leaves.
+        let watching = tower::service_fn(|_: http::Request<Body>| async {
+            let frames = futures::stream::pending::<Result<Frame<Bytes>, Status>>();
+            Ok::<_, Status>(http::Response::new(Body::new(
+                http_body_util::StreamBody::new(frames),
+            )))
+        });
+        let inventory = fixture.edge.proxy::<InventoryApi, _>(watching);
+        let caller = Subject::Anonymous(IpAddr::from([10, 0, 0, 1]));
+        let mut held: Vec<_> = (0..MAX_OPEN_STREAMS)
+            .map(|_| fixture.edge.limiter.open_stream(caller).unwrap())
+            .collect();
+        let watch = "/ferrishop.inventory.v1.InventoryService/WatchStock";
+        let response = inventory
+            .clone()
+            .oneshot(call(watch, None, &[]))
+            .await
+            .unwrap();
+        let refused = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(
+            refused.metadata().get(proto::metadata::ERROR_CODE).unwrap(),
+            "RATE_LIMITED"
+        );
+
+        // A stream ends: the watch passes, and holds the slot while it lasts.
+        held.pop();
+        let response = inventory
+            .clone()
+            .oneshot(call(watch, None, &[]))
+            .await
+            .unwrap();
+        assert!(Status::from_header_map(response.headers()).is_none());
+        assert!(fixture.edge.limiter.open_stream(caller).is_none());
+        drop(response);
+        assert!(fixture.edge.limiter.open_stream(caller).is_some());
     }
 
     #[tokio::test]

@@ -27,6 +27,15 @@
 //! clients are keyed by their /64: one subscriber usually holds a whole /64,
 //! and per-address keys would hand each of them 2⁶⁴ buckets.
 //!
+//! # Open streams
+//!
+//! A stream (`GET /api/v1/orders/{id}/events`, gRPC `WatchOrder` and
+//! `WatchStock`) lasts as long as its client wants, and the buckets count
+//! only its first request. So each client — a user, or an anonymous IP —
+//! holds at most [`MAX_OPEN_STREAMS`] open at once
+//! ([`RateLimiter::open_stream`]); one more is refused like a rate-limited
+//! request.
+//!
 //! # What clients see
 //!
 //! A refused request gets 429 problem+json `RATE_LIMITED` with `Retry-After`
@@ -81,10 +90,11 @@
 //! capacity, so the maps hold only clients active within the last window
 //! plus one trim period, however many distinct clients come and go.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
@@ -272,6 +282,41 @@ struct Limiters<C: Clock> {
     user: Policy<Uuid, C>,
     login: Policy<IpAddr, C>,
     trust_forwarded_for: bool,
+    /// Streams open now, per client.
+    open_streams: Arc<Mutex<HashMap<StreamOwner, u32>>>,
+}
+
+/// Streams one client may hold open at once.
+pub const MAX_OPEN_STREAMS: u32 = 16;
+
+/// Whose open streams a stream counts against: a user, or an IP (its /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StreamOwner {
+    Client(IpAddr),
+    User(Uuid),
+}
+
+/// One open stream of a client, given back when dropped (the stream ended
+/// or its client went away).
+#[derive(Debug)]
+pub struct StreamSlot {
+    open_streams: Arc<Mutex<HashMap<StreamOwner, u32>>>,
+    owner: StreamOwner,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .open_streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl<C: Clock> fmt::Debug for RateLimiter<C> {
@@ -313,12 +358,38 @@ impl<C: Clock + Clone> RateLimiter<C> {
                 ),
                 login: Policy::new("login", login, clock),
                 trust_forwarded_for: config.trust_forwarded_for,
+                open_streams: Arc::default(),
             }),
         }
     }
 }
 
 impl<C: Clock> RateLimiter<C> {
+    /// A slot for one more long-lived stream of `subject` (SSE, a watch),
+    /// or `None` when it holds [`MAX_OPEN_STREAMS`] already: a stream
+    /// outlives the request the buckets counted, so they do not bound how
+    /// many a client keeps open.
+    pub fn open_stream(&self, subject: Subject) -> Option<StreamSlot> {
+        let owner = match subject {
+            Subject::User(id) => StreamOwner::User(id),
+            Subject::Anonymous(ip) | Subject::Login(ip) => StreamOwner::Client(bucket_of(ip)),
+        };
+        let mut open = self
+            .inner
+            .open_streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(owner).or_insert(0);
+        if *count >= MAX_OPEN_STREAMS {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            open_streams: Arc::clone(&self.inner.open_streams),
+            owner,
+        })
+    }
+
     /// Counts one request against `subject`'s bucket.
     pub fn check(&self, subject: Subject) -> Decision {
         match subject {
@@ -494,6 +565,34 @@ mod tests {
             login_burst: nz(2),
             trust_forwarded_for: false,
         }
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_of_open_streams() {
+        let limiter = RateLimiter::new(&config());
+        let user = Subject::User(Uuid::now_v7());
+        let slots: Vec<_> = (0..MAX_OPEN_STREAMS)
+            .map(|_| limiter.open_stream(user).expect("a slot"))
+            .collect();
+        assert!(limiter.open_stream(user).is_none(), "one too many");
+
+        // Others are not affected; an address counts by its /64.
+        assert!(limiter.open_stream(Subject::User(Uuid::now_v7())).is_some());
+        let ip = |last: u16| {
+            Subject::Anonymous(IpAddr::V6(Ipv6Addr::new(
+                0x2001, 0xdb8, 0, 1, 0, 0, 0, last,
+            )))
+        };
+        let held: Vec<_> = (0..MAX_OPEN_STREAMS)
+            .map(|n| limiter.open_stream(ip(n as u16)).expect("a slot"))
+            .collect();
+        assert!(limiter.open_stream(ip(999)).is_none(), "same /64");
+
+        // A stream that ends gives its slot back.
+        drop(slots);
+        assert!(limiter.open_stream(user).is_some());
+        drop(held);
+        assert!(limiter.open_stream(ip(1)).is_some());
     }
 
     fn app(limiter: RateLimiter<FakeRelativeClock>) -> Router {

@@ -92,12 +92,16 @@ use super::shared::{self, ProblemDocument};
 use super::{AppState, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rate_limit::{StreamSlot, Subject};
 use crate::upstreams::GrpcUpstream;
 
 /// The SSE event name of a status.
 pub const EVENT_NAME: &str = "status";
 /// A comment line is sent after this long without an event.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// When a caller holding all its open streams may try again.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How often an open stream re-reads its order, in case a notification was
 /// lost.
 pub const RECHECK: Duration = Duration::from_secs(15);
@@ -281,6 +285,8 @@ struct Follower {
     feed: Option<BoxStream<'static, Bytes>>,
     recheck: Interval,
     shutdown: CancellationToken,
+    /// One of the caller's open streams, for as long as this one lasts.
+    _slot: StreamSlot,
 }
 
 impl Follower {
@@ -468,6 +474,12 @@ pub async fn follow_order(
 ) -> Result<Response, ApiError> {
     let id = Uuid::try_parse(&shared::path_id("id", &id)?)
         .map_err(|_| ApiError::Internal("a checked id is not a UUID".into()))?;
+    let slot = state
+        .rate_limiter
+        .open_stream(Subject::User(caller.user_id))
+        .ok_or(ApiError::RateLimited {
+            retry_after: STREAM_RETRY_AFTER,
+        })?;
     let feed = subscribe(&state, id).await;
     let reader = OrderReader {
         client: state.services.order.clone(),
@@ -496,6 +508,7 @@ pub async fn follow_order(
         feed,
         recheck: recheck_interval(period),
         shutdown: state.shutdown.clone(),
+        _slot: slot,
     };
     let events = futures::stream::unfold(follower, |mut follower| async move {
         let event = follower.next_event().await?;

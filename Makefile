@@ -24,7 +24,8 @@ infra-up: ## Start Postgres, RabbitMQ, NATS (JetStream) and Kafka (tansu) locall
 dev: ## Start the infra, build and run all five services (Ctrl-C stops them)
 	scripts/dev.sh
 
-test: ensure-nextest ## Run every test of the workspace with cargo-nextest (needs `make infra-up`)
+test: ensure-nextest ## Run every test of the workspace with cargo-nextest (needs `make infra-up`; installs the deployment checks' tools)
+	scripts/deploy-tools.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace
 

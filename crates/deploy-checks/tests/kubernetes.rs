@@ -821,6 +821,17 @@ fn the_canary_overlay_rolls_the_gateway_out_in_steps_with_analysis() {
                         .into(),
                 );
             }
+            // Argo fails an analysis when failures exceed failureLimit: 0
+            // makes one failed measurement abort the rollout, as documented.
+            let failure_limit = metrics
+                .first()
+                .and_then(|m| m.get("failureLimit"))
+                .and_then(scalar);
+            if failure_limit.as_deref() != Some("0") {
+                problems.push(format!(
+                    "the analysis failureLimit is {failure_limit:?}, not 0: one failed measurement must abort"
+                ));
+            }
             let condition = metrics.first().and_then(|m| str_at(m, "/successCondition"));
             if condition.is_none() {
                 problems.push("the analysis metric has no successCondition".into());

@@ -3,7 +3,8 @@
 //! The tests under `tests/` start the real binaries as child processes (see
 //! `testkit::process`) against the real Postgres and brokers, and check them
 //! only through their public surface: HTTP, gRPC, exit codes and log lines.
-//! `cargo nextest run --workspace --all-targets` builds the binaries first.
+//! Build the binaries first: `cargo build --workspace --bins` (as `make test`
+//! does; `loadgen` has no test target of its own that would build it).
 //!
 //! The library is what those tests share:
 //!

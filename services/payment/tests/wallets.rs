@@ -374,6 +374,15 @@ async fn closing_pays_out_to_the_payout_iban() {
     };
     let mistyped = set_iban("DE89 3704 0044 0532 0130 01").await.unwrap();
     assert_eq!(mistyped.status(), 422);
+    // An order paid before the wallet closes, compensated after.
+    let order = Uuid::now_v7();
+    let (_, reply) = harness
+        .request(&charge("paid-before-close", order, user, 3_000))
+        .await;
+    assert!(
+        matches!(reply.outcome, Outcome::Charged { .. }),
+        "{reply:?}"
+    );
 
     let without_iban = harness.admin(user, "close").await;
     assert_eq!(without_iban.status(), 409);
@@ -398,6 +407,33 @@ async fn closing_pays_out_to_the_payout_iban() {
             ..
         }
     ));
+
+    // The refund is not refused: it goes straight out to the IBAN.
+    let (_, reply) = harness
+        .request(&refund("refund-after-close", order, user, 3_000))
+        .await;
+    let Outcome::Refunded { amount, .. } = &reply.outcome else {
+        panic!("not refunded: {reply:?}");
+    };
+    assert_eq!(amount.amount, 3_000);
+    assert_eq!(harness.balance(user).await, 0);
+    let history: Value = harness
+        .http
+        .get(harness.url("/api/v1/wallet/transactions?limit=2"))
+        .header("x-user-id", user.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["PAYOUT", "REFUND"], "{history}");
 }
 
 /// A request from `user`, as the gateway forwards it.

@@ -12,7 +12,11 @@
 //!
 //! - An account is Active, Frozen or Closed. Frozen: no deposits, no charges
 //!   (refunds still go through — that money belongs to the customer). Closed:
-//!   nothing at all, and the balance is zero.
+//!   the balance is zero and stays so; nothing goes in or out but a refund of
+//!   an order it paid for (a saga compensating after an administrator closed
+//!   the wallet), which is paid straight out to the payout IBAN (`Refunded`,
+//!   then `AccountClosed` with that amount), or declined `AccountClosed` when
+//!   the account has no IBAN.
 //! - The balance is a [`Money`], which cannot be negative: a charge above it
 //!   is declined with [`DeclineReason::InsufficientFunds`], and the decline is
 //!   recorded (ChargeDeclined).
@@ -342,13 +346,18 @@ impl WalletAccount {
             Self::Unopened => return declined(DeclineReason::AccountNotFound),
             Self::Open(account) => account,
         };
-        if account.status == AccountStatus::Closed {
+        // A closed account can only pay a refund straight out to its IBAN.
+        let closed = account.status == AccountStatus::Closed;
+        if closed && account.payout_iban.is_none() {
             return declined(DeclineReason::AccountClosed);
         }
         if command.amount.currency() != account.currency() {
             return declined(DeclineReason::CurrencyMismatch);
         }
         let Some(paid) = account.orders.get(&command.order_id) else {
+            if closed {
+                return declined(DeclineReason::AccountClosed);
+            }
             let events = if account.voided.contains(&command.order_id) {
                 Vec::new()
             } else {
@@ -380,14 +389,22 @@ impl WalletAccount {
             .balance
             .checked_add(command.amount.money())
             .map_err(|_| WalletError::Overflow)?;
-        Ok(Decision {
-            events: vec![WalletEvent::Refunded(Refunded {
-                refund_id: command.refund_id,
-                order_id: command.order_id,
-                command_id: command.command_id,
-                amount: command.amount,
+        let mut events = vec![WalletEvent::Refunded(Refunded {
+            refund_id: command.refund_id,
+            order_id: command.order_id,
+            command_id: command.command_id,
+            amount: command.amount,
+            at: command.at,
+        })];
+        if closed {
+            events.push(WalletEvent::AccountClosed(AccountClosed {
+                final_balance: command.amount.money(),
+                payout_iban: account.payout_iban.clone(),
                 at: command.at,
-            })],
+            }));
+        }
+        Ok(Decision {
+            events,
             outcome: RefundOutcome::Refunded {
                 refund_id: Some(command.refund_id),
                 amount: command.amount.money(),
@@ -860,12 +877,62 @@ mod tests {
         );
         assert_eq!(
             wallet.refund(refund(1, 1)).unwrap().outcome,
-            RefundOutcome::Declined(DeclineReason::AccountClosed)
+            RefundOutcome::Declined(DeclineReason::AccountClosed),
+            "an order it never paid for"
         );
         assert_eq!(wallet.freeze("x".into(), now()), Err(WalletError::Closed));
         assert_eq!(
             wallet.set_payout_iban(iban, now()),
             Err(WalletError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_refund_after_closing_is_paid_straight_out_to_the_iban() {
+        let mut wallet = opened(5_000);
+        let charged = wallet.charge(charge(1, 2_000));
+        run(&mut wallet, charged.events);
+        let iban = Iban::parse("DE89 3704 0044 0532 0130 00").unwrap();
+        let set = wallet.set_payout_iban(iban, now()).unwrap();
+        run(&mut wallet, set);
+        let closed = wallet.close(now()).unwrap();
+        run(&mut wallet, closed);
+
+        // The saga compensates the charge after an administrator closed it.
+        let decision = wallet.refund(refund(1, 2_000)).unwrap();
+        assert!(
+            matches!(decision.outcome, RefundOutcome::Refunded { amount, .. } if amount.amount() == 2_000),
+            "{:?}",
+            decision.outcome
+        );
+        assert!(matches!(
+            decision.events.as_slice(),
+            [
+                WalletEvent::Refunded(_),
+                WalletEvent::AccountClosed(AccountClosed { final_balance, payout_iban: Some(_), .. }),
+            ] if final_balance.amount() == 2_000
+        ));
+        run(&mut wallet, decision.events);
+        assert_eq!(balance(&wallet), 0, "paid out, not kept");
+        assert_eq!(
+            wallet.account().map(|a| a.status),
+            Some(AccountStatus::Closed)
+        );
+        // Once: the order is fully refunded now.
+        let again = wallet.refund(refund(1, 2_000)).unwrap();
+        assert!(again.events.is_empty(), "{:?}", again.events);
+    }
+
+    #[test]
+    fn a_closed_account_without_an_iban_declines_refunds() {
+        let mut wallet = opened(2_000);
+        let charged = wallet.charge(charge(1, 2_000));
+        run(&mut wallet, charged.events);
+        let closed = wallet.close(now()).unwrap();
+        run(&mut wallet, closed);
+        assert_eq!(
+            wallet.refund(refund(1, 2_000)).unwrap().outcome,
+            RefundOutcome::Declined(DeclineReason::AccountClosed)
         );
     }
 

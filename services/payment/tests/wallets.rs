@@ -178,24 +178,16 @@ async fn transactions_are_listed_newest_first_page_by_page() {
     assert_eq!(seen[1]["order_id"], order.to_string());
 
     let charges_only: Value = harness
-        .http
-        .get(harness.url("/api/v1/wallet/transactions?kind=CHARGE"))
-        .header("x-user-id", user.to_string())
-        .send()
+        .get_as(user, "/api/v1/wallet/transactions?kind=CHARGE")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(charges_only["items"].as_array().map(Vec::len), Some(1));
 
     let bad = harness
-        .http
-        .get(harness.url("/api/v1/wallet/transactions?cursor=nope&limit=x"))
-        .header("x-user-id", user.to_string())
-        .send()
-        .await
-        .unwrap();
+        .get_as(user, "/api/v1/wallet/transactions?cursor=nope&limit=x")
+        .await;
     assert_eq!(bad.status(), 422);
     for (query, status) in [
         ("limit=0", 422),
@@ -203,12 +195,8 @@ async fn transactions_are_listed_newest_first_page_by_page() {
         ("limit=5&limit=6", 400),
     ] {
         let refused = harness
-            .http
-            .get(harness.url(&format!("/api/v1/wallet/transactions?{query}")))
-            .header("x-user-id", user.to_string())
-            .send()
-            .await
-            .unwrap();
+            .get_as(user, &format!("/api/v1/wallet/transactions?{query}"))
+            .await;
         assert_eq!(refused.status(), status, "{query}");
         assert_eq!(
             refused.headers()["content-type"],
@@ -418,12 +406,8 @@ async fn closing_pays_out_to_the_payout_iban() {
     assert_eq!(amount.amount, 3_000);
     assert_eq!(harness.balance(user).await, 0);
     let history: Value = harness
-        .http
-        .get(harness.url("/api/v1/wallet/transactions?limit=2"))
-        .header("x-user-id", user.to_string())
-        .send()
+        .get_as(user, "/api/v1/wallet/transactions?limit=2")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

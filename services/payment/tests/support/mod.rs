@@ -193,6 +193,16 @@ impl Harness {
             .expect("POST /api/v1/wallet/deposits")
     }
 
+    /// `GET path` as `user`, as the gateway forwards it.
+    pub async fn get_as(&self, user: Uuid, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("x-user-id", user.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
     /// `POST /api/v1/admin/wallets/{user}/{action}` as an admin.
     pub async fn admin(&self, user: Uuid, action: &str) -> reqwest::Response {
         self.http

@@ -271,3 +271,31 @@ async fn exits_promptly(setup: &mut Setup, started: std::time::Instant) {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_user_holds_at_most_sixteen_streams_open() {
+    let setup = Setup::start().await;
+    let (order, owner) = (Uuid::now_v7(), Uuid::now_v7());
+    setup.orders.put(order, owner, pb::OrderStatus::Pending);
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let mut events = Events::of(setup.open(&order.to_string(), owner).await);
+        assert_eq!(events.event().await.unwrap().1["status"], "PENDING");
+        open.push(events);
+    }
+
+    let refused = setup.open(&order.to_string(), owner).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "RATE_LIMITED");
+
+    // Another user is not affected.
+    let (other_order, other) = (Uuid::now_v7(), Uuid::now_v7());
+    setup
+        .orders
+        .put(other_order, other, pb::OrderStatus::Pending);
+    let mut theirs = Events::of(setup.open(&other_order.to_string(), other).await);
+    assert_eq!(theirs.event().await.unwrap().1["status"], "PENDING");
+    drop(open);
+}

@@ -6,8 +6,10 @@
 //!
 //! ```text
 //! FooServiceClient<GrpcChannel<Resilient<..>>>
-//!   GrpcChannel       buffers the encoded request (≤ 4 MiB) into Bytes,
-//!                     maps resilience errors to gRPC statuses
+//!   GrpcChannel       buffers the encoded request (≤ 4 MiB) into Bytes
+//!                     before the stack gives the call a slot (a caller
+//!                     that never sends its message holds none), maps
+//!                     resilience errors to gRPC statuses
 //!    └ Resilient      the stack, on http::Request<Bytes>
 //!      └ replayable(channel)   Bytes back into a tonic body, per attempt
 //! ```
@@ -27,19 +29,23 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tonic::Status;
 use tonic::body::Body;
-use tower::Service;
 use tower::util::MapRequest;
+use tower::{Service, ServiceExt};
 
 use crate::error::Error;
 
 /// Largest request message buffered: gRPC's default 4 MiB message limit
 /// plus the 5-byte frame header.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + 5;
+
+/// How long a request's message may take to arrive.
+pub const REQUEST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A client that takes buffered requests, for the instance factory: wrap the
 /// instance's tonic `Channel` in it.
@@ -110,28 +116,37 @@ where
     type Error = Status;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(status_from)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The stack's readiness (a bulkhead slot) is awaited in `call`, once
+        // the request's message is in: a caller that opens a call and never
+        // sends it must not hold a slot of the upstream's meanwhile.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        // The clone that was driven to readiness is the one to call.
-        let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        let inner = self.inner.clone();
         let max = self.max_request_bytes;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let bytes = match Limited::new(body, max).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) if error.is::<LengthLimitError>() => {
+            let received =
+                tokio::time::timeout(REQUEST_MESSAGE_DEADLINE, Limited::new(body, max).collect())
+                    .await;
+            let bytes = match received {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(error)) if error.is::<LengthLimitError>() => {
                     return Err(Status::resource_exhausted(format!(
                         "request message larger than {max} bytes"
                     )));
                 }
-                Err(error) => return Err(Status::from_error(error)),
+                Ok(Err(error)) => return Err(Status::from_error(error)),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "request message not received within {REQUEST_MESSAGE_DEADLINE:?}"
+                    )));
+                }
             };
-            ready
-                .call(http::Request::from_parts(parts, bytes))
+            inner
+                .oneshot(http::Request::from_parts(parts, bytes))
                 .await
                 .map_err(status_from)
         })
@@ -140,9 +155,51 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body::Frame;
     use tonic::Code;
 
     use super::*;
+
+    /// A stack that answers every request and counts the slots (readiness)
+    /// it gave.
+    #[derive(Clone, Default)]
+    struct Counting {
+        slots: Arc<AtomicUsize>,
+    }
+
+    impl Service<http::Request<Bytes>> for Counting {
+        type Response = http::Response<Body>;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Self::Response, Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            self.slots.fetch_add(1, Ordering::SeqCst);
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Bytes>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(Body::empty())))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_message_that_never_comes_takes_no_slot() {
+        let stack = Counting::default();
+        let channel = GrpcChannel::new(stack.clone());
+        let (_sender, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(1);
+        let never = http::Request::new(Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(frames),
+        )));
+        let refused = channel.clone().oneshot(never).await.unwrap_err();
+        assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused:?}");
+        assert_eq!(stack.slots.load(Ordering::SeqCst), 0);
+
+        let sent = http::Request::new(Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\0"))));
+        channel.oneshot(sent).await.unwrap();
+        assert_eq!(stack.slots.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn errors_map_to_the_statuses_callers_expect() {

@@ -13,9 +13,9 @@
 //!   `WatchStock`, `WatchOrder`) flow message by message as the service
 //!   sends them, and a field added to a proto needs no gateway change;
 //! - **cheap**: no protobuf decoding or re-encoding, the request message
-//!   read once (before the call takes an upstream slot, and kept so that an
-//!   idempotent call can be retried), the response body streamed through
-//!   untouched;
+//!   read once (by the channel, before the call takes an upstream slot, and
+//!   kept so that an idempotent call can be retried), the response body
+//!   streamed through untouched;
 //! - **safe by default**: only the methods in each service's allow-list
 //!   pass. A method added to a proto is refused at the gateway until it is
 //!   listed here with its audience.
@@ -47,9 +47,7 @@
 //!    `grpc-timeout` is not forwarded: the gateway's own timeouts bound the
 //!    upstream call, so a client's short deadline never counts as the
 //!    upstream failing.
-//! 5. The request message is read in full, within 5 s, before the upstream
-//!    is called (`DEADLINE_EXCEEDED` otherwise).
-//! 6. A watch (`WatchStock`, `WatchOrder`) holds one of the caller's open
+//! 5. A watch (`WatchStock`, `WatchOrder`) holds one of the caller's open
 //!    streams while it lasts; beyond [`MAX_OPEN_STREAMS`] it is
 //!    `RESOURCE_EXHAUSTED` with `x-error-code: RATE_LIMITED`.
 //!
@@ -73,7 +71,6 @@ use axum::body::HttpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use proto::ferrishop::{inventory, order, payment, user};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::body::Body;
@@ -469,7 +466,7 @@ where
                 let (request, subject) = edge.admit::<P>(request).await?;
                 let method = request.uri().path().rsplit('/').next().unwrap_or_default();
                 let slot = edge.stream_slot(method, subject)?;
-                Ok::<_, Status>((received(request).await?, slot))
+                Ok::<_, Status>((request, slot))
             };
             let response = match admitted.await {
                 Ok((request, slot)) => match upstream.oneshot(request).await {
@@ -486,34 +483,6 @@ where
             };
             Ok(response)
         })
-    }
-}
-
-/// How long a client may take to send its request message.
-const REQUEST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
-
-/// `request` with its message read in full, before the call takes one of
-/// the upstream's slots (its bulkhead): a client that opens calls and
-/// never sends their message would otherwise hold the upstream's slots for
-/// everyone. Every public method takes one request message.
-async fn received(request: http::Request<Body>) -> Result<http::Request<Body>, Status> {
-    let (parts, body) = request.into_parts();
-    let limited = http_body_util::Limited::new(body, platform::grpc::MAX_MESSAGE_BYTES);
-    match tokio::time::timeout(REQUEST_MESSAGE_DEADLINE, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(http::Request::from_parts(
-            parts,
-            Body::new(http_body_util::Full::new(collected.to_bytes())),
-        )),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Status::resource_exhausted(format!(
-                "request message larger than {} bytes",
-                platform::grpc::MAX_MESSAGE_BYTES
-            )))
-        }
-        Ok(Err(error)) => Err(Status::from_error(error)),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "request message not received within {REQUEST_MESSAGE_DEADLINE:?}"
-        ))),
     }
 }
 
@@ -949,53 +918,6 @@ mod tests {
         .await
         .unwrap();
         assert!(seen.get("seen-grpc-timeout").is_none(), "{seen:?}");
-    }
-
-    /// An upstream that counts the calls that took one of its slots.
-    #[derive(Clone, Default)]
-    struct Slots {
-        taken: Arc<AtomicUsize>,
-    }
-
-    impl Service<http::Request<Body>> for Slots {
-        type Response = http::Response<Body>;
-        type Error = Status;
-        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-            self.taken.fetch_add(1, Ordering::SeqCst);
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
-            Box::pin(async { Ok(Status::ok("").into_http()) })
-        }
-    }
-
-    #[tokio::test]
-    async fn a_request_message_that_never_comes_takes_no_upstream_slot() {
-        let fixture = Fixture::new().await;
-        // The keys are loaded: from here on, only timers wait.
-        tokio::time::pause();
-        let upstream = Slots::default();
-        let inventory = fixture.edge.proxy::<InventoryApi, _>(upstream.clone());
-        let (_sender, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(1);
-        let mut request = call(GET_PRODUCT, None, &[]);
-        *request.body_mut() = Body::new(http_body_util::StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(frames),
-        ));
-        let response = inventory.clone().oneshot(request).await.unwrap();
-        let status = Status::from_header_map(response.headers()).unwrap();
-        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-        assert_eq!(upstream.taken.load(Ordering::SeqCst), 0);
-
-        let mut request = call(GET_PRODUCT, None, &[]);
-        *request.body_mut() =
-            Body::new(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0")));
-        let response = inventory.oneshot(request).await.unwrap();
-        let status = Status::from_header_map(response.headers()).unwrap();
-        assert_eq!(status.code(), Code::Ok, "{status:?}");
-        assert_eq!(upstream.taken.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

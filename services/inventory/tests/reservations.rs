@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_failed, line, start, start_with};
+use common::{Harness, assert_failed, line, start, start_with};
 use futures::future::join_all;
 use proto::ferrishop::inventory::v1 as pb;
 use tonic::Code;
@@ -447,9 +447,9 @@ async fn the_sweeper_expires_forgotten_reservations_and_a_late_commit_fails() {
     harness.assert_invariants().await;
 }
 
-#[tokio::test]
-async fn an_overdue_reservation_cannot_be_committed_even_before_the_sweep() {
-    // The sweeper will not run during this test.
+/// A service whose sweeper will not run during the test, with 4 of a
+/// product's 10 units held by a reservation past its 1 s deadline.
+async fn overdue_reservation() -> (Harness, pb::Product, String) {
     let harness = start_with(&[
         ("RESERVATION_TTL", "1s"),
         ("RESERVATION_SWEEP_INTERVAL", "1h"),
@@ -457,11 +457,18 @@ async fn an_overdue_reservation_cannot_be_committed_even_before_the_sweep() {
     .await;
     let product = harness.stocked(10).await;
     let reservation_id = new_id();
-    harness
+    let held = harness
         .reserve(&reservation_id, vec![line(&product.id, 4)])
         .await
         .unwrap();
+    assert_eq!(held.status(), pb::ReservationStatus::Held);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    (harness, product, reservation_id)
+}
+
+#[tokio::test]
+async fn an_overdue_reservation_cannot_be_committed_even_before_the_sweep() {
+    let (harness, product, reservation_id) = overdue_reservation().await;
     assert_eq!(harness.stock(&product.id).await, (10, 4, 6), "not swept");
 
     assert_failed(
@@ -479,19 +486,7 @@ async fn an_overdue_reservation_cannot_be_committed_even_before_the_sweep() {
 
 #[tokio::test]
 async fn an_overdue_reservation_asked_for_again_answers_expired() {
-    let harness = start_with(&[
-        ("RESERVATION_TTL", "1s"),
-        ("RESERVATION_SWEEP_INTERVAL", "1h"),
-    ])
-    .await;
-    let product = harness.stocked(10).await;
-    let reservation_id = new_id();
-    let held = harness
-        .reserve(&reservation_id, vec![line(&product.id, 4)])
-        .await
-        .unwrap();
-    assert_eq!(held.status(), pb::ReservationStatus::Held);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (harness, product, reservation_id) = overdue_reservation().await;
 
     // A saga resumed after its reservation's deadline asks again.
     let again = harness

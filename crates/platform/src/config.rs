@@ -132,7 +132,12 @@ fn first_line(text: &str) -> String {
         .to_owned()
 }
 
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+/// The longest duration a setting accepts: a year. Past it a value is a
+/// typo, and `Instant::now() + duration` could overflow and panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -153,7 +158,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than a year (366 days)"));
+    }
+    Ok(duration)
 }
 
 /// [`parse_duration`] refusing zero: a timeout, interval or lifetime of
@@ -257,6 +267,10 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("8784h"), Ok(MAX_DURATION));
+        assert!(parse_duration("8784.001h").is_err());
+        assert!(parse_duration("1e19").is_err());
+        assert!(parse_duration("10000000000000000000s").is_err());
         assert_eq!(parse_positive_duration("15m"), Ok(Duration::from_secs(900)));
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("0").is_err());

@@ -5,6 +5,7 @@
 //! `VALIDATION_FAILED`, ...) and `errors` maps field names to messages.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -15,6 +16,12 @@ use serde::{Deserialize, Serialize};
 
 /// The media type of a problem document.
 pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// `Retry-After` in whole seconds: rounded up and at least 1 (the header
+/// has second resolution, and 0 would invite an immediate retry).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
 
 /// An RFC 9457 problem document with Ferrishop's `code` and `errors`
 /// extensions.
@@ -161,6 +168,14 @@ impl From<&JsonRejection> for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(12)), 12);
+        assert_eq!(retry_after_secs(Duration::from_millis(11_001)), 12);
+    }
 
     #[test]
     fn serializes_with_type_and_without_empty_errors() {

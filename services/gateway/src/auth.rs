@@ -342,14 +342,14 @@ pub enum JwksError {
 }
 
 impl Keys {
-    /// Keys with none loaded yet; [`Keys::refresh`] loads them.
-    pub fn new(config: KeysConfig) -> Self {
+    /// Keys with none loaded yet; [`Keys::refresh`] loads them. Fails only
+    /// when no HTTP client can be built (no TLS backend or resolver).
+    pub fn new(config: KeysConfig) -> Result<Self, reqwest::Error> {
         let verifier = Verifier::new(KeySet::default(), &config.issuer, &config.audience);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self {
+            .build()?;
+        Ok(Self {
             inner: Arc::new(KeysInner {
                 config,
                 client,
@@ -359,7 +359,7 @@ impl Keys {
                 verified: VerifiedTokens::default(),
                 last_fetch: Arc::default(),
             }),
-        }
+        })
     }
 
     fn current(&self) -> Arc<Verifier> {
@@ -586,6 +586,7 @@ mod tests {
             audience: auth::DEFAULT_AUDIENCE.into(),
             refresh_interval,
         })
+        .unwrap()
     }
 
     fn bearer(key: &SigningKey) -> String {

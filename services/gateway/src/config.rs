@@ -58,35 +58,39 @@ pub struct Config {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Upstreams {
     /// User service REST.
-    #[arg(long, env = "USER_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(long, env = "USER_URL", default_value = "http://127.0.0.1:8081", value_parser = parse_instances)]
     pub user_url: String,
-    /// Order service REST.
-    #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:8082")]
+    /// Order service REST. Checked, not called: the gateway reaches the
+    /// order service over gRPC (ORDER_GRPC_URL).
+    #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:8082", value_parser = parse_instances)]
     pub order_url: String,
     /// Payment service REST.
-    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8083")]
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8083", value_parser = parse_instances)]
     pub payment_url: String,
-    /// Inventory service REST.
-    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8084")]
+    /// Inventory service REST. Checked, not called: the gateway reaches the
+    /// inventory service over gRPC (INVENTORY_GRPC_URL).
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8084", value_parser = parse_instances)]
     pub inventory_url: String,
     /// User service gRPC.
-    #[arg(long, env = "USER_GRPC_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(long, env = "USER_GRPC_URL", default_value = "http://127.0.0.1:50052", value_parser = parse_instances)]
     pub user_grpc_url: String,
     /// Order service gRPC.
-    #[arg(long, env = "ORDER_GRPC_URL", default_value = "http://127.0.0.1:50053")]
+    #[arg(long, env = "ORDER_GRPC_URL", default_value = "http://127.0.0.1:50053", value_parser = parse_instances)]
     pub order_grpc_url: String,
     /// Payment service gRPC.
     #[arg(
         long,
         env = "PAYMENT_GRPC_URL",
-        default_value = "http://127.0.0.1:50054"
+        default_value = "http://127.0.0.1:50054",
+        value_parser = parse_instances
     )]
     pub payment_grpc_url: String,
     /// Inventory service gRPC.
     #[arg(
         long,
         env = "INVENTORY_GRPC_URL",
-        default_value = "http://127.0.0.1:50055"
+        default_value = "http://127.0.0.1:50055",
+        value_parser = parse_instances
     )]
     pub inventory_grpc_url: String,
     /// How often host names are resolved again: a name with several
@@ -94,6 +98,18 @@ pub struct Upstreams {
     /// instance per address, balanced round-robin.
     #[arg(long, env = "UPSTREAM_DNS_REFRESH", default_value = "30s", value_parser = parse_positive_duration)]
     pub dns_refresh: Duration,
+}
+
+/// An upstream's instance list, checked as the gateway will read it (a
+/// list of `http(s)://` URLs, none twice) so a typo stops the start.
+fn parse_instances(urls: &str) -> Result<String, resilience::ConfigError> {
+    if resilience::Endpoint::parse_list(urls)?.is_empty() {
+        return Err(resilience::ConfigError::InvalidUrl {
+            url: urls.to_owned(),
+            reason: "no instance listed".to_owned(),
+        });
+    }
+    Ok(urls.to_owned())
 }
 
 /// Access-token verification against the user service's keys.
@@ -110,10 +126,10 @@ pub struct AuthArgs {
     #[arg(long, env = "JWT_AUDIENCE", default_value = auth::DEFAULT_AUDIENCE)]
     pub audience: String,
     /// Least time between two JWKS fetches triggered by an unknown key id.
-    #[arg(long, env = "JWKS_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "JWKS_REFRESH_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub refresh_interval: Duration,
     /// How often the JWKS is fetched anyway, to pick up rotations early.
-    #[arg(long, env = "JWKS_RELOAD_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "JWKS_RELOAD_PERIOD", default_value = "5m", value_parser = parse_positive_duration)]
     pub reload_period: Duration,
 }
 
@@ -179,5 +195,48 @@ impl AuthArgs {
             let first = user_url.split(',').next().unwrap_or(user_url).trim();
             format!("{}{}", first.trim_end_matches('/'), auth::JWKS_PATH)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn every_upstream_list_is_checked_at_start() {
+        for (flag, value) in [
+            ("--order-url", "order:8082"),
+            ("--inventory-url", " , "),
+            ("--user-url", "http://user:8081,http://user:8081"),
+            ("--payment-grpc-url", "ftp://payment:50054"),
+            ("--inventory-grpc-url", "http://inventory:50055/v1"),
+        ] {
+            let refused = Config::try_parse_from(["gateway", flag, value]).map(drop);
+            assert_eq!(
+                refused.map_err(|error| error.kind()),
+                Err(ErrorKind::ValueValidation),
+                "{flag} {value:?}"
+            );
+        }
+        let listed = "http://order-1:8082, http://order-2:8082";
+        let config = Config::try_parse_from(["gateway", "--order-url", listed]);
+        assert_eq!(
+            config.map(|config| config.upstreams.order_url).ok(),
+            Some(listed.to_owned())
+        );
+    }
+
+    #[test]
+    fn jwks_periods_are_never_zero() {
+        for flag in ["--refresh-interval", "--reload-period"] {
+            let refused = Config::try_parse_from(["gateway", flag, "0s"]).map(drop);
+            assert_eq!(
+                refused.map_err(|error| error.kind()),
+                Err(ErrorKind::ValueValidation),
+                "{flag}"
+            );
+        }
     }
 }

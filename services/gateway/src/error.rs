@@ -198,8 +198,10 @@ impl IntoResponse for ApiError {
                 }
             }
             Self::RateLimited { retry_after } => {
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(platform::problem::retry_after_secs(*retry_after)),
+                );
             }
             // The rest of the body is not read: the connection cannot carry
             // another request, and the client is told so (RFC 9112 §9.6).

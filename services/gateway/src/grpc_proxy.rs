@@ -365,7 +365,7 @@ fn rate_limited(decision: &Decision, path: &str, retry_after: Duration) -> Statu
     );
     metadata.insert(
         "retry-after",
-        MetadataValue::from(retry_seconds(retry_after)),
+        MetadataValue::from(platform::problem::retry_after_secs(retry_after)),
     );
     let mut headers = HeaderMap::new();
     decision.write_headers(&mut headers);
@@ -388,11 +388,6 @@ fn refusal(code: Code, error_code: &'static str, message: String) -> Status {
         MetadataValue::from_static(error_code),
     );
     status
-}
-
-/// `Retry-After` seconds: rounded up, at least 1.
-fn retry_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The verified identity, and a request id when the client sent none.
@@ -626,7 +621,8 @@ mod tests {
                 issuer: auth::DEFAULT_ISSUER.into(),
                 audience: auth::DEFAULT_AUDIENCE.into(),
                 refresh_interval: Duration::from_secs(10),
-            });
+            })
+            .unwrap();
             keys.refresh().await.unwrap();
             let n = |n| NonZeroU32::new(n).unwrap();
             let limiter = RateLimiter::new(&RateLimits {

@@ -60,7 +60,8 @@ async fn main() -> ExitCode {
         issuer: config.auth.issuer.clone(),
         audience: config.auth.audience.clone(),
         refresh_interval: config.auth.refresh_interval,
-    });
+    })
+    .unwrap_or_else(|error| platform::fail(error));
     let rate_limiter = rate_limit::RateLimiter::new(&config.limits);
     // Open streams (SSE on REST, forwarded streams on gRPC) end on this.
     let streams = tokio_util::sync::CancellationToken::new();
@@ -95,8 +96,8 @@ async fn main() -> ExitCode {
         .task("dns", move |cancel| {
             discovery.keep_current(dns_refresh, cancel)
         })
-        .task("nats", move |cancel| {
-            routes::events::connect_nats(nats, cancel)
+        .task("fault-flags", move |cancel| {
+            routes::admin::watch_faults(nats, cancel)
         })
         .task("event-streams", move |cancel| async move {
             cancel.cancelled().await;

@@ -145,7 +145,7 @@ struct Clients {
 }
 
 impl Clients {
-    fn new() -> Self {
+    fn new() -> Result<Self, reqwest::Error> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let plain = Client::builder(TokioExecutor::new())
@@ -159,9 +159,8 @@ impl Clients {
             .pool_max_idle_per_host(IDLE_PER_INSTANCE)
             .pool_idle_timeout(IDLE_TIMEOUT)
             .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Self { plain, tls }
+            .build()?;
+        Ok(Self { plain, tls })
     }
 
     fn for_endpoint(&self, endpoint: &Endpoint) -> Transport {
@@ -198,13 +197,19 @@ pub struct GrpcChannels {
     pub inventory: GrpcUpstream,
 }
 
-/// An upstream URL list that cannot be used.
+/// Why the upstreams cannot be set up; the gateway does not start.
 #[derive(Debug, thiserror::Error)]
-#[error("upstream {name}: {source}")]
-pub struct UpstreamError {
-    name: &'static str,
-    #[source]
-    source: resilience::ConfigError,
+pub enum UpstreamError {
+    /// An upstream URL list that cannot be used.
+    #[error("upstream {name}: {source}")]
+    Config {
+        name: &'static str,
+        #[source]
+        source: resilience::ConfigError,
+    },
+    /// The HTTPS client could not be built (no TLS backend or resolver).
+    #[error("the upstreams' HTTPS client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 impl Services {
@@ -216,11 +221,11 @@ impl Services {
         resolver: impl Resolve + Clone,
     ) -> Result<Self, UpstreamError> {
         // One pool for every REST instance: connections are keyed by host.
-        let clients = Clients::new();
+        let clients = Clients::new()?;
         let mut discovery = Discovery::default();
         let mut rest =
             |name: &'static str, urls: &str, protocol: Http| -> Result<RestClient, UpstreamError> {
-                let fail = |source| UpstreamError { name, source };
+                let fail = |source| UpstreamError::Config { name, source };
                 let clients = clients.clone();
                 let upstream = Upstream::builder(name, urls)
                     .map_err(fail)?
@@ -248,7 +253,7 @@ impl Services {
                         urls: &str,
                         idempotent: &[&str]|
          -> Result<GrpcUpstream, UpstreamError> {
-            let fail = |source| UpstreamError { name, source };
+            let fail = |source| UpstreamError::Config { name, source };
             let upstream = Upstream::builder(name, urls)
                 .map_err(fail)?
                 .config(config)
@@ -386,7 +391,7 @@ mod tests {
 
     fn instance(endpoint: &Endpoint) -> RestInstance {
         RestInstance {
-            client: ObserveHttpClient::new(Clients::new().for_endpoint(endpoint)),
+            client: ObserveHttpClient::new(Clients::new().unwrap().for_endpoint(endpoint)),
             endpoint: endpoint.clone(),
         }
     }

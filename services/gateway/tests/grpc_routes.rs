@@ -976,6 +976,11 @@ async fn admins_list_sagas_and_switch_fault_flags_in_nats() {
     assert_eq!(fault, json!({"name": point, "action": "error(0.5)"}));
     let stored = bucket.get(&point).await.unwrap().unwrap();
     assert_eq!(&stored[..], b"error(0.5)");
+    // The gateway arms its own points from the bucket, as every service does.
+    setup
+        .gateway
+        .wait_for_line(&["fault point armed", &point], PATIENCE)
+        .await;
 
     let (status, problem) = read(put("explode", &admin).await.unwrap()).await;
     assert_eq!(status, 422);

@@ -27,10 +27,14 @@ pub async fn sweep_reservations(
     }
     loop {
         match inventory.expire_overdue(SWEEP_BATCH).await {
-            // A full batch: there may be more waiting.
-            Ok(expired) if expired == SWEEP_BATCH as usize => continue,
             Ok(0) => {}
-            Ok(expired) => tracing::info!(expired, "expired overdue reservations"),
+            Ok(expired) => {
+                tracing::info!(expired, "expired overdue reservations");
+                // A full batch: there may be more waiting.
+                if expired == SWEEP_BATCH as usize && !cancel.is_cancelled() {
+                    continue;
+                }
+            }
             Err(error) => tracing::warn!(%error, "reservation sweep failed"),
         }
         if !sleep(interval, &cancel).await {

@@ -126,6 +126,16 @@ async fn a_placed_order_is_confirmed_charged_once_and_announced() {
     ] {
         assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
     }
+    // Status notifications are one series for every order, not one each.
+    let template = format!(
+        r#"messaging_destination_name="{}.{{order_id}}.status""#,
+        shop.names.status_prefix
+    );
+    assert!(metrics.contains(&template), "no {template} in\n{metrics}");
+    assert!(
+        !metrics.contains(&placed.order_id),
+        "an order id in a metric label:\n{metrics}"
+    );
     shop.assert_invariants(&[(&book, 10), (&pen, 5)]).await;
 }
 

@@ -211,8 +211,8 @@ fn read_key<K>(
 }
 
 /// The longest token lifetime accepted: a year (and so an expiry time
-/// every clock can represent).
-const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+/// every clock can represent), as for every duration setting.
+const MAX_LIFETIME: Duration = platform::config::MAX_DURATION;
 
 /// A token lifetime: the platform's durations (`500ms`, `15m`, `2h`) plus
 /// days (`30d`); never zero, at most [`MAX_LIFETIME`].

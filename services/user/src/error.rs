@@ -55,7 +55,7 @@ pub enum Error {
 
     /// Too many login attempts for one account.
     /// HTTP 429 `RATE_LIMITED` with `Retry-After`; gRPC `RESOURCE_EXHAUSTED`.
-    #[error("too many login attempts; retry in {} s", retry_after_secs(*.retry_after))]
+    #[error("too many login attempts; retry in {} s", platform::problem::retry_after_secs(*.retry_after))]
     RateLimited { retry_after: Duration },
 
     /// The database cannot be reached right now; retrying later may work.
@@ -115,20 +115,14 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => Self::Unavailable(error),
-            other => Self::internal(other),
+        // A failover or a serialization failure is worth a retry by the
+        // client; anything else reaching here is a bug.
+        if platform::db::is_transient(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::internal(error)
         }
     }
-}
-
-/// Whole seconds to wait, rounded up and at least 1 (`Retry-After` has
-/// second resolution, and 0 would invite an immediate retry).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// `error: cause: cause`, the way an operator wants to read it.
@@ -155,13 +149,5 @@ mod tests {
             error.report(),
             "internal error: stored password hash: invalid salt"
         );
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_secs(12)), 12);
-        assert_eq!(retry_after_secs(Duration::from_millis(11_001)), 12);
     }
 }

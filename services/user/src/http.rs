@@ -27,12 +27,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use platform::problem::{JsonBody, Problem};
+use platform::problem::{JsonBody, Problem, retry_after_secs};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, TokenPair};
 use crate::domain::{Account, ProfileChanges, UserId};
-use crate::error::{Error, retry_after_secs};
+use crate::error::Error;
 
 /// The routes of the REST API.
 pub fn router(app: Arc<App>) -> Router {

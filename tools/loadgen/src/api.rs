@@ -27,16 +27,17 @@ pub struct Shop {
 }
 
 impl Shop {
-    pub fn new(base: &str) -> Self {
+    /// Fails only when no HTTP client can be built (no TLS backend or
+    /// resolver).
+    pub fn new(base: &str) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
-            .build()
-            .unwrap_or_default();
-        Self {
+            .build()?;
+        Ok(Self {
             client,
             base: base.trim_end_matches('/').to_owned(),
-        }
+        })
     }
 }
 

@@ -16,7 +16,13 @@ mod shopper;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Arc::new(platform::config::parse::<config::Config>());
-    let shop = api::Shop::new(&config.gateway_url);
+    let shop = match api::Shop::new(&config.gateway_url) {
+        Ok(shop) => shop,
+        Err(error) => {
+            eprintln!("loadgen: no HTTP client: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let catalogue = match shopper::prepare_catalogue(&shop, &config).await {
         Ok(catalogue) => Arc::new(catalogue),
         Err(error) => {

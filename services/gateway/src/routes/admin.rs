@@ -13,9 +13,10 @@
 //! point silently disarmed everywhere. `off` (or `DELETE`) deletes the key,
 //! which disarms the point, also on processes that reconnect later.
 //!
-//! NATS is reached lazily, on the first fault request: the gateway starts and
-//! serves every other route while NATS is down, and these routes answer 503
-//! until it is back.
+//! The gateway watches the bucket too ([`watch_faults`]), so its own points
+//! (`http.server.request`) are armed like every service's. NATS is reached
+//! in the background: the gateway starts and serves every other route while
+//! NATS is down, and these routes answer 503 until it is back.
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use platform::pagination::PageSize;
 use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -369,6 +371,31 @@ impl IntoResponse for FaultError {
         }
         tracing::warn!(error = %self, "fault flag not written");
         Problem::new(status, "UPSTREAM_UNAVAILABLE", self.to_string()).into_response()
+    }
+}
+
+/// Arms this process's own fault points from the bucket, as every service
+/// does, retrying until NATS answers (async-nats reconnects by itself after
+/// that). Connecting here also readies the shared client for the SSE routes,
+/// while the gateway serves every other route without NATS.
+pub async fn watch_faults(nats: messaging::Nats, cancel: CancellationToken) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match nats.key_value(FAULTS_BUCKET).await {
+            Ok(bucket) => {
+                tracing::info!("connected to NATS; watching the fault flags");
+                messaging::watch_faults(&bucket, cancel).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -525,29 +525,6 @@ pub async fn follow_order(
     Ok(response)
 }
 
-/// Connects the shared NATS client in the background, retrying until it
-/// succeeds (async-nats reconnects by itself after that), so the gateway
-/// starts and serves every other route while NATS is down.
-pub async fn connect_nats(nats: messaging::Nats, cancel: CancellationToken) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match nats.client().await {
-            Ok(_) => {
-                tracing::info!("connected to NATS");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
-            }
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;

@@ -67,6 +67,12 @@ impl Destinations {
         format!("{}.{order_id}.status", self.status_prefix)
     }
 
+    /// A status subject as metric labels name it: one series for every
+    /// order, not one each.
+    pub fn status_subject_template(&self) -> String {
+        format!("{}.{{order_id}}.status", self.status_prefix)
+    }
+
     fn route(&self, destination: &str) -> Option<Route> {
         if destination == self.commands_exchange {
             Some(Route::Commands)
@@ -260,29 +266,21 @@ impl RoutingPublisher {
         }
     }
 
-    /// Publishes a row; a `command` must reach a queue (a payment command
-    /// the broker confirmed but could route nowhere would be lost while its
-    /// row said published).
-    async fn send(
-        broker: &Broker,
-        message: &OutboxMessage,
-        command: bool,
-    ) -> Result<(), MessagingError> {
+    /// A row as the message to publish.
+    fn outgoing(message: &OutboxMessage) -> OutgoingMessage {
         let mut headers = message.headers.clone();
         headers
             .entry(envelope::ID.to_owned())
             .or_insert_with(|| message.id.to_string());
-        let outgoing = OutgoingMessage::from_parts(
+        OutgoingMessage::from_parts(
             &message.destination,
             Some(message.key.clone()),
             headers,
             message.payload.clone(),
-        );
-        let outgoing = if command {
-            outgoing.must_be_routed()
-        } else {
-            outgoing
-        };
+        )
+    }
+
+    async fn send(broker: &Broker, outgoing: OutgoingMessage) -> Result<(), MessagingError> {
         broker.publish(outgoing).await.map(drop)
     }
 
@@ -307,7 +305,9 @@ impl RoutingPublisher {
                         self.notifications.ensure_destination(&spec).await
                     })
                     .await?;
-                Self::send(&self.notifications, message, false).await
+                let outgoing = Self::outgoing(message)
+                    .with_destination_template(self.destinations.status_subject_template());
+                Self::send(&self.notifications, outgoing).await
             };
             match tokio::time::timeout(NOTIFICATION_TRY_TIMEOUT, attempt).await {
                 Ok(Ok(())) => return Ok(()),
@@ -335,9 +335,11 @@ impl RoutingPublisher {
 #[async_trait::async_trait]
 impl Publisher for RoutingPublisher {
     async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
-        let (broker, command) = match self.destinations.route(&message.destination) {
-            Some(Route::Commands) => (&self.commands, true),
-            Some(Route::Events) => (&self.events, false),
+        // A payment command must reach a queue: one the broker confirmed but
+        // could route nowhere would be lost while its row said published.
+        let (broker, outgoing) = match self.destinations.route(&message.destination) {
+            Some(Route::Commands) => (&self.commands, Self::outgoing(message).must_be_routed()),
+            Some(Route::Events) => (&self.events, Self::outgoing(message)),
             Some(Route::Notifications) => return self.notify(message).await,
             None => {
                 return Err(PublishError::Rejected(format!(
@@ -346,7 +348,7 @@ impl Publisher for RoutingPublisher {
                 )));
             }
         };
-        Self::send(broker, message, command).await.map_err(classify)
+        Self::send(broker, outgoing).await.map_err(classify)
     }
 }
 

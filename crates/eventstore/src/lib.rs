@@ -80,8 +80,13 @@
 //! before the service's own migrations — with the platform's bootstrap:
 //!
 //! ```ignore
-//! let database = platform::db::Database::new(&url, &MIGRATOR_OF_THE_SERVICE, 10)?
-//!     .with_library_schema(&eventstore::MIGRATOR);
+//! // `config.database_url` is DATABASE_URL parsed by `platform::db::parse_url`.
+//! let database = platform::db::Database::new(
+//!     config.database_url.clone(),
+//!     &MIGRATOR_OF_THE_SERVICE,
+//!     config.database_max_connections,
+//! )
+//! .with_library_schema(&eventstore::MIGRATOR);
 //! ```
 //!
 //! or by hand: `eventstore::migrate(&pool).await?` first, then the service's

@@ -59,6 +59,9 @@ pub const BEFORE_CHECKPOINT_FAULT_POINT: &str = "eventstore.projection.before_ch
 /// rolled-back appends left).
 const LAG_COUNT_CAP: i64 = 10_000;
 
+/// How often a rebuild asks again for a lease another runner holds.
+const LEASE_RETRY: Duration = Duration::from_millis(500);
+
 /// Why a projection could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -341,6 +344,35 @@ impl ProjectionRunner {
     /// The fencing token of the lease held, if any.
     pub fn fencing_token(&self) -> Option<i64> {
         Some(self.token.load(Ordering::Acquire)).filter(|token| *token != 0)
+    }
+
+    /// [`ProjectionRunner::run`], after rebuilding the read model when
+    /// `rebuild` is set. The rebuild needs the lease, which a crashed
+    /// predecessor or another replica may hold for up to its TTL: it waits
+    /// for it, and skips the rebuild if a replica asked at the same time has
+    /// done it.
+    pub async fn rebuild_then_run(&self, rebuild: bool, cancel: CancellationToken) {
+        let requested_at = Utc::now();
+        while rebuild && !cancel.is_cancelled() {
+            match self.rebuild(requested_at).await {
+                Ok(Some(applied)) => {
+                    tracing::info!(projection = self.name(), applied, "read model rebuilt");
+                    break;
+                }
+                Ok(None) => break,
+                Err(ProjectionError::LeaseHeld { .. }) => {
+                    let wait = tokio::time::sleep(LEASE_RETRY);
+                    if cancel.run_until_cancelled(wait).await.is_none() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(projection = self.name(), %error, "read model not rebuilt");
+                    break;
+                }
+            }
+        }
+        self.run(cancel).await;
     }
 
     /// Runs until `cancel` fires: stands by until it holds the lease, then

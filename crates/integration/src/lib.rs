@@ -116,9 +116,8 @@ fn classify(error: MessagingError) -> PublishError {
 /// migrated schema, makes sure `topic` exists (retrying with backoff while
 /// the broker is away), then publishes.
 pub async fn relay(database: Database, broker: Broker, topic: String, cancel: CancellationToken) {
-    tokio::select! {
-        () = database.migrated() => {}
-        () = cancel.cancelled() => return,
+    if !database.migrated_unless_cancelled(&cancel).await {
+        return;
     }
     if !ensure_destination(&broker, &DestinationSpec::new(topic), &cancel).await {
         return;
@@ -168,9 +167,8 @@ pub async fn subscribe(
     subscription: &Subscription,
     cancel: &CancellationToken,
 ) -> Option<DeliveryStream> {
-    tokio::select! {
-        () = database.migrated() => {}
-        () = cancel.cancelled() => return None,
+    if !database.migrated_unless_cancelled(cancel).await {
+        return None;
     }
     let mut delay = Duration::from_millis(250);
     loop {

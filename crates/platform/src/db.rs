@@ -98,6 +98,12 @@ impl Database {
             .await;
     }
 
+    /// Waits for the migrations; `false` when `cancel` fired first (the
+    /// service is stopping, and work waiting for the schema should not start).
+    pub async fn migrated_unless_cancelled(&self, cancel: &CancellationToken) -> bool {
+        cancel.run_until_cancelled(self.migrated()).await.is_some()
+    }
+
     /// Whether the database exists and its migrations are applied.
     pub fn is_migrated(&self) -> bool {
         *self.state.borrow() == BootstrapState::Migrated

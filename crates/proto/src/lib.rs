@@ -57,6 +57,51 @@ pub mod metadata {
     /// call, copied by the gateway into the problem+json `code`.
     pub const ERROR_CODE: &str = "x-error-code";
 
+    /// The role of administrators, as the user service issues it in tokens
+    /// (`auth::ADMIN_ROLE`) and the gateway passes it on in [`USER_ROLES`].
+    pub const ADMIN_ROLE: &str = "admin";
+
+    /// The user the gateway vouches for on a call, read the same way on
+    /// REST headers and gRPC metadata (`MetadataMap::as_ref`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct VouchedUser {
+        /// [`USER_ID`].
+        pub id: uuid::Uuid,
+        /// Whether [`USER_ROLES`] names [`ADMIN_ROLE`].
+        pub is_admin: bool,
+    }
+
+    /// [`USER_ID`] is there but is not a UUID: refused, never ignored.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct MalformedUserId;
+
+    impl std::fmt::Display for MalformedUserId {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{USER_ID} is not a UUID")
+        }
+    }
+
+    impl std::error::Error for MalformedUserId {}
+
+    impl VouchedUser {
+        /// The vouched user, or `None` when the call names none (a
+        /// service's own call from inside).
+        pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<Self>, MalformedUserId> {
+            let Some(value) = headers.get(USER_ID) else {
+                return Ok(None);
+            };
+            let id = value
+                .to_str()
+                .ok()
+                .and_then(|id| uuid::Uuid::try_parse(id.trim()).ok())
+                .ok_or(MalformedUserId)?;
+            Ok(Some(Self {
+                id,
+                is_admin: has_role(headers, ADMIN_ROLE),
+            }))
+        }
+    }
+
     /// Whether [`USER_ROLES`] names `role`, in any of its values, on gRPC
     /// metadata (`MetadataMap::as_ref`) or HTTP headers alike.
     pub fn has_role(headers: &http::HeaderMap, role: &str) -> bool {
@@ -84,6 +129,25 @@ pub mod metadata {
             assert!(has_role(&headers, "admin"));
             assert!(!has_role(&headers, "Admin"));
             assert!(!has_role(&headers, "adm"));
+        }
+
+        #[test]
+        fn the_vouched_user_is_a_uuid_with_roles() {
+            let mut headers = HeaderMap::new();
+            assert_eq!(VouchedUser::from_headers(&headers), Ok(None));
+            headers.insert(USER_ID, HeaderValue::from_static("not-a-uuid"));
+            assert_eq!(VouchedUser::from_headers(&headers), Err(MalformedUserId));
+            let id = uuid::Uuid::from_u128(7);
+            headers.insert(USER_ID, HeaderValue::from_str(&format!(" {id} ")).unwrap());
+            let user = VouchedUser {
+                id,
+                is_admin: false,
+            };
+            assert_eq!(VouchedUser::from_headers(&headers), Ok(Some(user)));
+            headers.append(USER_ROLES, HeaderValue::from_static("support"));
+            headers.append(USER_ROLES, HeaderValue::from_static("admin"));
+            let admin = VouchedUser { id, is_admin: true };
+            assert_eq!(VouchedUser::from_headers(&headers), Ok(Some(admin)));
         }
     }
 }

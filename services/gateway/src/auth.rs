@@ -328,12 +328,16 @@ impl TokenError {
 /// Why the JWKS could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
+    /// The user service did not answer with a JWKS (unreachable, an error
+    /// status, a body that is not one); the keys held are kept.
     #[error("fetching the JWKS from {url} failed: {source}")]
     Fetch {
         url: String,
         #[source]
         source: reqwest::Error,
     },
+    /// The JWKS has no key the gateway can verify with; the keys held are
+    /// kept.
     #[error("the JWKS at {url} holds no usable key")]
     NoKeys { url: String },
     /// The fetch's task ended before the fetch did (the gateway stopping).
@@ -523,6 +527,11 @@ mod tests {
     use axum::routing::get;
 
     use super::*;
+
+    #[test]
+    fn services_know_the_admin_role_tokens_carry() {
+        assert_eq!(auth::ADMIN_ROLE, proto::metadata::ADMIN_ROLE);
+    }
 
     /// A user service stand-in serving whatever JWKS the test sets, counting
     /// fetches; `None` answers 503 (the user service is down).

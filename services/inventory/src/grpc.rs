@@ -15,6 +15,7 @@ use platform::validation::Violations;
 use proto::convert::timestamp;
 use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_server::InventoryService;
+use proto::metadata::{ADMIN_ROLE, VouchedUser};
 use proto::status::ErrorDomain;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -34,9 +35,6 @@ use crate::error::InventoryError;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
 pub const ERROR_DOMAIN: ErrorDomain = ErrorDomain::new("inventory.ferrishop.dev");
-
-/// The role CreateProduct and Restock require.
-const ADMIN_ROLE: &str = "admin";
 
 /// The `InventoryService` implementation.
 #[derive(Debug, Clone)]
@@ -290,17 +288,10 @@ impl InventoryServiceApi {
 /// Checks the caller metadata the gateway sets: a UUID `x-user-id` and the
 /// `admin` role among the comma-separated `x-user-roles`.
 fn require_admin(metadata: &MetadataMap) -> Result<(), InventoryError> {
-    let authenticated = metadata
-        .get(proto::metadata::USER_ID)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|user_id| uuid::Uuid::try_parse(user_id.trim()).is_ok());
-    if !authenticated {
-        return Err(InventoryError::Unauthenticated);
-    }
-    if proto::metadata::has_role(metadata.as_ref(), ADMIN_ROLE) {
-        Ok(())
-    } else {
-        Err(InventoryError::Forbidden(ADMIN_ROLE))
+    match VouchedUser::from_headers(metadata.as_ref()) {
+        Ok(Some(user)) if user.is_admin => Ok(()),
+        Ok(Some(_)) => Err(InventoryError::Forbidden(ADMIN_ROLE)),
+        Ok(None) | Err(_) => Err(InventoryError::Unauthenticated),
     }
 }
 

@@ -2,7 +2,6 @@
 //! stopped at shutdown: the reservation sweeper and catalogue seeding. Each
 //! waits until the database is migrated before it starts.
 
-use std::future::Future;
 use std::time::Duration;
 
 use platform::db::Database;
@@ -22,7 +21,7 @@ pub async fn sweep_reservations(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    if !migrated(&database, &cancel).await {
+    if !database.migrated_unless_cancelled(&cancel).await {
         return;
     }
     loop {
@@ -50,7 +49,7 @@ pub async fn seed_catalog(
     catalog: Vec<NewProduct>,
     cancel: CancellationToken,
 ) {
-    if !migrated(&database, &cancel).await {
+    if !database.migrated_unless_cancelled(&cancel).await {
         return;
     }
     let mut delay = Duration::from_millis(250);
@@ -69,24 +68,10 @@ pub async fn seed_catalog(
     }
 }
 
-/// Waits for migrations; `false` if shutdown came first.
-async fn migrated(database: &Database, cancel: &CancellationToken) -> bool {
-    until_cancelled(database.migrated(), cancel).await.is_some()
-}
-
 /// Sleeps; `false` if shutdown came first.
 async fn sleep(duration: Duration, cancel: &CancellationToken) -> bool {
-    until_cancelled(tokio::time::sleep(duration), cancel)
+    cancel
+        .run_until_cancelled(tokio::time::sleep(duration))
         .await
         .is_some()
-}
-
-async fn until_cancelled<T>(
-    work: impl Future<Output = T>,
-    cancel: &CancellationToken,
-) -> Option<T> {
-    tokio::select! {
-        () = cancel.cancelled() => None,
-        output = work => Some(output),
-    }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::messaging::{Messaging, Subscription};
-use eventstore::{ProjectionConfig, ProjectionError, ProjectionRunner};
+use eventstore::{ProjectionConfig, ProjectionRunner};
 use platform::Service;
 use platform::db::Database;
 use platform::grpc::GrpcServices;
@@ -161,11 +161,11 @@ async fn main() -> ExitCode {
         })
         .task("order-view-projection", {
             let database = database.clone();
-            move |cancel| after_migrations(database, cancel, move |cancel| project(order_view, rebuild, cancel))
+            move |cancel| after_migrations(database, cancel, move |cancel| async move { order_view.rebuild_then_run(rebuild, cancel).await })
         })
         .task("order-history-projection", {
             let database = database.clone();
-            move |cancel| after_migrations(database, cancel, move |cancel| project(order_history, rebuild, cancel))
+            move |cancel| after_migrations(database, cancel, move |cancel| async move { order_history.rebuild_then_run(rebuild, cancel).await })
         })
         .task("status-feed", {
             let database = database.clone();
@@ -204,36 +204,7 @@ where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
-    tokio::select! {
-        () = database.migrated() => work(cancel).await,
-        () = cancel.cancelled() => {}
+    if database.migrated_unless_cancelled(&cancel).await {
+        work(cancel).await;
     }
-}
-
-/// Runs a read model's projection, rebuilding it first when asked to. The
-/// rebuild needs the projection's lease, which a crashed predecessor or
-/// another replica may hold for up to `LEASE_TTL`: it waits for it, and
-/// skips the rebuild if a replica asked at the same time has done it.
-async fn project(runner: Arc<ProjectionRunner>, rebuild: bool, cancel: CancellationToken) {
-    let requested_at = chrono::Utc::now();
-    while rebuild && !cancel.is_cancelled() {
-        match runner.rebuild(requested_at).await {
-            Ok(Some(applied)) => {
-                tracing::info!(projection = runner.name(), applied, "read model rebuilt");
-                break;
-            }
-            Ok(None) => break,
-            Err(ProjectionError::LeaseHeld { .. }) => {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(projection = runner.name(), %error, "read model not rebuilt");
-                break;
-            }
-        }
-    }
-    runner.run(cancel).await;
 }

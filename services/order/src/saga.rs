@@ -27,7 +27,7 @@
 //! back, so abandoning the cancellation then would leave a CONFIRMED order
 //! refunded; the steps are retried (backing off to every 30 s) until they
 //! get an answer, however long the outage (the saga shows as RUNNING in the
-//! admin listing meanwhile). Should the refund be *refused* (a closed wallet), nothing
+//! admin listing meanwhile). Should the refund be *refused* (a closed wallet without a payout IBAN), nothing
 //! moved: the cancellation is abandoned and the order stays CONFIRMED.
 //! Should the refund succeed and the stock return be refused, the order is
 //! still CANCELLED — the money invariant (cancelled orders are fully

@@ -13,6 +13,7 @@ use proto::convert::timestamp;
 use proto::ferrishop::common::v1 as common;
 use proto::ferrishop::payment::v1 as pb;
 use proto::ferrishop::payment::v1::payment_service_server::PaymentService;
+use proto::metadata::VouchedUser;
 use proto::status::ErrorDomain;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
@@ -133,10 +134,10 @@ impl PaymentService for PaymentServiceApi {
 
 /// The caller named by `x-user-id`.
 fn caller(metadata: &MetadataMap) -> Result<UserId, Status> {
-    metadata
-        .get(proto::metadata::USER_ID)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| UserId::parse(value).ok())
+    VouchedUser::from_headers(metadata.as_ref())
+        .ok()
+        .flatten()
+        .map(|user| UserId::from_uuid(user.id))
         .ok_or_else(|| status(PaymentError::Unauthenticated))
 }
 

@@ -43,6 +43,7 @@ use chrono::{DateTime, Utc};
 use platform::pagination::PageSize;
 use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
 use platform::validation::{self, Violations};
+use proto::metadata::VouchedUser;
 use serde::{Deserialize, Serialize};
 
 use crate::app::queries::{Cursor, Page, TransactionKind, TransactionView};
@@ -53,8 +54,6 @@ use crate::domain::money::{Amount, Currency, Money};
 use crate::domain::wallet::Account;
 use crate::error::PaymentError;
 
-/// The role admin routes require.
-const ADMIN_ROLE: &str = "admin";
 /// The header a deposit is made idempotent with.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on the answer to a repeated deposit.
@@ -326,14 +325,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = PaymentError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PaymentError> {
-        let user = user_id(parts)?;
-        let is_admin = parts
-            .headers
-            .get(proto::metadata::USER_ROLES)
-            .and_then(|roles| roles.to_str().ok())
-            .is_some_and(|roles| roles.split(',').any(|role| role.trim() == ADMIN_ROLE));
-        if is_admin {
-            Ok(Admin(user))
+        let user = vouched_user(parts)?;
+        if user.is_admin {
+            Ok(Admin(UserId::from_uuid(user.id)))
         } else {
             Err(PaymentError::Forbidden)
         }
@@ -366,13 +360,15 @@ impl<S: Send + Sync> FromRequestParts<S> for AdministeredWallet {
     }
 }
 
-fn user_id(parts: &Parts) -> Result<UserId, PaymentError> {
-    parts
-        .headers
-        .get(proto::metadata::USER_ID)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| UserId::parse(value).ok())
+fn vouched_user(parts: &Parts) -> Result<VouchedUser, PaymentError> {
+    VouchedUser::from_headers(&parts.headers)
+        .ok()
+        .flatten()
         .ok_or(PaymentError::Unauthenticated)
+}
+
+fn user_id(parts: &Parts) -> Result<UserId, PaymentError> {
+    vouched_user(parts).map(|user| UserId::from_uuid(user.id))
 }
 
 /// The amount of `body`, or `None` after recording what is wrong with

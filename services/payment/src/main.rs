@@ -105,9 +105,8 @@ async fn main() -> ExitCode {
         .task("transactions-projection", {
             let database = database.clone();
             move |cancel| async move {
-                tokio::select! {
-                    () = database.migrated() => transactions.run(cancel).await,
-                    () = cancel.cancelled() => {}
+                if database.migrated_unless_cancelled(&cancel).await {
+                    transactions.run(cancel).await;
                 }
             }
         })

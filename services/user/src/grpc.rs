@@ -15,6 +15,7 @@ use proto::ferrishop::user::v1::user_service_server::UserService;
 use proto::ferrishop::user::v1::{
     BatchGetUsersRequest, BatchGetUsersResponse, GetUserRequest, GetUserResponse, User,
 };
+use proto::metadata::VouchedUser;
 use proto::status::ErrorDomain;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
@@ -78,19 +79,14 @@ impl UserService for UserServiceApi {
 /// The caller the gateway vouches for, or an internal caller when there is
 /// no `x-user-id`; a malformed one is refused rather than ignored.
 fn caller(metadata: &MetadataMap) -> Result<Caller, Error> {
-    let Some(id) = metadata.get(proto::metadata::USER_ID) else {
-        return Ok(Caller::Internal);
-    };
-    let id: UserId = id
-        .to_str()
-        .ok()
-        .and_then(|id| id.parse().ok())
-        .ok_or(Error::Unauthenticated)?;
-    let admin = metadata
-        .get(proto::metadata::USER_ROLES)
-        .and_then(|roles| roles.to_str().ok())
-        .is_some_and(|roles| roles.split(',').any(|role| role.trim() == auth::ADMIN_ROLE));
-    Ok(Caller::User { id, admin })
+    match VouchedUser::from_headers(metadata.as_ref()) {
+        Ok(Some(user)) => Ok(Caller::User {
+            id: UserId::from(user.id),
+            admin: user.is_admin,
+        }),
+        Ok(None) => Ok(Caller::Internal),
+        Err(_) => Err(Error::Unauthenticated),
+    }
 }
 
 fn parse_id(field: &'static str, text: &str) -> Result<UserId, Error> {

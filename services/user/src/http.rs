@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use platform::problem::{JsonBody, Problem, retry_after_secs};
+use proto::metadata::VouchedUser;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{App, TokenPair};
@@ -179,11 +180,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CallerId {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
-        let id: UserId = parts
-            .headers
-            .get(proto::metadata::USER_ID)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok())
+        let id = VouchedUser::from_headers(&parts.headers)
+            .ok()
+            .flatten()
+            .map(|user| UserId::from(user.id))
             .ok_or(Error::Unauthenticated)?;
         tracing::Span::current().record("user_id", tracing::field::display(id));
         Ok(CallerId(id))

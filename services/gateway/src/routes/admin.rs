@@ -350,6 +350,8 @@ fn parse_fault(name: &str, action: &str) -> Result<FaultChange, ApiError> {
 /// Why a fault flag could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
+    /// The request itself is refused (422 for a bad action, 403 for a
+    /// non-admin): the problem its [`ApiError`] maps to.
     #[error(transparent)]
     Api(#[from] ApiError),
     /// 503: NATS is down or refused the write.

@@ -472,8 +472,7 @@ pub async fn follow_order(
     request_id: Option<Extension<RequestId>>,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
-    let id = Uuid::try_parse(&shared::path_id("id", &id)?)
-        .map_err(|_| ApiError::Internal("a checked id is not a UUID".into()))?;
+    let id = shared::path_uuid("id", &id)?;
     let slot = state
         .rate_limiter
         .open_stream(Subject::User(caller.user_id))

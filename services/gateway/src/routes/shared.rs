@@ -146,17 +146,23 @@ impl Invalid {
 
 /// A path or query id: a UUID, in its canonical text form upstream.
 pub fn parse_id(text: &str) -> Result<String, &'static str> {
-    Uuid::try_parse(text.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| "must be a UUID")
+    parse_uuid(text).map(|id| id.to_string())
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, &'static str> {
+    Uuid::try_parse(text.trim()).map_err(|_| "must be a UUID")
+}
+
+/// A single path id in its canonical text form, or a 422 naming `field`.
+pub fn path_id(field: &str, text: &str) -> Result<String, ApiError> {
+    path_uuid(field, text).map(|id| id.to_string())
 }
 
 /// A single path id, or a 422 naming `field`.
-pub fn path_id(field: &str, text: &str) -> Result<String, ApiError> {
-    let mut invalid = Invalid::default();
-    let id = invalid.check(field, parse_id(text));
-    invalid.finish()?;
-    Ok(id.unwrap_or_default())
+pub fn path_uuid(field: &str, text: &str) -> Result<Uuid, ApiError> {
+    parse_uuid(text).map_err(|error| {
+        ApiError::Validation(BTreeMap::from([(field.to_owned(), error.to_owned())]))
+    })
 }
 
 /// `?cursor=`: opaque, passed on as given; empty means the first page.

@@ -13,6 +13,8 @@ pub mod queries;
 
 use std::time::Duration;
 
+use proto::metadata::{ADMIN_ROLE, VouchedUser};
+
 use crate::domain::ids::CustomerId;
 use crate::error::OrderError;
 use crate::feed::StatusFeed;
@@ -20,9 +22,6 @@ use crate::inventory::Inventory;
 use crate::projections::orders::OrderReadModels;
 use crate::saga::Sagas;
 use crate::store::Store;
-
-/// The role that may read any order and list sagas.
-pub const ADMIN_ROLE: &str = "admin";
 
 /// Who is calling, as the gateway vouched for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +35,13 @@ impl Caller {
     /// gRPC (whose metadata is a header map): a UUID `x-user-id`, and the
     /// roles of the comma-separated `x-user-roles`.
     pub fn from_headers(headers: &http::HeaderMap) -> Result<Self, OrderError> {
-        let user_id = headers
-            .get(proto::metadata::USER_ID)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|user_id| CustomerId::parse(user_id.trim()).ok())
+        let user = VouchedUser::from_headers(headers)
+            .ok()
+            .flatten()
             .ok_or(OrderError::Unauthenticated)?;
         Ok(Self {
-            user_id,
-            is_admin: proto::metadata::has_role(headers, ADMIN_ROLE),
+            user_id: CustomerId::from_uuid(user.id),
+            is_admin: user.is_admin,
         })
     }
 

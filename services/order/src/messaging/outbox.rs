@@ -373,9 +373,8 @@ pub async fn relay(
     relays: u32,
     cancel: CancellationToken,
 ) {
-    tokio::select! {
-        () = database.migrated() => {}
-        () = cancel.cancelled() => return,
+    if !database.migrated_unless_cancelled(&cancel).await {
+        return;
     }
     let publisher = Arc::new(publisher);
     let essentials = [

@@ -113,11 +113,14 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     /// Free-form correlation id of the requester.
     pub const CORRELATION_ID: &str = "correlation-id";
+    /// The saga a command belongs to, when a saga sent it; the payment is
+    /// correlated with it.
+    pub const SAGA_ID: &str = "saga-id";
     /// Headers copied from a command onto its reply, when present.
     pub const ECHOED: [&str; 7] = [
         IDEMPOTENCY_KEY,
         CORRELATION_ID,
-        "saga-id",
+        SAGA_ID,
         "saga-type",
         "saga-step",
         "saga-phase",

@@ -153,7 +153,7 @@ impl Handler {
                     user_id: Some(request.customer),
                     correlation_id: message
                         .headers
-                        .get("saga-id")
+                        .get(headers::SAGA_ID)
                         .or(message.headers.get(headers::CORRELATION_ID))
                         .and_then(|id| Uuid::parse_str(id).ok()),
                     causation_id: message.message_id().and_then(|id| Uuid::parse_str(id).ok()),

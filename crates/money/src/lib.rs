@@ -74,6 +74,13 @@ impl fmt::Display for Currency {
     }
 }
 
+impl std::str::FromStr for Currency {
+    type Err = CurrencyError;
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Self::parse(code)
+    }
+}
+
 impl TryFrom<String> for Currency {
     type Error = CurrencyError;
     fn try_from(code: String) -> Result<Self, Self::Error> {
@@ -245,6 +252,8 @@ mod tests {
             );
         }
         assert_eq!(Currency::EUR.to_string(), "EUR");
+        assert_eq!("EUR".parse::<Currency>(), Ok(Currency::EUR));
+        assert!("eur".parse::<Currency>().is_err());
         assert_eq!(
             CurrencyError("eur".into()).to_string(),
             "must be a three-letter upper-case ISO 4217 code such as \"EUR\", got \"eur\""

@@ -179,6 +179,12 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
             .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "55P03")))
 }
 
+/// The current time at the microsecond precision Postgres keeps, so a time
+/// answered now and the same time read back later are equal.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
+}
+
 /// Whether `error` says the database could not be reached or is going away
 /// (the pool or connection failed, Postgres is shutting down or starting, a
 /// connection exception): nothing about the statement or its data, so it is

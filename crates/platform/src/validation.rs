@@ -82,6 +82,15 @@ impl Violations {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// `Ok(())` when every checked field was valid, else the violations.
+    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
 }
 
 impl From<Violations> for Vec<FieldViolation> {
@@ -99,9 +108,10 @@ mod tests {
         let mut violations = Violations::default();
         assert_eq!(violations.check("a", Ok::<_, String>(1)), Some(1));
         assert!(violations.is_empty());
+        assert_eq!(Violations::default().finish(), Ok(()));
         assert_eq!(violations.check::<u32, _>("b", Err("is bad")), None);
         assert_eq!(violations.reject::<u32>("c[0]", "is required"), None);
-        let violations = Vec::from(violations);
+        let violations = violations.finish().unwrap_err();
         assert_eq!(
             violations,
             [

@@ -60,12 +60,14 @@ pub fn vouch_for(caller: Option<&Caller>, headers: &mut HeaderMap) {
         headers.remove(proto::metadata::USER_ROLES);
         return;
     };
-    // `insert` replaces every value a client may have sent.
+    // `insert` replaces every value a client may have sent. A UUID always
+    // makes a header value; were it not, an id every service refuses is
+    // safer than none, which the user service reads as its own services'
+    // call.
     let mut id = Uuid::encode_buffer();
-    match HeaderValue::from_str(caller.user_id.hyphenated().encode_lower(&mut id)) {
-        Ok(id) => headers.insert(proto::metadata::USER_ID, id),
-        Err(_) => headers.remove(proto::metadata::USER_ID),
-    };
+    let id = HeaderValue::from_str(caller.user_id.hyphenated().encode_lower(&mut id))
+        .unwrap_or(HeaderValue::from_static("unencodable"));
+    headers.insert(proto::metadata::USER_ID, id);
     let roles = match caller.roles.as_slice() {
         [] => Ok(HeaderValue::from_static("")),
         [role] => HeaderValue::from_str(role),

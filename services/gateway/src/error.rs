@@ -174,6 +174,12 @@ fn problem_from_status(status: &tonic::Status) -> Problem {
     problem
 }
 
+impl From<Vec<platform::validation::FieldViolation>> for ApiError {
+    fn from(violations: Vec<platform::validation::FieldViolation>) -> Self {
+        Self::Validation(platform::validation::by_field(&violations))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();

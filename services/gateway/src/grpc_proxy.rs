@@ -69,7 +69,7 @@ use std::time::Duration;
 
 use axum::body::HttpBody;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+use http::{HeaderMap, header::AUTHORIZATION};
 use http_body::Frame;
 use proto::ferrishop::{inventory, order, payment, user};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -80,7 +80,6 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Service, ServiceExt};
-use uuid::Uuid;
 
 use crate::auth::{Caller, Keys, Presented, TokenError, vouch_for};
 use crate::rate_limit::{
@@ -394,7 +393,7 @@ fn refusal(code: Code, error_code: &'static str, message: String) -> Status {
 fn set_identity(headers: &mut HeaderMap, caller: Option<&Caller>) {
     vouch_for(caller, headers);
     if !headers.contains_key("x-request-id")
-        && let Ok(id) = HeaderValue::from_str(&Uuid::now_v7().to_string())
+        && let Some(id) = crate::routes::new_request_id()
     {
         headers.insert("x-request-id", id);
     }
@@ -552,6 +551,8 @@ mod tests {
     use super::*;
     use crate::auth::KeysConfig;
     use crate::config::RateLimits;
+    use http::HeaderValue;
+    use uuid::Uuid;
 
     /// A fake service that answers OK with the identity it was given, as
     /// response headers, and counts its calls.

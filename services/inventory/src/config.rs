@@ -56,7 +56,7 @@ pub struct Config {
 
     /// Currency of every price in the catalogue (ISO 4217): an order's total
     /// adds up prices of several products, so they must share one.
-    #[arg(long, env = "SHOP_CURRENCY", default_value = "EUR", value_parser = parse_currency)]
+    #[arg(long, env = "SHOP_CURRENCY", default_value = "EUR")]
     pub shop_currency: Currency,
 
     /// Load the demo catalogue (about 20 products with stock) at start. Each
@@ -82,10 +82,6 @@ pub struct Config {
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-fn parse_currency(text: &str) -> Result<Currency, String> {
-    Currency::parse(text).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

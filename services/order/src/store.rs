@@ -25,8 +25,10 @@ use crate::domain::request::{IdempotencyKey, RequestFingerprint};
 use crate::error::OrderError;
 use crate::messaging::outbox::Announcements;
 
-/// How often a command is decided again after losing a race.
-const CONFLICT_ATTEMPTS: u32 = 5;
+/// How often a command is decided again after losing a race with another
+/// write to the order. Each try reads the fresh state, so it needs no
+/// backoff: the race it lost is over.
+pub const CONFLICT_ATTEMPTS: u32 = 5;
 
 /// What recording a command did.
 #[derive(Debug, Clone)]

@@ -45,7 +45,7 @@ pub struct Config {
     pub database_max_connections: u32,
 
     /// Currency of every wallet (ISO 4217).
-    #[arg(long, env = "WALLET_CURRENCY", default_value = "EUR", value_parser = parse_currency)]
+    #[arg(long, env = "WALLET_CURRENCY", default_value = "EUR")]
     pub wallet_currency: Currency,
 
     /// Money put into a new wallet when its user registers, in minor units of
@@ -105,10 +105,6 @@ impl Config {
     pub fn welcome_credit(&self) -> Option<Amount> {
         Amount::new(self.welcome_credit, self.wallet_currency).ok()
     }
-}
-
-fn parse_currency(text: &str) -> Result<Currency, String> {
-    Currency::parse(text).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -29,13 +29,14 @@ use messaging::{FAULTS_BUCKET, MessagingError};
 use platform::faults::FaultAction;
 use platform::pagination::PageSize;
 use platform::problem::{JsonBody, PathParams, Problem, QueryParams};
+use platform::validation::Violations;
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Invalid, ProblemDocument, id_of};
+use super::shared::{self, ProblemDocument, id_of};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -219,17 +220,17 @@ pub struct ListSagasQuery {
 
 impl ListSagasQuery {
     fn into_request(self) -> Result<pb::ListSagasRequest, ApiError> {
-        let mut invalid = Invalid::default();
+        let mut violations = Violations::default();
         let status = match self
             .status
             .as_deref()
             .filter(|text| !text.trim().is_empty())
         {
             None => Some(pb::SagaStatus::Unspecified),
-            Some(text) => invalid.check("status", SagaStatus::parse(text).map(Into::into)),
+            Some(text) => violations.check("status", SagaStatus::parse(text).map(Into::into)),
         };
-        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
-        invalid.finish()?;
+        let limit = violations.check("limit", PageSize::from_query(self.limit.as_deref()));
+        violations.finish()?;
         Ok(pb::ListSagasRequest {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
@@ -340,10 +341,10 @@ fn check_point_name(name: &str) -> Result<(), &'static str> {
 }
 
 fn parse_fault(name: &str, action: &str) -> Result<FaultChange, ApiError> {
-    let mut invalid = Invalid::default();
-    invalid.check("name", check_point_name(name));
-    let change = invalid.check("action", FaultChange::parse(action));
-    invalid.finish()?;
+    let mut violations = Violations::default();
+    violations.check("name", check_point_name(name));
+    let change = violations.check("action", FaultChange::parse(action));
+    violations.finish()?;
     change.ok_or_else(|| ApiError::Internal("fault validation passed without a change".into()))
 }
 

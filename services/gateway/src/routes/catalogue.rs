@@ -25,12 +25,13 @@ use chrono::{DateTime, Utc};
 use http::{HeaderValue, StatusCode, header};
 use platform::pagination::PageSize;
 use platform::problem::{JsonBody, PathParams, QueryParams};
+use platform::validation::Violations;
 use proto::ferrishop::inventory::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Invalid, Money, ProblemDocument, id_of, parse_id, path_id};
+use super::shared::{self, Money, ProblemDocument, id_of, parse_id, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -211,18 +212,18 @@ impl ListProductsQuery {
     /// The stream request (asking for one product more than the page) and
     /// the page size.
     fn into_request(self) -> Result<(pb::ListProductsRequest, u32), ApiError> {
-        let mut invalid = Invalid::default();
+        let mut violations = Violations::default();
         let category = match self
             .category
             .as_deref()
             .filter(|text| !text.trim().is_empty())
         {
             None => Some(pb::Category::Unspecified),
-            Some(text) => invalid.check("category", Category::parse(text).map(Into::into)),
+            Some(text) => violations.check("category", Category::parse(text).map(Into::into)),
         };
-        let in_stock = invalid.check("in_stock", parse_bool(self.in_stock.as_deref()));
-        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
-        invalid.finish()?;
+        let in_stock = violations.check("in_stock", parse_bool(self.in_stock.as_deref()));
+        let limit = violations.check("limit", PageSize::from_query(self.limit.as_deref()));
+        violations.finish()?;
         let limit = limit.unwrap_or_default().get();
         let request = pb::ListProductsRequest {
             category: category.unwrap_or_default().into(),
@@ -348,11 +349,11 @@ pub struct QuoteQuery {
 
 impl QuoteQuery {
     fn into_request(self, id: &str) -> Result<pb::QuoteRequest, ApiError> {
-        let mut invalid = Invalid::default();
-        let product_id = invalid.check("id", parse_id(id));
-        let quantity = invalid.check("quantity", parse_quantity(self.quantity.as_deref()));
-        let tax_rate_bps = invalid.check("tax_rate", parse_tax_rate(self.tax_rate.as_deref()));
-        invalid.finish()?;
+        let mut violations = Violations::default();
+        let product_id = violations.check("id", parse_id(id));
+        let quantity = violations.check("quantity", parse_quantity(self.quantity.as_deref()));
+        let tax_rate_bps = violations.check("tax_rate", parse_tax_rate(self.tax_rate.as_deref()));
+        violations.finish()?;
         Ok(pb::QuoteRequest {
             product_id: product_id.unwrap_or_default(),
             quantity: quantity.unwrap_or_default(),

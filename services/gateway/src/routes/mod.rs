@@ -187,45 +187,24 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
     rate_limit::admit(&state.rate_limiter, request, next).await
 }
 
-/// Request ids for requests that come without one: random (version 4)
-/// UUIDs, as tower-http's `MakeRequestUuid` makes, but drawn from a
-/// generator seeded once per thread rather than from the operating system
-/// for each request (a `getrandom` system call every time). They identify
-/// requests; they are no secret.
+/// Request ids for requests that come without one ([`new_request_id`]).
 #[derive(Debug, Clone, Copy)]
 struct MakeRequestId;
 
 impl tower_http::request_id::MakeRequestId for MakeRequestId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(random_id_bytes()).into_uuid();
-        let mut text = uuid::Uuid::encode_buffer();
-        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
-            .ok()
-            .map(RequestId::new)
+        new_request_id().map(RequestId::new)
     }
 }
 
-/// 16 bytes from this thread's SplitMix64 generator, seeded from the
-/// operating system the first time.
-fn random_id_bytes() -> [u8; 16] {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> =
-            std::cell::Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
-    }
-    let next = || {
-        STATE.with(|state| {
-            let value = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-            state.set(value);
-            let mut z = value;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        })
-    };
-    let mut bytes = [0; 16];
-    bytes[..8].copy_from_slice(&next().to_le_bytes());
-    bytes[8..].copy_from_slice(&next().to_le_bytes());
-    bytes
+/// A random (version 4) UUID, as tower-http's `MakeRequestUuid` makes, but
+/// drawn from this thread's generator (`rand::rng`, seeded once) rather
+/// than from the operating system for each request (a `getrandom` system
+/// call every time). Request ids identify requests; they are no secret.
+pub fn new_request_id() -> Option<HeaderValue> {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)).ok()
 }
 
 /// gzip, as tower-http's default predicate has it (no gRPC, images or

@@ -23,12 +23,13 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use platform::pagination::PageSize;
 use platform::problem::{JsonBody, PathParams, QueryParams};
+use platform::validation::Violations;
 use proto::ferrishop::order::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Invalid, Money, ProblemDocument, id_of, path_id};
+use super::shared::{self, Money, ProblemDocument, id_of, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -240,8 +241,8 @@ pub struct OrderPage {
 
 /// The `Idempotency-Key` header, which placing an order requires.
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let mut invalid = Invalid::default();
-    let key = invalid.check(
+    let mut violations = Violations::default();
+    let key = violations.check(
         "Idempotency-Key",
         headers
             .get(IDEMPOTENCY_KEY)
@@ -249,7 +250,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
             .filter(|key| !key.is_empty())
             .ok_or("is required: a client-chosen key (a UUID, say) that makes retries safe"),
     );
-    invalid.finish()?;
+    violations.finish()?;
     Ok(key.unwrap_or_default().to_owned())
 }
 
@@ -360,17 +361,17 @@ pub struct ListOrdersQuery {
 
 impl ListOrdersQuery {
     fn into_request(self) -> Result<pb::ListOrdersRequest, ApiError> {
-        let mut invalid = Invalid::default();
+        let mut violations = Violations::default();
         let status = match self
             .status
             .as_deref()
             .filter(|text| !text.trim().is_empty())
         {
             None => Some(pb::OrderStatus::Unspecified),
-            Some(text) => invalid.check("status", OrderStatus::parse(text).map(Into::into)),
+            Some(text) => violations.check("status", OrderStatus::parse(text).map(Into::into)),
         };
-        let limit = invalid.check("limit", PageSize::from_query(self.limit.as_deref()));
-        invalid.finish()?;
+        let limit = violations.check("limit", PageSize::from_query(self.limit.as_deref()));
+        violations.finish()?;
         Ok(pb::ListOrdersRequest {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {

@@ -113,37 +113,6 @@ pub fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Collects the invalid fields of one request, so a client learns about all
-/// of them at once.
-#[derive(Debug, Default)]
-pub struct Invalid(BTreeMap<String, String>);
-
-impl Invalid {
-    /// The value, or `None` after recording why `field` is invalid.
-    pub fn check<T>(
-        &mut self,
-        field: &str,
-        result: Result<T, impl std::fmt::Display>,
-    ) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.0.insert(field.to_owned(), error.to_string());
-                None
-            }
-        }
-    }
-
-    /// `Ok(())` when every checked field was valid.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::Validation(self.0))
-        }
-    }
-}
-
 /// A path or query id: a UUID, in its canonical text form upstream.
 pub fn parse_id(text: &str) -> Result<String, &'static str> {
     parse_uuid(text).map(|id| id.to_string())

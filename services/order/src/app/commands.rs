@@ -22,10 +22,6 @@ use crate::inventory::InventoryError;
 use crate::saga::{CancelOrderData, PlaceOrderData, count_statuses};
 use crate::store::{self, StoredRequest};
 
-/// How often a cancellation is decided again after losing a race with
-/// another write to the order.
-const CONFLICT_ATTEMPTS: u32 = 5;
-
 /// A request to place an order.
 #[derive(Debug, Clone)]
 pub struct PlaceOrder {
@@ -218,7 +214,7 @@ impl Orders {
                 .await
             {
                 Ok(recorded) => recorded,
-                Err(OrderError::Conflict(_)) if attempt < CONFLICT_ATTEMPTS => {
+                Err(OrderError::Conflict(_)) if attempt < store::CONFLICT_ATTEMPTS => {
                     attempt += 1;
                     continue;
                 }

@@ -19,8 +19,8 @@ pub mod queries;
 
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use eventstore::EventMetadata;
+use platform::db::now;
 use uuid::Uuid;
 
 use crate::domain::ids::UserId;
@@ -120,10 +120,4 @@ impl Retry {
         tokio::time::sleep(ceiling.mul_f64(rand::random_range(0.5..1.0))).await;
         Ok(())
     }
-}
-
-/// The clock of the use cases, at the microsecond precision Postgres keeps,
-/// so a time answered now and the same time read back later are equal.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }

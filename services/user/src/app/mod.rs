@@ -12,7 +12,8 @@ pub mod tokens;
 
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
+use platform::db::now;
 
 use crate::domain::{
     Account, AdminEmails, Caller, Email, Exchange, Password, ProfileChanges, RefreshToken,
@@ -268,10 +269,4 @@ impl App {
             refresh_token,
         })
     }
-}
-
-/// The current time at the database's resolution (microseconds), so a value
-/// read back equals the value written.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }

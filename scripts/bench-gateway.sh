@@ -28,7 +28,8 @@
 # The gateway runs as an operator would run it: its default log filter
 # (`info,sqlx=warn`: no line per request, but the server span and the client
 # span per upstream attempt are created, as they are in production) and no
-# OTLP exporter (nothing the proxies compared with does that work either).
+# OTLP exporter (`OTEL_TRACES_EXPORTER=none`: nothing the proxies compared
+# with does that work either).
 # The user service logs at warn in every variant (it is the same work under
 # each proxy), and nginx runs without an access log.
 #
@@ -61,6 +62,7 @@
 #   BENCH_SKIP_BUILD    1: use the release binaries as they are
 #   CARGO_TARGET_DIR    where the binaries are built     (default target)
 set -euo pipefail
+export OTEL_TRACES_EXPORTER=none
 
 case "${1:-}" in
   -h | --help)
@@ -184,7 +186,7 @@ wait_ready user "http://127.0.0.1:$USER_HTTP/readyz"
 
 # The user's own limit is lifted (the limiter still runs on every request):
 # at the default 100/s the benchmark would measure the limiter's refusals.
-gateway_env=(-u RUST_LOG -u OTEL_EXPORTER_OTLP_ENDPOINT)
+gateway_env=(-u RUST_LOG)
 if [[ -n ${BENCH_GATEWAY_LOG:-} ]]; then
   gateway_env+=(RUST_LOG="$BENCH_GATEWAY_LOG")
 fi

@@ -48,6 +48,13 @@ export RUST_LOG=${RUST_LOG:-info}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 export SEED_CATALOG=${SEED_CATALOG:-true}
 export ADMIN_EMAILS=${ADMIN_EMAILS:-admin@ferrishop.local}
+# Traces go to a collector on the default 127.0.0.1:4317 when one listens
+# there (or wherever OTEL_EXPORTER_OTLP_ENDPOINT says); without one, the
+# services would only log failed exports.
+if [[ -z ${OTEL_TRACES_EXPORTER:-} && -z ${OTEL_EXPORTER_OTLP_ENDPOINT:-} ]] &&
+  ! (exec 3<>/dev/tcp/127.0.0.1/4317) 2>/dev/null; then
+  export OTEL_TRACES_EXPORTER=none
+fi
 
 section() { printf '\n==> %s\n' "$*"; }
 

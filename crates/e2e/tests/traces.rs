@@ -44,6 +44,7 @@ const CONFIRM_DELAY: Duration = Duration::from_millis(1_500);
 /// Every service exports to `collector`, in small batches at once.
 fn traced(collector: &Collector) -> StackBuilder {
     Stack::builder()
+        .env_all("OTEL_TRACES_EXPORTER", "otlp")
         .env_all("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
         .env_all("OTEL_BSP_SCHEDULE_DELAY", "100")
         // The request's own lines: tower-http's "started/finished

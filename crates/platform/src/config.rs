@@ -238,6 +238,7 @@ mod tests {
             ),
             ("--sampler-arg", "7", "OTEL_TRACES_SAMPLER_ARG"),
             ("--sampler-arg", "NaN", "OTEL_TRACES_SAMPLER_ARG"),
+            ("--traces-exporter", "jaeger", "OTEL_TRACES_EXPORTER"),
         ] {
             let Err(ConfigError::Invalid(line)) =
                 parse_from::<WithCommon, _, _>(["sample", flag, value])
@@ -258,6 +259,30 @@ mod tests {
         .map_err(|e| format!("{e:?}"))
         .unwrap();
         assert_eq!(good.common.telemetry.sampler_arg, 0.25);
+        assert_eq!(
+            good.common.telemetry.otlp_endpoint,
+            "http://otel-collector:4317"
+        );
+        let off = parse_from::<WithCommon, _, _>(["sample", "--traces-exporter", "none"])
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        assert_eq!(
+            off.common.telemetry.traces_exporter,
+            crate::telemetry::TracesExporter::Off
+        );
+    }
+
+    #[test]
+    fn traces_go_to_a_local_collector_by_default() {
+        let defaults = parse_from::<WithCommon, _, _>(["sample"])
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        let telemetry = defaults.common.telemetry;
+        assert_eq!(telemetry.otlp_endpoint, "http://127.0.0.1:4317");
+        assert_eq!(
+            telemetry.traces_exporter,
+            crate::telemetry::TracesExporter::Otlp
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! - [`config`]: environment-first configuration with clap; bad values exit 2
 //!   with one line naming the variable.
 //! - [`telemetry`]: JSON logs carrying `trace_id`/`span_id`, OpenTelemetry
-//!   tracing exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
-//!   W3C propagator installed either way.
+//!   tracing exported over OTLP (to `OTEL_EXPORTER_OTLP_ENDPOINT`, unless
+//!   `OTEL_TRACES_EXPORTER=none`), the W3C propagator installed either way.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, and the HTTP server
 //!   metrics layer.
 //! - [`health`]: `/healthz`, `/readyz` and the readiness checks behind them.

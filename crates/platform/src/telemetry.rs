@@ -4,10 +4,12 @@
 //! incoming `traceparent` headers are continued, outgoing calls carry one, and
 //! every JSON log line names the `trace_id`/`span_id` it was written under, so
 //! logs and traces join up even on a laptop with no collector running.
-//! Exporting is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/gRPC);
-//! then tracing-opentelemetry builds each span for the exporter, otherwise
-//! spans get their ids alone (the `ids` module). Code reads and continues
-//! a span's trace through [`SpanTrace`], the same either way.
+//! Traces are exported over OTLP/gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (`http://127.0.0.1:4317` unless set, as the SDK specification has it),
+//! where tracing-opentelemetry builds each span for the exporter;
+//! `OTEL_TRACES_EXPORTER=none` switches exporting off, and spans then get
+//! their ids alone (the `ids` module). Code reads and continues a span's
+//! trace through [`SpanTrace`], the same either way.
 //!
 //! `RUST_LOG` says which events are written (and become span events), not
 //! which spans exist: spans at `info` and above are traced whatever it says
@@ -63,10 +65,19 @@ pub struct TelemetryArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
-    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Traces are
-    /// not exported when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
-    pub otlp_endpoint: Option<String>,
+    /// OTLP/gRPC collector endpoint traces are exported to.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default_value = "http://127.0.0.1:4317",
+        value_parser = otlp_endpoint
+    )]
+    pub otlp_endpoint: String,
+
+    /// `otlp` exports traces to the endpoint; `none` does not (spans still
+    /// get trace ids, which log lines and outgoing calls carry).
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value_t = TracesExporter::Otlp)]
+    pub traces_exporter: TracesExporter,
 
     /// Overrides the `service.name` resource attribute (default: the binary).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
@@ -117,6 +128,14 @@ fn ratio(text: &str) -> Result<f64, String> {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+/// The `OTEL_TRACES_EXPORTER` values this platform knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracesExporter {
+    Otlp,
+    #[value(name = "none")]
+    Off,
 }
 
 /// The `OTEL_TRACES_SAMPLER` values of the SDK specification.
@@ -183,8 +202,8 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
         Box::new(BaggagePropagator::new()),
     ]));
     let verbosity = Verbosity::new(&args.log_filter)?;
-    let (traces, provider) = match &args.otlp_endpoint {
-        Some(endpoint) => {
+    let (traces, provider) = match args.traces_exporter {
+        TracesExporter::Otlp => {
             let service_name = args
                 .service_name
                 .clone()
@@ -198,7 +217,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
                 .build();
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(endpoint.clone())
+                .with_endpoint(args.otlp_endpoint.clone())
                 .with_timeout(Duration::from_secs(5))
                 .build()?;
             let provider = SdkTracerProvider::builder()
@@ -221,7 +240,7 @@ pub fn init(binary: &'static str, args: &TelemetryArgs) -> Result<Telemetry, Tel
                 .boxed();
             (layer, Some(provider))
         }
-        None => (
+        TracesExporter::Off => (
             ids::SpanIds::new(args.sampler, args.sampler_arg).boxed(),
             None,
         ),

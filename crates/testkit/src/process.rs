@@ -80,6 +80,8 @@ impl Spawn {
                 ("LOG_FORMAT".into(), "json".into()),
                 ("RUST_LOG".into(), "info".into()),
                 ("SHUTDOWN_TIMEOUT".into(), "10s".into()),
+                // No collector listens in tests, but a test's own may.
+                ("OTEL_TRACES_EXPORTER".into(), "none".into()),
             ],
             wait_for_start: true,
         }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::domain::FieldErrors;
+use platform::validation::{FieldViolation, summary};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +17,8 @@ pub enum Error {
     /// Request fields failed validation.
     /// HTTP 422 `VALIDATION_FAILED` with an `errors` entry per field; gRPC
     /// `INVALID_ARGUMENT`.
-    #[error("invalid fields: {0}")]
-    Validation(FieldErrors),
+    #[error("invalid fields: {}", summary(.0))]
+    Validation(Vec<FieldViolation>),
 
     /// The request as a whole is unacceptable (e.g. too many ids at once).
     /// HTTP 400 `BAD_REQUEST`; gRPC `INVALID_ARGUMENT`.

@@ -8,8 +8,10 @@
 //! a `Status` (with the stable code in `x-error-code`) in exactly one place,
 //! `From<Error> for Status` at the end of this file.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use platform::validation::FieldViolation;
 use proto::convert::timestamp;
 use proto::ferrishop::user::v1::user_service_server::UserService;
 use proto::ferrishop::user::v1::{
@@ -19,9 +21,10 @@ use proto::metadata::VouchedUser;
 use proto::status::ErrorDomain;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
+use tonic_types::ErrorDetails;
 
 use crate::app::App;
-use crate::domain::{Account, Caller, FieldErrors, UserId};
+use crate::domain::{Account, Caller, UserId};
 use crate::error::Error;
 
 /// `google.rpc.ErrorInfo.domain` of this service's errors.
@@ -90,14 +93,12 @@ fn caller(metadata: &MetadataMap) -> Result<Caller, Error> {
 }
 
 fn parse_id(field: &'static str, text: &str) -> Result<UserId, Error> {
-    let mut errors = FieldErrors::default();
-    errors
-        .check(
+    text.parse::<UserId>().map_err(|_| {
+        Error::Validation(vec![FieldViolation::new(
             field,
-            text.parse::<UserId>()
-                .map_err(|_| format!("{text:?} is not a UUID")),
-        )
-        .ok_or(Error::Validation(errors))
+            format!("{text:?} is not a UUID"),
+        )])
+    })
 }
 
 fn to_proto(account: Account) -> User {
@@ -124,6 +125,18 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         };
-        ERROR_DOMAIN.status(code, error.code(), error.to_string())
+        let mut details = ErrorDetails::new();
+        if let Error::Validation(violations) = &error {
+            for violation in violations {
+                details.add_bad_request_violation(&violation.field, &violation.description);
+            }
+        }
+        ERROR_DOMAIN.status_with(
+            code,
+            error.code(),
+            error.to_string(),
+            HashMap::new(),
+            details,
+        )
     }
 }

@@ -196,12 +196,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log();
         let status = match &self {
-            Self::Validation(errors) => {
-                let errors = errors
-                    .iter()
-                    .map(|(field, message)| (field.to_owned(), message.to_owned()))
-                    .collect();
-                return Problem::validation(errors).into_response();
+            Self::Validation(violations) => {
+                return Problem::validation(platform::validation::by_field(violations))
+                    .into_response();
             }
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::EmailTaken => StatusCode::CONFLICT,

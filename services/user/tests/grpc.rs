@@ -7,6 +7,7 @@ use proto::ferrishop::user::v1::user_service_client::UserServiceClient;
 use proto::ferrishop::user::v1::{BatchGetUsersRequest, GetUserRequest};
 use support::{UserService, start_with};
 use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
 
 async fn client(service: &UserService) -> UserServiceClient<tonic::transport::Channel> {
     UserServiceClient::new(testkit::grpc::channel(&service.process.grpc_url()).await)
@@ -86,6 +87,12 @@ async fn users_read_themselves_admins_and_services_read_anyone() {
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert_eq!(error_code(&malformed), "VALIDATION_FAILED");
     assert!(malformed.message().contains("user_id"), "{malformed:?}");
+    let violations = malformed
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "user_id");
 
     let missing = users
         .get_user(get(&uuid::Uuid::now_v7().to_string()))

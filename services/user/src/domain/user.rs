@@ -7,10 +7,10 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::FieldErrors;
 use super::display_name::DisplayName;
 use super::email::Email;
 use super::password::Password;
+use platform::validation::{FieldViolation, Violations};
 
 /// A user's id: a UUID v7, so ids sort by registration time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -159,18 +159,18 @@ pub struct Registration {
 impl Registration {
     /// Parses all three fields and reports every invalid one at once, so a
     /// form shows all its errors after one round trip.
-    pub fn parse(email: &str, password: String, name: &str) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::default();
-        let email = errors.check("email", Email::parse(email));
-        let password = errors.check("password", Password::parse(password));
-        let name = errors.check("name", DisplayName::parse(name));
+    pub fn parse(email: &str, password: String, name: &str) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Violations::default();
+        let email = violations.check("email", Email::parse(email));
+        let password = violations.check("password", Password::parse(password));
+        let name = violations.check("name", DisplayName::parse(name));
         match (email, password, name) {
             (Some(email), Some(password), Some(name)) => Ok(Self {
                 email,
                 password,
                 name,
             }),
-            _ => Err(errors),
+            _ => Err(violations.into()),
         }
     }
 }
@@ -183,17 +183,11 @@ pub struct ProfileChanges {
 }
 
 impl ProfileChanges {
-    pub fn parse(name: Option<&str>) -> Result<Self, FieldErrors> {
-        let mut errors = FieldErrors::default();
-        let name = match name {
-            Some(name) => errors.check("name", DisplayName::parse(name)),
-            None => None,
-        };
-        if errors.is_empty() {
-            Ok(Self { name })
-        } else {
-            Err(errors)
-        }
+    pub fn parse(name: Option<&str>) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Violations::default();
+        let name = name.and_then(|name| violations.check("name", DisplayName::parse(name)));
+        violations.finish()?;
+        Ok(Self { name })
     }
 }
 
@@ -259,16 +253,17 @@ mod tests {
 
     #[test]
     fn registration_reports_every_invalid_field() {
+        let fields = |violations: Vec<FieldViolation>| {
+            violations
+                .into_iter()
+                .map(|violation| violation.field)
+                .collect::<Vec<_>>()
+        };
         let errors = Registration::parse("nope", "short".into(), " ").unwrap_err();
-        assert!(errors.get("email").is_some());
-        assert!(errors.get("password").is_some());
-        assert!(errors.get("name").is_some());
+        assert_eq!(fields(errors), ["email", "password", "name"]);
         let only_name =
             Registration::parse("ann@example.com", "long enough pw".into(), "").unwrap_err();
-        assert_eq!(
-            only_name.iter().map(|(field, _)| field).collect::<Vec<_>>(),
-            ["name"]
-        );
+        assert_eq!(fields(only_name), ["name"]);
         let ok = Registration::parse(" Ann@Example.com", "long enough pw".into(), " Ann ").unwrap();
         assert_eq!(ok.email.as_str(), "ann@example.com");
         assert_eq!(ok.name.as_str(), "Ann");
@@ -285,11 +280,8 @@ mod tests {
             renamed.name.map(|name| name.as_str().to_owned()),
             Some("Annie".into())
         );
-        assert!(
-            ProfileChanges::parse(Some(""))
-                .unwrap_err()
-                .get("name")
-                .is_some()
-        );
+        let refused = ProfileChanges::parse(Some("")).unwrap_err();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].field, "name");
     }
 }

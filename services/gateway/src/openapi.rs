@@ -67,7 +67,7 @@ Authenticated routes take `Authorization: Bearer <access token>`.";
         admin::delete_fault,
         document,
     ),
-    components(schemas(crate::routes::shared::ProblemDocument)),
+    components(schemas(crate::routes::translation::ProblemDocument)),
     modifiers(&BearerSecurity),
     tags(
         (name = "users", description = "Registration, sign-in and the caller's profile (user service)"),
@@ -136,7 +136,7 @@ pub mod proxied {
     use utoipa::ToSchema;
     use uuid::Uuid;
 
-    use crate::routes::shared::{Money, ProblemDocument};
+    use crate::routes::translation::{Money, ProblemDocument};
 
     // ------------------------------------------------------------ user
 

@@ -604,21 +604,19 @@ impl Sagas {
         participants: &Participants,
         settings: &Settings,
         config: EngineConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, saga::BuildError> {
         let place = SagaEngine::builder(pool.clone(), place_order(participants, settings))
             .config(config.clone())
             .hooks(Arc::new(PlaceOrderOutcome {
                 store: participants.store.clone(),
             }))
-            .build()
-            .map_err(|error| error.to_string())?;
+            .build()?;
         let cancel = SagaEngine::builder(pool.clone(), cancel_order(participants, settings))
             .config(config)
             .hooks(Arc::new(CancelOrderOutcome {
                 store: participants.store.clone(),
             }))
-            .build()
-            .map_err(|error| error.to_string())?;
+            .build()?;
         Ok(Self { place, cancel })
     }
 

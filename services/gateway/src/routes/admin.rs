@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, ProblemDocument, id_of};
+use super::translation::{self, ProblemDocument, id_of};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -180,18 +180,18 @@ impl TryFrom<pb::Saga> for SagaBody {
                         status: StepStatus::try_from(step.status)?,
                         name: step.name,
                         attempts: step.attempts,
-                        error: shared::non_empty(step.error),
-                        started_at: shared::optional_timestamp(step.started_at),
-                        finished_at: shared::optional_timestamp(step.finished_at),
+                        error: translation::non_empty(step.error),
+                        started_at: translation::optional_timestamp(step.started_at),
+                        finished_at: translation::optional_timestamp(step.finished_at),
                     })
                 })
                 .collect::<Result<_, ApiError>>()?,
             id: saga.id,
             saga_type: saga.saga_type,
-            order_id: shared::non_empty(saga.order_id),
-            failure_reason: shared::non_empty(saga.failure_reason),
-            created_at: shared::timestamp(saga.created_at),
-            updated_at: shared::timestamp(saga.updated_at),
+            order_id: translation::non_empty(saga.order_id),
+            failure_reason: translation::non_empty(saga.failure_reason),
+            created_at: translation::timestamp(saga.created_at),
+            updated_at: translation::timestamp(saga.updated_at),
         })
     }
 }
@@ -235,7 +235,7 @@ impl ListSagasQuery {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
                 limit: limit.unwrap_or_default().get(),
-                cursor: shared::cursor(self.cursor),
+                cursor: translation::cursor(self.cursor),
             }),
         })
     }
@@ -268,7 +268,7 @@ pub async fn list_sagas(
         .clone()
         .list_sagas(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner();
     Ok(Json(SagaPage {
         items: listed
@@ -278,7 +278,7 @@ pub async fn list_sagas(
             .collect::<Result<_, _>>()?,
         next_cursor: listed
             .page
-            .and_then(|page| shared::non_empty(page.next_cursor)),
+            .and_then(|page| translation::non_empty(page.next_cursor)),
     }))
 }
 

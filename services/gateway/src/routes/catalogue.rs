@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Money, ProblemDocument, id_of, parse_id, path_id};
+use super::translation::{self, Money, ProblemDocument, id_of, parse_id, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -161,15 +161,15 @@ impl TryFrom<pb::Product> for ProductBody {
             sku: product.sku,
             name: product.name,
             description: product.description,
-            price: shared::money(product.price),
+            price: translation::money(product.price),
             category,
             active: product.active,
             available: product.available,
             reserved: product.reserved,
             on_hand: product.on_hand,
             reorder_policy,
-            created_at: shared::timestamp(product.created_at),
-            updated_at: shared::timestamp(product.updated_at),
+            created_at: translation::timestamp(product.created_at),
+            updated_at: translation::timestamp(product.updated_at),
         })
     }
 }
@@ -230,7 +230,7 @@ impl ListProductsQuery {
             in_stock: in_stock.flatten(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
                 limit: limit + 1,
-                cursor: shared::cursor(self.cursor),
+                cursor: translation::cursor(self.cursor),
             }),
         };
         Ok((request, limit))
@@ -259,7 +259,7 @@ where
     let mut last_cursor = String::new();
     let mut more = false;
     while let Some(message) = stream.next().await {
-        let message = message.map_err(|status| shared::upstream_error(status, RENAMES))?;
+        let message = message.map_err(|status| translation::upstream_error(status, RENAMES))?;
         if items.len() == limit {
             more = true;
             break;
@@ -269,7 +269,7 @@ where
     }
     Ok(ProductPage {
         items,
-        next_cursor: more.then_some(last_cursor).and_then(shared::non_empty),
+        next_cursor: more.then_some(last_cursor).and_then(translation::non_empty),
     })
 }
 
@@ -298,7 +298,7 @@ pub async fn list_products(
         .clone()
         .list_products(upstream_request(request, None, id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner();
     Ok(Json(collect_page(stream, limit).await?))
 }
@@ -330,7 +330,7 @@ pub async fn get_product(
         .clone()
         .get_product(upstream_request(request, None, id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?;
+        .map_err(|status| translation::upstream_error(status, RENAMES))?;
     Ok(Json(product_of(response.into_inner().product)?))
 }
 
@@ -429,12 +429,12 @@ impl From<pb::QuoteResponse> for QuoteBody {
         Self {
             product_id: quote.product_id,
             quantity: quote.quantity,
-            unit_price: shared::money(quote.unit_price),
-            subtotal: shared::money(quote.subtotal),
+            unit_price: translation::money(quote.unit_price),
+            subtotal: translation::money(quote.subtotal),
             discount_rate_bps: quote.discount_rate_bps,
-            discount: shared::money(quote.discount),
-            tax: shared::money(quote.tax),
-            total: shared::money(quote.total),
+            discount: translation::money(quote.discount),
+            tax: translation::money(quote.tax),
+            total: translation::money(quote.total),
         }
     }
 }
@@ -466,7 +466,7 @@ pub async fn quote(
         .clone()
         .quote(upstream_request(request, None, id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?;
+        .map_err(|status| translation::upstream_error(status, RENAMES))?;
     Ok(Json(response.into_inner().into()))
 }
 
@@ -541,7 +541,7 @@ pub async fn create_product(
         .clone()
         .create_product(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?;
+        .map_err(|status| translation::upstream_error(status, RENAMES))?;
     let product = product_of(response.into_inner().product)?;
     let mut response = (StatusCode::CREATED, Json(&product)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("{PRODUCTS}/{}", product.id)) {
@@ -593,7 +593,7 @@ pub async fn restock(
         .clone()
         .restock(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?;
+        .map_err(|status| translation::upstream_error(status, RENAMES))?;
     Ok(Json(product_of(response.into_inner().product)?))
 }
 

@@ -33,7 +33,7 @@ use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::orders::OrderBody;
-use super::shared::ProblemDocument;
+use super::translation::ProblemDocument;
 use super::{AppState, BODY_LIMIT, REQUEST_ID, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;

@@ -88,7 +88,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::orders::OrderStatus;
-use super::shared::{self, ProblemDocument};
+use super::translation::{self, ProblemDocument};
 use super::{AppState, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -150,7 +150,7 @@ impl OrderStatusEvent {
             status,
             failure_reason: Some(order.failure_reason.clone()).filter(|reason| !reason.is_empty()),
             cancellation_pending: order.cancellation_pending,
-            occurred_at: shared::optional_timestamp(order.updated_at),
+            occurred_at: translation::optional_timestamp(order.updated_at),
         })
     }
 
@@ -472,7 +472,7 @@ pub async fn follow_order(
     request_id: Option<Extension<RequestId>>,
     PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
-    let id = shared::path_uuid("id", &id)?;
+    let id = translation::path_uuid("id", &id)?;
     let slot = state
         .rate_limiter
         .open_stream(Subject::User(caller.user_id))

@@ -41,7 +41,7 @@ pub mod dashboard;
 pub mod events;
 pub mod orders;
 pub mod proxy;
-pub mod shared;
+pub mod translation;
 
 /// Largest request body the gateway reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
-use super::shared::{self, Money, ProblemDocument, id_of, path_id};
+use super::translation::{self, Money, ProblemDocument, id_of, path_id};
 use super::{AppState, upstream_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -151,7 +151,7 @@ impl AcceptedBody {
         Ok(Self {
             id: order_id,
             status: OrderStatus::try_from(status)?,
-            consistency_token: shared::non_empty(token),
+            consistency_token: translation::non_empty(token),
         })
     }
 
@@ -218,15 +218,15 @@ impl TryFrom<pb::Order> for OrderBody {
                     product_id: line.product_id,
                     product_name: line.product_name,
                     quantity: line.quantity,
-                    unit_price: shared::money(line.unit_price),
-                    line_total: shared::money(line.line_total),
+                    unit_price: translation::money(line.unit_price),
+                    line_total: translation::money(line.line_total),
                 })
                 .collect(),
-            total: shared::money(order.total),
-            failure_reason: shared::non_empty(order.failure_reason),
+            total: translation::money(order.total),
+            failure_reason: translation::non_empty(order.failure_reason),
             cancellation_pending: order.cancellation_pending,
-            created_at: shared::timestamp(order.created_at),
-            updated_at: shared::timestamp(order.updated_at),
+            created_at: translation::timestamp(order.created_at),
+            updated_at: translation::timestamp(order.updated_at),
         })
     }
 }
@@ -288,7 +288,7 @@ pub async fn place_order(
         .clone()
         .place_order(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner();
     let body = AcceptedBody::of(placed.order_id, placed.status, placed.consistency_token)?;
     Ok(body.accepted(true))
@@ -335,7 +335,7 @@ pub async fn get_order(
         .clone()
         .get_order(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner()
         .order
         .ok_or_else(|| ApiError::Internal("the order service answered without an order".into()))?;
@@ -376,7 +376,7 @@ impl ListOrdersQuery {
             status: status.unwrap_or_default().into(),
             page: Some(proto::ferrishop::common::v1::PageRequest {
                 limit: limit.unwrap_or_default().get(),
-                cursor: shared::cursor(self.cursor),
+                cursor: translation::cursor(self.cursor),
             }),
             consistency_token: self.consistency_token.unwrap_or_default(),
         })
@@ -409,7 +409,7 @@ pub async fn list_orders(
         .clone()
         .list_orders(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner();
     Ok(Json(OrderPage {
         items: listed
@@ -419,7 +419,7 @@ pub async fn list_orders(
             .collect::<Result<_, _>>()?,
         next_cursor: listed
             .page
-            .and_then(|page| shared::non_empty(page.next_cursor)),
+            .and_then(|page| translation::non_empty(page.next_cursor)),
     }))
 }
 
@@ -454,7 +454,7 @@ pub async fn cancel_order(
         .clone()
         .cancel_order(upstream_request(request, Some(&caller), id_of(&request_id)))
         .await
-        .map_err(|status| shared::upstream_error(status, RENAMES))?
+        .map_err(|status| translation::upstream_error(status, RENAMES))?
         .into_inner();
     let body = AcceptedBody::of(
         cancelled.order_id,
@@ -627,7 +627,7 @@ mod tests {
             proto::metadata::ERROR_CODE,
             MetadataValue::from_static("ORDER_NOT_CANCELLABLE"),
         );
-        let problem = shared::upstream_error(not_cancellable, RENAMES).problem();
+        let problem = translation::upstream_error(not_cancellable, RENAMES).problem();
         assert_eq!(
             (problem.status, problem.code.as_str()),
             (409, "ORDER_NOT_CANCELLABLE")
@@ -638,7 +638,7 @@ mod tests {
             proto::metadata::ERROR_CODE,
             MetadataValue::from_static("ORDER_NOT_FOUND"),
         );
-        let problem = shared::upstream_error(not_found, RENAMES).problem();
+        let problem = translation::upstream_error(not_found, RENAMES).problem();
         assert_eq!(
             (problem.status, problem.code.as_str()),
             (404, "ORDER_NOT_FOUND")
@@ -648,7 +648,7 @@ mod tests {
         details.add_bad_request_violation("idempotency_key", "must be at most 255 characters");
         details.add_bad_request_violation("items[0].quantity", "must be greater than zero");
         let invalid = tonic::Status::with_error_details(Code::InvalidArgument, "invalid", details);
-        let problem = shared::upstream_error(invalid, RENAMES).problem();
+        let problem = translation::upstream_error(invalid, RENAMES).problem();
         let fields: Vec<_> = problem.errors.keys().map(String::as_str).collect();
         assert_eq!(fields, ["Idempotency-Key", "items[0].quantity"]);
     }

@@ -1,4 +1,5 @@
-//! What the gRPC-backed REST routes (catalogue, orders, admin) share.
+//! Translation between the services' protobuf and the public JSON, for the
+//! gRPC-backed REST routes (catalogue, orders, admin).
 //!
 //! Order and inventory speak protobuf; the public API speaks the JSON of
 //! DESIGN.md. The pieces every translation needs live here once, so the

@@ -75,6 +75,7 @@ use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
 use messaging::propagation::NatsHeaderExtractor;
 use opentelemetry::trace::TraceContextExt;
+use order_contract::StatusChanged;
 use platform::problem::PathParams;
 use platform::telemetry::SpanTrace;
 use proto::ferrishop::order::v1 as pb;
@@ -156,11 +157,11 @@ impl OrderStatusEvent {
 
     /// An `order.status_changed` notification of order `id`.
     fn of_notification(id: Uuid, payload: &[u8]) -> Result<Self, String> {
-        let notification: Notification =
+        let notification: StatusChanged =
             serde_json::from_slice(payload).map_err(|error| error.to_string())?;
-        if notification.order_id.is_some_and(|order| order != id) {
+        if notification.order_id != id {
             return Err(format!(
-                "the notification is about order {:?}",
+                "the notification is about order {}",
                 notification.order_id
             ));
         }
@@ -173,7 +174,7 @@ impl OrderStatusEvent {
                 .failure_reason
                 .filter(|reason| !reason.is_empty()),
             cancellation_pending: false,
-            occurred_at: notification.occurred_at,
+            occurred_at: Some(notification.occurred_at),
         })
     }
 
@@ -184,19 +185,6 @@ impl OrderStatusEvent {
             .json_data(self)
             .unwrap_or_else(|_| Event::default().comment("unserializable status"))
     }
-}
-
-/// The order service's `order.status_changed` payload (its
-/// `messaging::contract::StatusChanged`).
-#[derive(Debug, Deserialize)]
-struct Notification {
-    #[serde(default)]
-    order_id: Option<Uuid>,
-    status: String,
-    #[serde(default)]
-    failure_reason: Option<String>,
-    #[serde(default)]
-    occurred_at: Option<DateTime<Utc>>,
 }
 
 /// What the stream has told its client so far, and so whether an update is
@@ -349,15 +337,10 @@ fn recheck_interval(period: Duration) -> Interval {
     interval
 }
 
-/// The order's status subject.
-pub fn status_subject(prefix: &str, id: Uuid) -> String {
-    format!("{prefix}.{id}.status")
-}
-
 /// Subscribes to the order's notifications, or returns `None` (and the
 /// stream polls) when NATS cannot be reached right now.
 async fn subscribe(state: &AppState, id: Uuid) -> Option<BoxStream<'static, Bytes>> {
-    let subject = status_subject(&state.settings.order_status_subject_prefix, id);
+    let subject = order_contract::status_subject(&state.settings.order_status_subject_prefix, id);
     let client = match tokio::time::timeout(NATS_WAIT, state.nats.client()).await {
         Ok(Ok(client)) => client,
         Ok(Err(error)) => {
@@ -400,7 +383,7 @@ async fn subscribe(state: &AppState, id: Uuid) -> Option<BoxStream<'static, Byte
 /// The last notification stored for the order, if NATS has one and answers
 /// within [`NATS_WAIT`].
 async fn last_notification(state: &AppState, id: Uuid) -> Option<OrderStatusEvent> {
-    let subject = status_subject(&state.settings.order_status_subject_prefix, id);
+    let subject = order_contract::status_subject(&state.settings.order_status_subject_prefix, id);
     let lookup = async {
         let jetstream = state.nats.jetstream().await.ok()?;
         let stream = jetstream.stream_by_subject(subject.as_str()).await.ok()?;
@@ -627,8 +610,11 @@ mod tests {
     fn unreadable_or_foreign_notifications_are_refused() {
         let id = Uuid::now_v7();
         for payload in [
-            json!({"order_id": id, "status": "SHIPPED"}).to_string(),
-            json!({"order_id": Uuid::now_v7(), "status": "CONFIRMED"}).to_string(),
+            json!({"order_id": id, "status": "SHIPPED", "occurred_at": "2025-01-01T12:00:00Z"})
+                .to_string(),
+            json!({"order_id": Uuid::now_v7(), "status": "CONFIRMED", "occurred_at": "2025-01-01T12:00:00Z"})
+                .to_string(),
+            json!({"order_id": id, "status": "CONFIRMED"}).to_string(),
             "not json".to_owned(),
         ] {
             assert!(
@@ -714,14 +700,5 @@ mod tests {
         tracker.admit(&pending_cancellation(), true);
         assert!(tracker.admit(&event(OrderStatus::Confirmed), true));
         assert!(tracker.finished());
-    }
-
-    #[test]
-    fn subjects_follow_the_order_service() {
-        let id = Uuid::nil();
-        assert_eq!(
-            status_subject("ferrishop.orders", id),
-            format!("ferrishop.orders.{id}.status")
-        );
     }
 }

@@ -11,8 +11,10 @@
 //!   else to account for a sale or its reversal.
 //! - **Status notifications** on the NATS subject
 //!   `ferrishop.orders.<order id>.status` (`ORDER_STATUS_SUBJECT_PREFIX`):
-//!   [`StatusChanged`] (`order.status_changed`), one per status an order
-//!   reaches, which the gateway turns into Server-Sent Events.
+//!   `order_contract::StatusChanged` (`order.status_changed`), one per
+//!   status an order reaches, which the gateway turns into Server-Sent
+//!   Events; that part of the contract is the `order-contract` crate, which
+//!   the gateway compiles against too.
 //!
 //! Money is the platform's `{"amount": <minor units>, "currency": "EUR"}`,
 //! times are RFC 3339 UTC. Fields are only ever added.
@@ -30,7 +32,6 @@ pub mod types {
     pub const CONFIRMED: &str = "order.confirmed";
     pub const REJECTED: &str = "order.rejected";
     pub const CANCELLED: &str = "order.cancelled";
-    pub const STATUS_CHANGED: &str = "order.status_changed";
 }
 
 /// The CloudEvents `source` of every message this service sends.
@@ -102,15 +103,4 @@ pub struct OrderCancelledV1 {
     pub lines: Vec<LineV1>,
     pub total: Money,
     pub cancelled_at: DateTime<Utc>,
-}
-
-/// `order.status_changed` on `<prefix>.<order id>.status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusChanged {
-    pub order_id: OrderId,
-    /// `PENDING`, `CONFIRMED`, `REJECTED` or `CANCELLED`.
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
-    pub occurred_at: DateTime<Utc>,
 }

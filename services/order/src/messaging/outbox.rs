@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use eventstore::{OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig};
 use integration::{EventAttributes, outbox_message};
 use messaging::{Broker, DestinationSpec, MessagingError, OutgoingMessage, envelope};
+use order_contract::{STATUS_CHANGED, StatusChanged};
 use platform::db::Database;
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -64,13 +65,7 @@ pub struct Destinations {
 
 impl Destinations {
     pub fn status_subject(&self, order_id: OrderId) -> String {
-        format!("{}.{order_id}.status", self.status_prefix)
-    }
-
-    /// A status subject as metric labels name it: one series for every
-    /// order, not one each.
-    pub fn status_subject_template(&self) -> String {
-        format!("{}.{{order_id}}.status", self.status_prefix)
+        order_contract::status_subject(&self.status_prefix, order_id)
     }
 
     fn route(&self, destination: &str) -> Option<Route> {
@@ -181,10 +176,10 @@ impl Announcements {
             let subject = self.destinations.status_subject(order.id);
             messages.push(self.message(
                 &subject,
-                types::STATUS_CHANGED,
+                STATUS_CHANGED,
                 order,
-                &contract::StatusChanged {
-                    order_id: order.id,
+                &StatusChanged {
+                    order_id: order.id.as_uuid(),
                     status: status.as_str().to_owned(),
                     failure_reason,
                     occurred_at: event.at(),
@@ -305,8 +300,9 @@ impl RoutingPublisher {
                         self.notifications.ensure_destination(&spec).await
                     })
                     .await?;
-                let outgoing = Self::outgoing(message)
-                    .with_destination_template(self.destinations.status_subject_template());
+                let outgoing = Self::outgoing(message).with_destination_template(
+                    order_contract::status_subject_template(&self.destinations.status_prefix),
+                );
                 Self::send(&self.notifications, outgoing).await
             };
             match tokio::time::timeout(NOTIFICATION_TRY_TIMEOUT, attempt).await {
@@ -484,9 +480,9 @@ mod tests {
             kinds,
             vec![
                 ("events", types::PLACED),
-                (subject.as_str(), types::STATUS_CHANGED),
+                (subject.as_str(), STATUS_CHANGED),
                 ("events", types::CONFIRMED),
-                (subject.as_str(), types::STATUS_CHANGED),
+                (subject.as_str(), STATUS_CHANGED),
             ]
         );
         for message in &messages {
@@ -496,7 +492,7 @@ mod tests {
         let confirmed: contract::OrderConfirmedV1 =
             serde_json::from_slice(&messages[2].payload).unwrap();
         assert_eq!(confirmed.lines[0].line_total.amount(), 1000);
-        let status: contract::StatusChanged = serde_json::from_slice(&messages[3].payload).unwrap();
+        let status: StatusChanged = serde_json::from_slice(&messages[3].payload).unwrap();
         assert_eq!(status.status, "CONFIRMED");
     }
 }

@@ -37,6 +37,15 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
 
+    /// 400 `BAD_REQUEST`: the body could not be read (the client broke
+    /// the connection or the framing).
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+
+    /// 408 `REQUEST_TIMEOUT`: the body did not arrive in time.
+    #[error("the request body did not arrive within {deadline:?}")]
+    BodyTimeout { deadline: Duration },
+
     /// 413 `PAYLOAD_TOO_LARGE`: the body is over the gateway's limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -102,6 +111,14 @@ impl ApiError {
                 Problem::new(StatusCode::FORBIDDEN, "FORBIDDEN", self.to_string())
             }
             Self::NotFound(what) => Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", what),
+            Self::BodyUnreadable => {
+                Problem::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", self.to_string())
+            }
+            Self::BodyTimeout { .. } => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                self.to_string(),
+            ),
             Self::PayloadTooLarge { .. } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
@@ -212,7 +229,7 @@ impl IntoResponse for ApiError {
             // The rest of the body is not read: the connection cannot carry
             // another request, and the client is told so (RFC 9112 §9.6).
             // HTTP/2 has no such header; hyper leaves it out there.
-            Self::PayloadTooLarge { .. } => {
+            Self::PayloadTooLarge { .. } | Self::BodyTimeout { .. } | Self::BodyUnreadable => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -46,6 +46,12 @@ pub mod translation;
 /// Largest request body the gateway reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// How long a forwarded request's body may take to arrive once its headers
+/// are in: a body that trickles in or stalls would otherwise hold a
+/// connection and up to [`BODY_LIMIT`] of memory for as long as the client
+/// liked.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Responses shorter than this go uncompressed. Below about a kilobyte a
 /// response fits in one TCP segment either way and gzip saves next to
 /// nothing (a 147-byte profile becomes 145 bytes, sent chunked instead of

@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use hyper::body::Body as _;
 use tower::{Service, ServiceExt};
 
-use super::{AppState, BODY_LIMIT};
+use super::{AppState, BODY_DEADLINE, BODY_LIMIT};
 use crate::auth::{Admin, Caller, vouch_for};
 use crate::error::ApiError;
 use crate::upstreams::RestClient;
@@ -73,11 +73,22 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
-        match axum::body::to_bytes(body, BODY_LIMIT).await {
-            Ok(body) => body,
-            Err(_) => return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response(),
+        match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(error)) if over_limit(&error) => {
+                return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response();
+            }
+            Ok(Err(_)) => return ApiError::BodyUnreadable.into_response(),
+            Err(_) => {
+                let deadline = BODY_DEADLINE;
+                return ApiError::BodyTimeout { deadline }.into_response();
+            }
         }
     };
+    // The upstream is spoken to in HTTP/1.1 whatever the client spoke:
+    // hyper's HTTP/1 client refuses a request marked HTTP/2, and that
+    // refusal would count against the upstream's breaker.
+    parts.version = http::Version::HTTP_11;
     prepare_headers(&mut parts.headers, caller);
     // Of the request's extensions only the route goes on (it names the
     // client span): the others (the caller, the connection, the request
@@ -100,6 +111,14 @@ async fn forward(mut client: RestClient, caller: Option<&Caller>, request: Reque
         }
         Err(error) => ApiError::Upstream(error).into_response(),
     }
+}
+
+/// Whether reading a body failed on [`BODY_LIMIT`] rather than on the client.
+fn over_limit(error: &axum::Error) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |error| {
+        error.source()
+    })
+    .any(|error| error.is::<http_body_util::LengthLimitError>())
 }
 
 /// Headers a client may not pass on, and those the gateway sets instead

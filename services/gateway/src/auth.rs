@@ -288,6 +288,9 @@ struct KeysInner {
     /// a slow fetch that ends after a later one leaves the later one's keys.
     fetches_started: AtomicU64,
     installed_fetch: AtomicU64,
+    /// The JWKS the installed keys came from: a fetch that brings the same
+    /// document changes nothing, and keeps the verified tokens.
+    installed_document: std::sync::Mutex<Option<JwkSet>>,
     verified: VerifiedTokens,
     /// When the last token-triggered fetch was started; the lock, held by
     /// the fetch until it is done, also makes concurrent refetches wait for
@@ -362,6 +365,7 @@ impl Keys {
                 verifier: RwLock::new(Arc::new(verifier)),
                 fetches_started: AtomicU64::new(0),
                 installed_fetch: AtomicU64::new(0),
+                installed_document: std::sync::Mutex::default(),
                 verified: VerifiedTokens::default(),
                 last_fetch: Arc::default(),
             }),
@@ -488,10 +492,24 @@ impl Keys {
         }
         *current = Arc::new(verifier);
         self.inner.installed_fetch.store(fetch, Ordering::Relaxed);
+        let changed = {
+            let mut installed = self
+                .inner
+                .installed_document
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let changed = installed.as_ref() != Some(&document);
+            *installed = Some(document);
+            changed
+        };
         drop(current);
-        tracing::info!(keys = count, url = %config.jwks_url, "JWKS loaded");
-        // A key may have been withdrawn: tokens are checked anew.
-        self.inner.verified.clear();
+        tracing::info!(keys = count, url = %config.jwks_url, changed, "JWKS loaded");
+        // A key may have been withdrawn or replaced: tokens are checked anew.
+        // The same document again (a scheduled reload, or a fetch for a
+        // made-up key id) changes nothing, and leaves the cache be.
+        if changed {
+            self.inner.verified.clear();
+        }
         Ok(())
     }
 
@@ -714,6 +732,13 @@ mod tests {
             Some(first.clone())
         );
         assert_eq!(keys.verify(Some(&token)).await.unwrap(), first);
+
+        // The same keys fetched again: nothing to check anew.
+        keys.refresh().await.unwrap();
+        assert_eq!(
+            keys.inner.verified.get(token.trim_start_matches("Bearer ")),
+            Some(first.clone())
+        );
 
         // The key is withdrawn: the cached result goes with it.
         let other = SigningKey::generate().unwrap();

@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Upstreams as UpstreamUrls;
 
+/// The bytes before a gRPC message: a compression flag and its length.
+const GRPC_FRAME_HEADER: usize = 5;
+
 /// The resilient REST client of one service.
 pub type RestClient = Resilient<RestInstance, Http>;
 
@@ -267,7 +270,9 @@ impl Services {
             let protocol = idempotent.iter().fold(Grpc::new(), |protocol, method| {
                 protocol.idempotent_method(*method)
             });
-            Ok(GrpcChannel::new(upstream.service(protocol)))
+            // The public gRPC port buffers no more than the REST port reads.
+            Ok(GrpcChannel::new(upstream.service(protocol))
+                .max_request_bytes(crate::routes::BODY_LIMIT + GRPC_FRAME_HEADER))
         };
         let order = grpc("order", &urls.order_grpc_url, ORDER_IDEMPOTENT)?;
         let inventory = grpc("inventory", &urls.inventory_grpc_url, INVENTORY_IDEMPOTENT)?;

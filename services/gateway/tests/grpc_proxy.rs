@@ -98,6 +98,19 @@ async fn reflection_lists_the_public_services_and_the_gateway_refuses_on_its_own
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // The public port buffers no more than the REST port reads (1 MiB).
+    let refused = inventory
+        .get_product(inventory_pb::GetProductRequest {
+            product_id: "x".repeat(2 * 1024 * 1024),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::ResourceExhausted,
+        "{:?}",
+        refused.code()
+    );
 
     let mut orders = OrderServiceClient::new(channel.clone());
     let refused = orders

@@ -283,6 +283,17 @@ async fn request_ids_are_echoed_and_generated() {
         .await;
     assert_eq!(reply.header("x-request-id"), "e2e-request-42");
 
+    // One that would bloat every log line of the request is replaced.
+    let bloated = "x".repeat(129);
+    let reply = api
+        .send(
+            api.request(Method::GET, "/api/v1/products")
+                .header("x-request-id", &bloated),
+        )
+        .await;
+    let replaced = reply.header("x-request-id");
+    assert!(!replaced.is_empty() && replaced != bloated, "{replaced:?}");
+
     let first = api.get("/api/v1/nothing").await;
     let second = api.get("/api/v1/nothing").await;
     let (a, b) = (first.header("x-request-id"), second.header("x-request-id"));

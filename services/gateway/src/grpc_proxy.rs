@@ -389,10 +389,13 @@ fn refusal(code: Code, error_code: &'static str, message: String) -> Status {
     status
 }
 
-/// The verified identity, and a request id when the client sent none.
+/// The verified identity, and a request id when the client sent none the
+/// gateway keeps.
 fn set_identity(headers: &mut HeaderMap, caller: Option<&Caller>) {
     vouch_for(caller, headers);
-    if !headers.contains_key("x-request-id")
+    if !headers
+        .get("x-request-id")
+        .is_some_and(crate::routes::usable_request_id)
         && let Some(id) = crate::routes::new_request_id()
     {
         headers.insert("x-request-id", id);

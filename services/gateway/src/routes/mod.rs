@@ -161,6 +161,7 @@ pub fn router(state: AppState, edge: &EdgeArgs) -> Router {
         // request).
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
                 .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestId))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
                 .layer(cors(&edge.cors_allowed_origins))
@@ -191,6 +192,27 @@ async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -
         return refused;
     }
     rate_limit::admit(&state.rate_limiter, request, next).await
+}
+
+/// The longest request id a client may choose: enough for any UUID, ULID
+/// or trace-style id, not enough to bloat every log line of the request.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's `x-request-id` is kept: short, visible ASCII.
+pub fn usable_request_id(id: &HeaderValue) -> bool {
+    id.len() <= MAX_REQUEST_ID_LEN && id.as_bytes().iter().all(u8::is_ascii_graphic)
+}
+
+/// An `x-request-id` the gateway would not keep is replaced by a new one.
+fn drop_unusable_request_id(mut request: Request) -> Request {
+    if request
+        .headers()
+        .get(&REQUEST_ID)
+        .is_some_and(|id| !usable_request_id(id))
+    {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// Request ids for requests that come without one ([`new_request_id`]).

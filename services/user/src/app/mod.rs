@@ -79,6 +79,10 @@ impl App {
         name: &str,
     ) -> Result<Account, Error> {
         let registration = Registration::parse(email, password, name).map_err(Error::Validation)?;
+        // A taken address costs no hash (the insert below still decides a race).
+        if self.store.credentials(&registration.email).await?.is_some() {
+            return Err(Error::EmailTaken);
+        }
         let password_hash = self.passwords.hash(registration.password).await?;
         let now = now();
         let user = User {

@@ -210,6 +210,11 @@ pub struct RelayConfig {
     pub gauge_interval: Duration,
     /// Published rows older than this are deleted; `None` keeps them.
     pub retention: Option<Duration>,
+    /// Parked rows (messages no broker would take) parked longer ago than
+    /// this are deleted; `None` keeps them. They are the outbox's dead
+    /// letters, kept long enough for an operator to look at (a week by
+    /// default), not for ever: a broker outage can park many.
+    pub parked_retention: Option<Duration>,
     /// Inbox records ([`crate::inbox`]) older than this are deleted; `None`
     /// keeps them. The default, 14 days, is twice Kafka's default topic and
     /// committed-offset retention: a consumer group that lost its offsets
@@ -230,6 +235,7 @@ impl Default for RelayConfig {
             publish_timeout: Duration::from_secs(30),
             gauge_interval: Duration::from_secs(5),
             retention: Some(Duration::from_secs(24 * 3600)),
+            parked_retention: Some(Duration::from_secs(7 * 24 * 3600)),
             inbox_retention: Some(Duration::from_secs(14 * 24 * 3600)),
         }
     }
@@ -373,13 +379,18 @@ impl OutboxRelay {
         }
     }
 
-    /// Housekeeping: deletes published rows and inbox records past their
-    /// retention.
+    /// Housekeeping: deletes published and parked rows and inbox records
+    /// past their retention.
     async fn purge(&self) {
         if let Some(retention) = self.config.retention
             && let Err(error) = purge_published(&self.pool, retention).await
         {
             tracing::warn!(%error, "cannot purge published outbox rows");
+        }
+        if let Some(retention) = self.config.parked_retention
+            && let Err(error) = purge_parked(&self.pool, retention).await
+        {
+            tracing::warn!(%error, "cannot purge parked outbox rows");
         }
         if let Some(retention) = self.config.inbox_retention
             && let Err(error) = crate::inbox::purge_processed(&self.pool, retention).await
@@ -582,6 +593,16 @@ pub async fn purge_published(pool: &PgPool, retention: Duration) -> Result<u64, 
     .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
     .execute(pool)
     .await?;
+    Ok(result.rows_affected())
+}
+
+/// Deletes rows parked more than `retention` ago; returns how many.
+pub async fn purge_parked(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let result =
+        sqlx::query("DELETE FROM outbox WHERE parked_at < now() - $1 * interval '1 millisecond'")
+            .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+            .execute(pool)
+            .await?;
     Ok(result.rows_affected())
 }
 

@@ -25,6 +25,7 @@ fn fast_config() -> RelayConfig {
         publish_timeout: Duration::from_secs(5),
         gauge_interval: Duration::from_millis(100),
         retention: None,
+        parked_retention: None,
         inbox_retention: None,
     }
 }
@@ -507,6 +508,34 @@ async fn purge_removes_only_old_published_rows() {
         .await
         .unwrap();
     assert_eq!(purged, 3);
+    assert_eq!(pending_count(&pool).await.unwrap(), 1);
+
+    // Parked rows go after their own retention, counted from when they
+    // were parked; the pending row stays.
+    write_messages(&pool, 2, 2).await;
+    sqlx::query(
+        "UPDATE outbox SET parked_at = now() - interval '2 hours' \
+          WHERE sequence = (SELECT max(sequence) FROM outbox)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE outbox SET parked_at = now() \
+          WHERE sequence = (SELECT max(sequence) - 1 FROM outbox)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let purged = eventstore::outbox::purge_parked(&pool, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 1);
     assert_eq!(pending_count(&pool).await.unwrap(), 1);
 }
 

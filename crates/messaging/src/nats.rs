@@ -174,6 +174,14 @@ fn dead_letter_subject(subscription: &Subscription) -> String {
     )
 }
 
+/// What a stream created for a destination keeps ([`DestinationSpec`]):
+/// JetStream's defaults (everything, for ever) unless the spec says less.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamLimits {
+    max_age: Option<Duration>,
+    latest_per_subject: bool,
+}
+
 impl Shared {
     fn unreachable(&self, reason: impl std::fmt::Display) -> MessagingError {
         MessagingError::Unreachable {
@@ -235,7 +243,12 @@ impl Shared {
 
     /// The stream capturing `subject`, created (capturing `create_as` and
     /// `create_as.>`) if none does.
-    async fn stream_for(self: &Arc<Self>, subject: &str, create_as: &str) -> Result<String> {
+    async fn stream_for(
+        self: &Arc<Self>,
+        subject: &str,
+        create_as: &str,
+        limits: StreamLimits,
+    ) -> Result<String> {
         if let Some(name) = self
             .streams
             .lock()
@@ -254,6 +267,8 @@ impl Shared {
                     subjects: vec![create_as.to_owned(), format!("{create_as}.>")],
                     duplicate_window: self.config.duplicate_window,
                     storage: stream::StorageType::File,
+                    max_age: limits.max_age.unwrap_or_default(),
+                    max_messages_per_subject: if limits.latest_per_subject { 1 } else { 0 },
                     ..stream::Config::default()
                 })
                 .await
@@ -383,7 +398,14 @@ impl Transport for Nats {
         match spec.persistence {
             Persistence::Durable => self
                 .shared
-                .stream_for(&spec.name, &spec.name)
+                .stream_for(
+                    &spec.name,
+                    &spec.name,
+                    StreamLimits {
+                        max_age: spec.max_age,
+                        latest_per_subject: spec.latest_per_subject,
+                    },
+                )
                 .await
                 .map(|_| ()),
             // Core subjects exist by being used.
@@ -449,11 +471,19 @@ impl Transport for Nats {
         let (stream_name, filter, durable, dead_letter_subject) = match target {
             Target::Main => {
                 self.shared
-                    .stream_for(&dead_letters, &dead_letter_stream_root)
+                    .stream_for(
+                        &dead_letters,
+                        &dead_letter_stream_root,
+                        StreamLimits::default(),
+                    )
                     .await?;
                 let name = self
                     .shared
-                    .stream_for(&subscription.destination, &subscription.destination)
+                    .stream_for(
+                        &subscription.destination,
+                        &subscription.destination,
+                        StreamLimits::default(),
+                    )
                     .await?;
                 let filter = subscription
                     .filter
@@ -469,7 +499,11 @@ impl Transport for Nats {
             Target::DeadLetters => {
                 let name = self
                     .shared
-                    .stream_for(&dead_letters, &dead_letter_stream_root)
+                    .stream_for(
+                        &dead_letters,
+                        &dead_letter_stream_root,
+                        StreamLimits::default(),
+                    )
                     .await?;
                 let durable = format!("{}-dlq-reader", sanitize_name(&subscription.group));
                 (name, dead_letters, durable, None)

@@ -105,6 +105,14 @@ pub struct DestinationSpec {
     /// NATS then creates no JetStream stream — which would also answer
     /// requests sent to the subject with its publish acks.
     pub persistence: Persistence,
+    /// How long a durable destination keeps a message; `None`: as long as
+    /// the broker's own limits allow. NATS: the JetStream stream's
+    /// `max_age`, set when the stream is created.
+    pub max_age: Option<Duration>,
+    /// Only the newest message of each subject is kept, for announcements
+    /// of a state where the latest is all a reader wants. NATS: one message
+    /// per subject, set when the stream is created.
+    pub latest_per_subject: bool,
 }
 
 impl DestinationSpec {
@@ -115,7 +123,21 @@ impl DestinationSpec {
             name: name.into(),
             partitions: Self::DEFAULT_PARTITIONS,
             persistence: Persistence::Durable,
+            max_age: None,
+            latest_per_subject: false,
         }
+    }
+
+    /// See [`Self::max_age`].
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// See [`Self::latest_per_subject`].
+    pub fn latest_per_subject(mut self) -> Self {
+        self.latest_per_subject = true;
+        self
     }
 
     /// For request/reply and notifications; see [`Self::persistence`].

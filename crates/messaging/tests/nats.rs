@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use messaging::{CloudEvent, Nats, NatsConfig, OutgoingMessage, watch_faults};
+use messaging::{CloudEvent, DestinationSpec, Nats, NatsConfig, OutgoingMessage, watch_faults};
 use platform::faults;
 use support::{Harness, maybe_next, next};
 use testkit::net::delaying_proxy;
@@ -178,4 +178,54 @@ async fn a_subscription_pulls_again_after_its_connection_was_lost() {
         delivery.ack().await.unwrap_or_else(|e| panic!("ack: {e}"));
     }
     stream.drain().await;
+}
+
+/// A destination announcing states keeps the latest message of each subject,
+/// for as long as it says: the stream is created with those limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_per_subject_destination_keeps_one_message_per_subject() {
+    let harness = support::nats().await;
+    let prefix = testkit::brokers::unique_name("statuses");
+    harness
+        .broker
+        .ensure_destination(
+            &DestinationSpec::new(&prefix)
+                .latest_per_subject()
+                .with_max_age(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"));
+    for (order, status) in [("a", "PENDING"), ("a", "CONFIRMED"), ("b", "PENDING")] {
+        harness
+            .broker
+            .publish(OutgoingMessage::new(
+                format!("{prefix}.{order}.status"),
+                status,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+    }
+
+    let client = async_nats::connect(testkit::brokers::nats().await)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let jetstream = async_nats::jetstream::new(client);
+    let first = format!("{prefix}.a.status");
+    let name = jetstream
+        .stream_by_subject(first.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("stream: {e}"));
+    let mut stream = jetstream
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream: {e}"));
+    let info = stream.info().await.unwrap_or_else(|e| panic!("info: {e}"));
+    assert_eq!(info.config.max_messages_per_subject, 1);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.state.messages, 2);
+    let last = stream
+        .get_last_raw_message_by_subject(&first)
+        .await
+        .unwrap_or_else(|e| panic!("last: {e}"));
+    assert_eq!(&last.payload[..], b"CONFIRMED");
 }

@@ -297,6 +297,27 @@ pub async fn step_log(pool: &PgPool, id: Uuid) -> Result<Vec<StepLogEntry>, Quer
     .await?)
 }
 
+/// The step logs of several instances in one query (a page of
+/// [`list`]), each in order; an instance without entries has none.
+pub async fn step_logs(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<StepLogEntry>>, QueryError> {
+    let entries: Vec<StepLogEntry> = sqlx::query_as(concat!(
+        "SELECT ",
+        log_columns!(),
+        " FROM saga_step_log WHERE saga_id = ANY($1) ORDER BY saga_id, id"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut logs: HashMap<Uuid, Vec<StepLogEntry>> = HashMap::new();
+    for entry in entries {
+        logs.entry(entry.saga_id).or_default().push(entry);
+    }
+    Ok(logs)
+}
+
 /// How many instances are in each status (for a dashboard or a gauge).
 pub async fn count_by_status(pool: &PgPool) -> Result<Vec<StatusCount>, QueryError> {
     Ok(sqlx::query_as(

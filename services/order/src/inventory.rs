@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use proto::ferrishop::inventory::v1 as pb;
 use proto::ferrishop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use resilience::grpc::{GrpcChannel, Replayable, replayable};
@@ -42,6 +42,8 @@ use crate::domain::money::{Currency, Money};
 
 type Channel = GrpcChannel<Resilient<Replayable<platform::grpc::ClientChannel>, Grpc>>;
 
+/// Product lookups one order runs at once (an order lists up to 100).
+const OFFER_LOOKUPS_IN_FLIGHT: usize = 8;
 /// The gRPC service every method of which may be retried.
 const SERVICE: &str = "ferrishop.inventory.v1.InventoryService";
 
@@ -118,7 +120,7 @@ impl Inventory {
     /// What each product costs and is called now. Products the inventory
     /// does not know are left out.
     pub async fn offers(&self, ids: &[ProductId]) -> Result<Vec<ProductOffer>, InventoryError> {
-        let lookups = ids.iter().map(|id| async move {
+        let lookups = ids.iter().copied().map(|id| async move {
             let (mut client, _slot) = self.slot().await?;
             let request = pb::GetProductRequest {
                 product_id: id.to_string(),
@@ -127,13 +129,18 @@ impl Inventory {
                 Ok(response) => response
                     .into_inner()
                     .product
-                    .map(|product| offer(*id, product))
+                    .map(|product| offer(id, product))
                     .transpose(),
                 Err(status) if status.code() == Code::NotFound => Ok(None),
                 Err(status) => Err(classify(status)),
             }
         });
-        let offers = try_join_all(lookups).await?;
+        // A large order may not take every call slot: the sagas' reserve,
+        // commit and release calls need some too.
+        let offers: Vec<Option<ProductOffer>> = futures::stream::iter(lookups)
+            .buffered(OFFER_LOOKUPS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         Ok(offers.into_iter().flatten().collect())
     }
 

@@ -279,15 +279,23 @@ impl Store {
     /// without tokens; returns how many tokens went.
     pub async fn purge_expired_tokens(&self, before: DateTime<Utc>) -> Result<u64, Error> {
         let mut transaction = self.pool.begin().await?;
-        let tokens = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
-            .bind(before)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
+        let mut families: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM refresh_tokens WHERE expires_at < $1 RETURNING family_id",
+        )
+        .bind(before)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let tokens = families.len() as u64;
+        families.sort_unstable();
+        families.dedup();
+        // Only a family that just lost tokens can have been emptied: looked
+        // up by key, not by scanning every family at every sweep.
         sqlx::query(
             "DELETE FROM refresh_token_families f \
-              WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id)",
+              WHERE f.id = ANY($1) \
+                AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id)",
         )
+        .bind(&families)
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;

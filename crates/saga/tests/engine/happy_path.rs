@@ -51,6 +51,11 @@ async fn every_step_runs_once_in_order_and_the_saga_completes() {
     assert!(details.instance.finished_at.is_some());
     let stopped = saga::query::get(pool, id).await.unwrap().unwrap();
     assert_eq!(stopped.instance.lease_owner, None, "the lease is released");
+    // A page's logs in one query: the same entries, by instance.
+    let unknown = uuid::Uuid::now_v7();
+    let logs = saga::query::step_logs(pool, &[id, unknown]).await.unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[&id], details.steps);
     assert_eq!(
         finish_records(pool, id).await,
         [("completed".to_owned(), None, None)],

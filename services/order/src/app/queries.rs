@@ -207,18 +207,13 @@ impl Orders {
         };
         let pool = self.store.pool();
         let listed = saga::query::list(pool, &filter).await?;
-        let logs = futures::future::try_join_all(
-            listed
-                .items
-                .iter()
-                .map(|instance| saga::query::step_log(pool, instance.id)),
-        )
-        .await?;
+        let ids: Vec<_> = listed.items.iter().map(|instance| instance.id).collect();
+        let mut logs = saga::query::step_logs(pool, &ids).await?;
         let sagas = listed
             .items
             .into_iter()
-            .zip(logs)
-            .map(|(instance, log)| {
+            .map(|instance| {
+                let log = logs.remove(&instance.id).unwrap_or_default();
                 let steps = self
                     .sagas
                     .step_names(&instance.saga_type)

@@ -52,6 +52,10 @@ use crate::domain::ids::OrderId;
 use crate::domain::order::{OrderStatus, PlacedOrder};
 use crate::error::OrderError;
 
+/// How long an order's last status stays on the notifications stream, for a
+/// stream opened later (the gateway's SSE) to start from; only the last one
+/// of each order is kept.
+const STATUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Where this service's messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destinations {
@@ -296,7 +300,9 @@ impl RoutingPublisher {
             let attempt = async {
                 self.status_stream
                     .get_or_try_init(|| async {
-                        let spec = DestinationSpec::new(&self.destinations.status_prefix);
+                        let spec = DestinationSpec::new(&self.destinations.status_prefix)
+                            .latest_per_subject()
+                            .with_max_age(STATUS_RETENTION);
                         self.notifications.ensure_destination(&spec).await
                     })
                     .await?;

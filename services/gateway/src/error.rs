@@ -136,7 +136,15 @@ impl ApiError {
                     error if error.is_fail_fast() => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                Problem::new(status, "UPSTREAM_UNAVAILABLE", error.to_string())
+                // What failed inside (a connection error, an address) is for
+                // the log, not the client.
+                let detail = match error {
+                    resilience::Error::Upstream { upstream, .. } => {
+                        format!("call to {upstream} failed")
+                    }
+                    other => other.to_string(),
+                };
+                Problem::new(status, "UPSTREAM_UNAVAILABLE", detail)
             }
             Self::Status(status) => problem_from_status(status),
             Self::Internal(_) => Problem::new(
@@ -175,10 +183,13 @@ fn problem_from_status(status: &tonic::Status) -> Problem {
         .and_then(|value| value.to_str().ok())
         .filter(|code| !code.is_empty())
         .unwrap_or(fallback);
-    let detail = if http.is_server_error() && code == "INTERNAL" {
-        "an upstream service failed".to_owned()
-    } else {
-        status.message().to_owned()
+    // A service's own account of a failure (a database error, a read
+    // model's position) is for the log, not the client.
+    let detail = match http {
+        _ if !http.is_server_error() => status.message().to_owned(),
+        StatusCode::SERVICE_UNAVAILABLE => "the service is unavailable; retry later".to_owned(),
+        StatusCode::GATEWAY_TIMEOUT => "the service did not answer in time".to_owned(),
+        _ => "an upstream service failed".to_owned(),
     };
     let mut problem = Problem::new(http, code, detail);
     if let Some(bad_request) = status.get_details_bad_request() {
@@ -286,6 +297,17 @@ mod tests {
     fn internal_details_are_not_leaked() {
         let problem = ApiError::from(tonic::Status::internal("password table on fire")).problem();
         assert!(!problem.detail.contains("password"));
+        let unavailable = tonic::Status::unavailable("database: pool timed out on db-3:5432");
+        let problem = ApiError::from(unavailable).problem();
+        assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!problem.detail.contains("db-3"), "{}", problem.detail);
+        let unreachable = resilience::Error::Upstream {
+            upstream: "user".into(),
+            source: "tcp connect error: 10.0.0.5:8081: connection refused".into(),
+        };
+        let problem = ApiError::Upstream(unreachable).problem();
+        assert_eq!(problem.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(problem.detail, "call to user failed");
     }
 
     #[test]

@@ -109,10 +109,10 @@ impl Inbox {
 /// ([`RelayConfig::inbox_retention`](crate::RelayConfig::inbox_retention)
 /// runs it); returns how many.
 pub async fn purge_processed(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let deleted =
-        sqlx::query("DELETE FROM inbox WHERE processed_at < now() - $1 * interval '1 millisecond'")
-            .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
-            .execute(pool)
-            .await?;
-    Ok(deleted.rows_affected())
+    crate::outbox::delete_older_than(
+        pool,
+        "DELETE FROM inbox WHERE processed_at < now() - $1 * interval '1 millisecond'",
+        retention,
+    )
+    .await
 }

@@ -587,22 +587,35 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Deletes rows published more than `retention` ago; returns how many.
 pub async fn purge_published(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    delete_older_than(
+        pool,
         "DELETE FROM outbox WHERE published_at < now() - $1 * interval '1 millisecond'",
+        retention,
     )
-    .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected())
+    .await
 }
 
 /// Deletes rows parked more than `retention` ago; returns how many.
 pub async fn purge_parked(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    let result =
-        sqlx::query("DELETE FROM outbox WHERE parked_at < now() - $1 * interval '1 millisecond'")
-            .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
-            .execute(pool)
-            .await?;
+    delete_older_than(
+        pool,
+        "DELETE FROM outbox WHERE parked_at < now() - $1 * interval '1 millisecond'",
+        retention,
+    )
+    .await
+}
+
+/// Runs a housekeeping `delete` whose `$1` is `retention` in milliseconds;
+/// returns how many rows went.
+pub(crate) async fn delete_older_than(
+    pool: &PgPool,
+    delete: &'static str,
+    retention: Duration,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(delete)
+        .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected())
 }
 

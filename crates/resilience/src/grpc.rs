@@ -40,9 +40,13 @@ use tower::{Service, ServiceExt};
 
 use crate::error::Error;
 
+/// The bytes before a gRPC message on the wire: a compression flag and the
+/// message's length.
+pub const FRAME_HEADER_BYTES: usize = 5;
+
 /// Largest request message buffered: gRPC's default 4 MiB message limit
-/// plus the 5-byte frame header.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + 5;
+/// plus the frame header.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + FRAME_HEADER_BYTES;
 
 /// How long a request's message may take to arrive.
 pub const REQUEST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);

@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Upstreams as UpstreamUrls;
 
-/// The bytes before a gRPC message: a compression flag and its length.
-const GRPC_FRAME_HEADER: usize = 5;
-
 /// The resilient REST client of one service.
 pub type RestClient = Resilient<RestInstance, Http>;
 
@@ -271,8 +268,11 @@ impl Services {
                 protocol.idempotent_method(*method)
             });
             // The public gRPC port buffers no more than the REST port reads.
-            Ok(GrpcChannel::new(upstream.service(protocol))
-                .max_request_bytes(crate::routes::BODY_LIMIT + GRPC_FRAME_HEADER))
+            Ok(
+                GrpcChannel::new(upstream.service(protocol)).max_request_bytes(
+                    crate::routes::BODY_LIMIT + resilience::grpc::FRAME_HEADER_BYTES,
+                ),
+            )
         };
         let order = grpc("order", &urls.order_grpc_url, ORDER_IDEMPOTENT)?;
         let inventory = grpc("inventory", &urls.inventory_grpc_url, INVENTORY_IDEMPOTENT)?;

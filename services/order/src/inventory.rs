@@ -44,6 +44,7 @@ type Channel = GrpcChannel<Resilient<Replayable<platform::grpc::ClientChannel>, 
 
 /// Product lookups one order runs at once (an order lists up to 100).
 const OFFER_LOOKUPS_IN_FLIGHT: usize = 8;
+
 /// The gRPC service every method of which may be retried.
 const SERVICE: &str = "ferrishop.inventory.v1.InventoryService";
 

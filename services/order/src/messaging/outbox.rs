@@ -56,6 +56,7 @@ use crate::error::OrderError;
 /// stream opened later (the gateway's SSE) to start from; only the last one
 /// of each order is kept.
 const STATUS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// Where this service's messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destinations {

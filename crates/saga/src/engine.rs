@@ -38,10 +38,15 @@
 //!
 //! Workers poll for due sagas at [`EngineConfig::poll_interval`] at the
 //! latest and sleep until the next saga is due when that is sooner (a
-//! retry's backoff, a reply's deadline). Starting a saga or recording a
-//! reply sends a Postgres `NOTIFY` on commit, which every replica's worker
-//! `LISTEN`s to, and wakes the local worker directly, so new work starts at
-//! once rather than at the next poll.
+//! retry's backoff, a reply's deadline). Once the transaction that started
+//! a saga or recorded a reply has committed, [`SagaEngine::announce`] wakes
+//! the local worker and sends a Postgres `NOTIFY`, which every replica's
+//! worker `LISTEN`s to, so new work starts at once rather than at the next
+//! poll. The `NOTIFY` goes in a statement of its own, not in the writing
+//! transaction: Postgres makes every notifying commit wait for the one
+//! before it to reach the disk, which would serialise the service's busiest
+//! writes. A wake-up lost to a crash between the commit and the `NOTIFY`
+//! costs one poll interval, nothing more.
 //!
 //! # Stopping
 //!
@@ -313,19 +318,20 @@ impl<D: SagaData> SagaEngine<D> {
         &self.inner.owner
     }
 
-    /// Starts a saga in its own transaction and wakes the local worker.
+    /// Starts a saga in its own transaction, then [`announce`s](Self::announce) it.
     pub async fn start(&self, saga: NewSaga<D>) -> Result<Uuid, SagaError> {
         let mut transaction = self.inner.pool.begin().await?;
         let id = self.start_in(&mut transaction, saga).await?;
         transaction.commit().await?;
-        self.inner.wake.notify_one();
+        self.announce().await;
         Ok(id)
     }
 
     /// Starts a saga on the caller's connection — normally inside the
     /// transaction that creates the aggregate the saga is for, so both exist
-    /// or neither does. Workers are notified when that transaction commits.
-    /// Records the current span's trace context as the saga's.
+    /// or neither does. Call [`announce`](Self::announce) once that
+    /// transaction has committed; without it, a worker finds the saga at its
+    /// next poll. Records the current span's trace context as the saga's.
     pub async fn start_in(
         &self,
         connection: &mut PgConnection,
@@ -355,20 +361,36 @@ impl<D: SagaData> SagaEngine<D> {
         Ok(id)
     }
 
-    /// Records a participant's reply in its own transaction and wakes the
-    /// local worker. Any engine on the database can record any saga's reply.
+    /// Records a participant's reply in its own transaction, then
+    /// [`announce`s](Self::announce) it when it was recorded. Any engine on
+    /// the database can record any saga's reply.
     pub async fn on_reply(&self, reply: &Reply) -> Result<ReplyOutcome, SagaError> {
         let mut transaction = self.inner.pool.begin().await?;
         let outcome = self.on_reply_in(&mut transaction, reply).await?;
         transaction.commit().await?;
         if outcome == ReplyOutcome::Recorded {
-            self.inner.wake.notify_one();
+            self.announce().await;
         }
         Ok(outcome)
     }
 
+    /// Tells the workers that a saga of this type became due in a
+    /// transaction that has just committed ([`start_in`](Self::start_in),
+    /// [`on_reply_in`](Self::on_reply_in)): wakes this replica's worker and
+    /// sends a `NOTIFY` for the other replicas' (see the module docs). The
+    /// saga's state is committed already, so a failure here is logged, not
+    /// returned: the workers' next poll finds the saga either way.
+    pub async fn announce(&self) {
+        self.inner.wake.notify_one();
+        let saga_type = self.inner.definition.saga_type();
+        if let Err(error) = store::announce(&self.inner.pool, saga_type).await {
+            tracing::warn!(%error, "saga.type" = saga_type, "cannot announce a due saga; workers poll for it");
+        }
+    }
+
     /// Records a reply on the caller's connection (e.g. with the consumer's
-    /// inbox record, so a redelivered reply is dropped by the inbox). A reply
+    /// inbox record, so a redelivered reply is dropped by the inbox); call
+    /// [`announce`](Self::announce) once it has committed. A reply
     /// is recorded only if its saga waits for exactly that step and phase
     /// and holds no reply yet; anything else — late, duplicate, or for a
     /// finished saga — is ignored, which is safe because replies to every

@@ -40,13 +40,15 @@
 //! # Running it
 //!
 //! - [`SagaEngine::start_in`] writes a new instance on the caller's
-//!   transaction (next to the order it is for); [`SagaEngine::start`] uses
-//!   its own.
+//!   transaction (next to the order it is for), and
+//!   [`SagaEngine::announce`] wakes the workers once that has committed;
+//!   [`SagaEngine::start`] does both with a transaction of its own.
 //! - [`SagaEngine::run`] is the worker loop: one per saga type per replica,
 //!   until its cancellation token fires.
-//! - [`SagaEngine::on_reply`] (or [`SagaEngine::on_reply_in`], in the
-//!   consumer's transaction) feeds a participant's [`Reply`] in; the
-//!   [`Correlation`] comes from the idempotency key the participant echoes.
+//! - [`SagaEngine::on_reply`] (or [`SagaEngine::on_reply_in`] in the
+//!   consumer's transaction, then `announce`) feeds a participant's
+//!   [`Reply`] in; the [`Correlation`] comes from the idempotency key the
+//!   participant echoes.
 //! - [`SagaHooks::on_finished`] runs the service's own writes in the same
 //!   transaction that records the saga's end.
 //! - [`query`] lists instances by status, with failures and errors, for the
@@ -77,6 +79,20 @@
 //!   `saga.<type>.before_complete` and `saga.<type>.before_compensated`.
 //!   An `error` action there counts as a transient failure of the attempt;
 //!   `abort` kills the process between two committed states.
+
+//!
+//! # Benchmark
+//!
+//! `cargo bench -p saga --bench starts`: sixteen writers start sagas, one
+//! committed transaction each, against the same number of single-row
+//! `INSERT`s (2 cores, PostgreSQL 15 on the same host, medians of five
+//! rounds). With the wake-up `NOTIFY` inside the starting transaction,
+//! 3 325 starts/s against 10 550 inserts/s (0.32×): Postgres lets one
+//! notifying transaction commit at a time, each waiting for the one before
+//! it to reach the disk. With the `NOTIFY` sent after the commit
+//! ([`SagaEngine::announce`]), 4 826 and 5 474 starts/s in two runs (0.40×
+//! and 0.43× the inserts of the same runs); what is left is a start's four
+//! round trips (begin, insert, commit, notify) against an insert's one.
 
 pub mod command;
 pub mod definition;

@@ -17,7 +17,8 @@ use crate::status::{FailureKind, Phase, SagaStatus};
 use crate::transition::{LogEntry, Progress, StepFailure, Transition};
 
 /// Channel a `NOTIFY` goes out on when a saga becomes due (started, or a
-/// reply recorded); the payload is the saga type.
+/// reply recorded), after the transaction that made it due committed
+/// ([`crate::SagaEngine::announce`]); the payload is the saga type.
 pub const NOTIFY_CHANNEL: &str = "saga_due";
 
 /// The columns the engine works with, plus whether the awaited reply is
@@ -128,7 +129,7 @@ pub(crate) struct NewInstance<'a> {
     pub tracestate: Option<String>,
 }
 
-/// Inserts a new saga, due at once, and notifies the workers on commit.
+/// Inserts a new saga, due at once ([`announce`] it once committed).
 /// `false` when a saga with this id exists already.
 pub(crate) async fn insert(
     connection: &mut PgConnection,
@@ -148,18 +149,18 @@ pub(crate) async fn insert(
     .bind(&saga.tracestate)
     .execute(&mut *connection)
     .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
-    notify(connection, saga.saga_type).await?;
-    Ok(true)
+    Ok(inserted.rows_affected() > 0)
 }
 
-async fn notify(connection: &mut PgConnection, saga_type: &str) -> Result<(), sqlx::Error> {
+/// Tells every listening engine that a saga of `saga_type` is due, in a
+/// statement of its own. Never inside the writing transaction: Postgres
+/// serialises the commits of notifying transactions on one lock, held
+/// through the commit's WAL flush (see the crate's benchmark).
+pub(crate) async fn announce(pool: &PgPool, saga_type: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(NOTIFY_CHANNEL)
         .bind(saga_type)
-        .execute(connection)
+        .execute(pool)
         .await?;
     Ok(())
 }
@@ -430,7 +431,6 @@ pub(crate) async fn record_reply(
     .fetch_optional(&mut *connection)
     .await?;
     if let Some(saga_type) = saga_type {
-        notify(connection, &saga_type).await?;
         return Ok(Ok(saga_type));
     }
     let found: Option<(String, Option<String>, bool, bool)> = sqlx::query_as(

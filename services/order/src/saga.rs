@@ -598,6 +598,21 @@ pub enum ReplyError {
     Saga(#[from] saga::SagaError),
 }
 
+/// The order service's two sagas.
+enum SagaKind {
+    Place,
+    Cancel,
+}
+
+/// The saga whose step a payment reply answers.
+fn answered_saga(reply: &Reply) -> Result<SagaKind, ReplyError> {
+    match reply.correlation.step.as_str() {
+        steps::CHARGE_PAYMENT => Ok(SagaKind::Place),
+        steps::REFUND_PAYMENT => Ok(SagaKind::Cancel),
+        other => Err(ReplyError::UnknownStep(other.to_owned())),
+    }
+}
+
 impl Sagas {
     pub fn build(
         pool: &PgPool,
@@ -622,15 +637,26 @@ impl Sagas {
 
     /// Records a payment reply on `connection` with the engine whose saga
     /// has the step it answers (step names are unique across both sagas).
+    /// Once the transaction commits, [`Sagas::announce_reply`] wakes its
+    /// workers.
     pub async fn on_reply_in(
         &self,
         connection: &mut PgConnection,
         reply: &Reply,
     ) -> Result<saga::ReplyOutcome, ReplyError> {
-        match reply.correlation.step.as_str() {
-            steps::CHARGE_PAYMENT => Ok(self.place.on_reply_in(connection, reply).await?),
-            steps::REFUND_PAYMENT => Ok(self.cancel.on_reply_in(connection, reply).await?),
-            other => Err(ReplyError::UnknownStep(other.to_owned())),
+        match answered_saga(reply)? {
+            SagaKind::Place => Ok(self.place.on_reply_in(connection, reply).await?),
+            SagaKind::Cancel => Ok(self.cancel.on_reply_in(connection, reply).await?),
+        }
+    }
+
+    /// Wakes the workers of the saga a recorded reply answers, once its
+    /// transaction has committed ([`saga::SagaEngine::announce`]).
+    pub async fn announce_reply(&self, reply: &Reply) {
+        match answered_saga(reply) {
+            Ok(SagaKind::Place) => self.place.announce().await,
+            Ok(SagaKind::Cancel) => self.cancel.announce().await,
+            Err(_) => {}
         }
     }
 

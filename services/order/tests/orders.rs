@@ -139,6 +139,32 @@ async fn a_placed_order_is_confirmed_charged_once_and_announced() {
     shop.assert_invariants(&[(&book, 10), (&pen, 5)]).await;
 }
 
+/// Workers on every replica hear of a placed order and of its payment
+/// reply: each commit is followed by a `saga_due` notification.
+#[tokio::test]
+async fn the_saga_of_a_placed_order_is_announced_at_its_start_and_its_reply() {
+    let shop = Shop::start().await;
+    let item = shop.product(400, 10).await;
+    let customer = shop.customer().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&shop.order.database.url)
+        .await
+        .unwrap();
+    listener.listen(saga::NOTIFY_CHANNEL).await.unwrap();
+
+    let order = shop.order(customer, &[(&item, 1)]).await;
+    shop.wait_for(customer, &order, pb::OrderStatus::Confirmed, PATIENCE)
+        .await;
+    let mut announced = 0;
+    while announced < 2 {
+        let wait = std::time::Duration::from_secs(10);
+        let Ok(notification) = tokio::time::timeout(wait, listener.recv()).await else {
+            panic!("announced {announced} time(s); expected the start and the charge reply");
+        };
+        assert_eq!(notification.unwrap().payload(), "place_order");
+        announced += 1;
+    }
+}
+
 #[tokio::test]
 async fn insufficient_stock_rejects_the_order_and_leaves_the_wallet_alone() {
     let shop = Shop::start().await;

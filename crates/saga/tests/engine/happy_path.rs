@@ -110,6 +110,47 @@ async fn a_saga_started_in_the_callers_transaction_exists_only_if_it_commits() {
     assert_eq!(fakes.calls_of(ghost), []);
 }
 
+/// The `NOTIFY` is sent after the writing transaction, never in it: a
+/// notifying commit waits for every other notifying commit before it.
+#[tokio::test]
+async fn a_saga_started_in_a_transaction_is_announced_after_its_commit() {
+    use sqlx::Connection as _;
+
+    let database = migrated_database().await;
+    let pool = &database.pool;
+    let fakes = Fakes::new();
+    let saga_type = unique_saga_type("announce");
+    let engine = engine(pool, sample_saga(&saga_type, &["only"], &fakes));
+    let mut listener = sqlx::postgres::PgListener::connect(&database.url)
+        .await
+        .unwrap();
+    listener.listen(saga::NOTIFY_CHANNEL).await.unwrap();
+
+    let mut writer = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let writer_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+    let mut transaction = writer.begin().await.unwrap();
+    engine
+        .start_in(&mut transaction, NewSaga::new(Order::number(1)))
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+    engine.announce().await;
+
+    let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("announced within 5 s")
+        .unwrap();
+    assert_eq!(notification.payload(), saga_type);
+    assert_ne!(
+        notification.process_id(),
+        writer_pid as u32,
+        "the writing transaction sent the NOTIFY"
+    );
+}
+
 #[tokio::test]
 async fn a_saga_started_elsewhere_wakes_a_listening_worker_at_once() {
     let database = migrated_database().await;

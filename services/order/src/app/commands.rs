@@ -152,6 +152,7 @@ impl Orders {
             )
             .await?;
         transaction.commit().await?;
+        self.sagas.place.announce().await;
         count_statuses(&recorded.events);
         tracing::info!(order.id = %order_id, total = %recorded.order.total(), "order placed");
         Ok(Accepted {
@@ -220,7 +221,8 @@ impl Orders {
                 }
                 Err(error) => return Err(error),
             };
-            if !recorded.events.is_empty() {
+            let starts_saga = !recorded.events.is_empty();
+            if starts_saga {
                 let saga = CancelOrderData {
                     order_id,
                     customer_id: order.customer_id,
@@ -237,6 +239,9 @@ impl Orders {
                 tracing::info!(order.id = %order_id, saga.id = %saga_id, "cancellation accepted");
             }
             transaction.commit().await?;
+            if starts_saga {
+                self.sagas.cancel.announce().await;
+            }
             return Ok(Accepted {
                 order_id,
                 status: recorded.order.status,

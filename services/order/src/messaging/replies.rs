@@ -9,9 +9,10 @@
 //! Each reply is recorded in one transaction with its inbox record (by
 //! `ce_id`), so a redelivered reply is dropped before it reaches the engine;
 //! the engine itself ignores any reply its saga no longer waits for (late,
-//! or an answer to an earlier send of the same step). Recording commits a
-//! `NOTIFY` that wakes a saga worker on whichever replica is free. While the
-//! database cannot be reached, a reply is held until it can.
+//! or an answer to an earlier send of the same step). Once a recorded reply
+//! has committed, a `NOTIFY` wakes a saga worker on whichever replica is
+//! free ([`Sagas::announce_reply`]). While the database cannot be reached, a
+//! reply is held until it can.
 
 use eventstore::Inbox;
 use integration::database_nack;
@@ -74,16 +75,21 @@ async fn handle(sagas: &Sagas, pool: &PgPool, message: &ReceivedMessage) -> Resu
             return Ok(());
         }
     }
-    match sagas.on_reply_in(&mut transaction, &reply).await {
-        Ok(ReplyOutcome::Recorded) => {}
+    let recorded = match sagas.on_reply_in(&mut transaction, &reply).await {
+        Ok(ReplyOutcome::Recorded) => true,
         Ok(ReplyOutcome::Ignored(reason)) => {
             tracing::debug!(correlation = %reply.correlation, ?reason, "reply not awaited; dropped");
+            false
         }
         Err(error @ ReplyError::UnknownStep(_)) => return Err(Nack::reject(error.to_string())),
         Err(ReplyError::Saga(saga::SagaError::Database(error))) => {
             return Err(database_nack(&error));
         }
         Err(ReplyError::Saga(error)) => return Err(Nack::requeue(error.to_string())),
+    };
+    transaction.commit().await.map_err(|e| database_nack(&e))?;
+    if recorded {
+        sagas.announce_reply(&reply).await;
     }
-    transaction.commit().await.map_err(|e| database_nack(&e))
+    Ok(())
 }

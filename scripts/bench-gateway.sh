@@ -38,7 +38,8 @@
 # BENCH_ROUNDS times. For the three proxies, the CPU time their
 # processes used during each measured run is divided by the requests served:
 # the proxy's own cost per request, much steadier than throughput when the
-# machine is busy with other work. A summary table (medians over the rounds,
+# machine is busy with other work; the user service's CPU per request is
+# reported alike, to show each proxy is compared on the same upstream work. A summary table (medians over the rounds,
 # and the gateway/nginx ratio of each round) is printed and written to
 # $CARGO_TARGET_DIR/bench-gateway.md.
 #
@@ -181,7 +182,8 @@ env DATABASE_URL="postgres://postgres@127.0.0.1:5432/ferrishop_bench_users" \
   HTTP_ADDR="127.0.0.1:$USER_HTTP" GRPC_ADDR="127.0.0.1:$USER_GRPC" \
   USER_EVENTS_TOPIC=ferrishop.bench.user.events RUST_LOG=warn \
   "$BIN_DIR/user" >"$WORK/user.log" 2>&1 &
-PIDS+=($!)
+USER_PID=$!
+PIDS+=("$USER_PID")
 wait_ready user "http://127.0.0.1:$USER_HTTP/readyz"
 
 # The user's own limit is lifted (the limiter still runs on every request):
@@ -307,20 +309,25 @@ cpu_ticks() {
 CLK_TCK=$(getconf CLK_TCK)
 
 # run NAME URL HEADER WARMUP: warm-up (unless WARMUP is 0), then the measured
-# run; sets RPS, P50, P99, ERRORS, and CPU_US (the proxy's CPU time per
-# request, in microseconds; empty for direct).
+# run; sets RPS, P50, P99, ERRORS, CPU_US (the proxy's CPU time per request,
+# in microseconds; empty for direct) and USER_CPU_US (the user service's).
 run() {
   local name=$1 url=$2 header=$3 warmup=$4 out=$WORK/wrk-$1-$round.txt
-  local pids before after
+  local pids before after user_before user_after
   if [[ $warmup != 0 ]]; then
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$warmup" -H "$header" "$url" >/dev/null
   fi
   # shellcheck disable=SC2207 # pids are words
   pids=($(proxy_pids "$name"))
   ((${#pids[@]} == 0)) || before=$(cpu_ticks "${pids[@]}")
+  user_before=$(cpu_ticks "$USER_PID")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$header" "$url" >"$out"
+  user_after=$(cpu_ticks "$USER_PID")
   ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
   sed 's/^/    /' "$out"
+  USER_CPU_US=$(awk -v ticks=$((user_after - user_before)) -v hz="$CLK_TCK" '/ requests in / {
+    printf "%.1f", ticks * 1000000 / hz / $1 }' "$out")
+  echo "    user service CPU: $USER_CPU_US us per request"
   CPU_US=
   if ((${#pids[@]})); then
     CPU_US=$(awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '/ requests in / {
@@ -350,7 +357,7 @@ median() {
 }
 
 # Per target, one entry per round: requests/s, and p50/p99 in microseconds.
-declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS RESULT_CPU
+declare -A RESULT_RPS RESULT_P50 RESULT_P99 RESULT_ERRORS RESULT_CPU RESULT_USER_CPU
 RATIOS=()
 BARE_RATIOS=()
 for round in $(seq "$ROUNDS"); do
@@ -374,6 +381,7 @@ for round in $(seq "$ROUNDS"); do
     RESULT_P99[$target]+="$(micros "$P99") "
     RESULT_ERRORS[$target]=$((${RESULT_ERRORS[$target]:-0} + ERRORS))
     RESULT_CPU[$target]+="$CPU_US "
+    RESULT_USER_CPU[$target]+="$USER_CPU_US "
     case $target in
       nginx) nginx_rps=$RPS ;;
       gateway) gateway_rps=$RPS ;;
@@ -416,10 +424,12 @@ fi
 
 # ----------------------------------------------------------------- summary
 
-declare -A MED_RPS MED_P50 MED_P99 MED_CPU
+declare -A MED_RPS MED_P50 MED_P99 MED_CPU MED_USER_CPU
 for target in direct nginx bare gateway; do
   # shellcheck disable=SC2086
   [[ -z ${RESULT_CPU[$target]// /} ]] || MED_CPU[$target]=$(median ${RESULT_CPU[$target]})
+  # shellcheck disable=SC2086
+  MED_USER_CPU[$target]=$(median ${RESULT_USER_CPU[$target]})
   # shellcheck disable=SC2086 # the per-round lists split on purpose
   MED_RPS[$target]=$(median ${RESULT_RPS[$target]})
   # shellcheck disable=SC2086
@@ -436,13 +446,14 @@ SUMMARY=$WORK/summary.md
     echo "Medians over the rounds."
     echo
   fi
-  echo "| target | requests/s | p50 | p99 | proxy CPU per request | errors |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| target | requests/s | p50 | p99 | proxy CPU per request | user service CPU per request | errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
   for target in direct nginx bare gateway; do
     cpu=-
     [[ -z ${MED_CPU[$target]:-} ]] || cpu="$(printf '%.1f' "${MED_CPU[$target]}") µs"
-    printf '| %s | %.0f | %s | %s | %s | %s |\n' "$target" "${MED_RPS[$target]}" \
-      "$(ms "${MED_P50[$target]}")" "$(ms "${MED_P99[$target]}")" "$cpu" "${RESULT_ERRORS[$target]}"
+    printf '| %s | %.0f | %s | %s | %s | %.1f µs | %s |\n' "$target" "${MED_RPS[$target]}" \
+      "$(ms "${MED_P50[$target]}")" "$(ms "${MED_P99[$target]}")" "$cpu" \
+      "${MED_USER_CPU[$target]}" "${RESULT_ERRORS[$target]}"
   done
   echo
   awk -v d="${MED_RPS[direct]}" -v g="${MED_RPS[gateway]}" \

@@ -38,10 +38,10 @@
 # BENCH_ROUNDS times. For the three proxies, the CPU time their
 # processes used during each measured run is divided by the requests served:
 # the proxy's own cost per request, much steadier than throughput when the
-# machine is busy with other work; the user service's CPU per request is
-# reported alike, to show each proxy is compared on the same upstream work. A summary table (medians over the rounds,
-# and the gateway/nginx ratio of each round) is printed and written to
-# $CARGO_TARGET_DIR/bench-gateway.md.
+# machine is busy with other work. The user service's CPU per request is
+# reported alike, to show each proxy is compared on the same upstream work.
+# A summary table (medians over the rounds, and the gateway/nginx ratio of
+# each round) is printed and written to $CARGO_TARGET_DIR/bench-gateway.md.
 #
 # Usage: scripts/bench-gateway.sh [-h|--help]
 #

@@ -308,6 +308,13 @@ cpu_ticks() {
 }
 CLK_TCK=$(getconf CLK_TCK)
 
+# per_request TICKS WRK_OUTPUT: CPU clock ticks over the requests wrk served,
+# in microseconds per request.
+per_request() {
+  awk -v ticks="$1" -v hz="$CLK_TCK" '/ requests in / {
+    printf "%.1f", ticks * 1000000 / hz / $1 }' "$2"
+}
+
 # run NAME URL HEADER WARMUP: warm-up (unless WARMUP is 0), then the measured
 # run; sets RPS, P50, P99, ERRORS, CPU_US (the proxy's CPU time per request,
 # in microseconds; empty for direct) and USER_CPU_US (the user service's).
@@ -325,13 +332,11 @@ run() {
   user_after=$(cpu_ticks "$USER_PID")
   ((${#pids[@]} == 0)) || after=$(cpu_ticks "${pids[@]}")
   sed 's/^/    /' "$out"
-  USER_CPU_US=$(awk -v ticks=$((user_after - user_before)) -v hz="$CLK_TCK" '/ requests in / {
-    printf "%.1f", ticks * 1000000 / hz / $1 }' "$out")
+  USER_CPU_US=$(per_request $((user_after - user_before)) "$out")
   echo "    user service CPU: $USER_CPU_US us per request"
   CPU_US=
   if ((${#pids[@]})); then
-    CPU_US=$(awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '/ requests in / {
-      printf "%.1f", ticks * 1000000 / hz / $1 }' "$out")
+    CPU_US=$(per_request $((after - before)) "$out")
     echo "    $name CPU: $CPU_US us per request"
   fi
   RPS=$(awk '/^Requests\/sec:/ {print $2}' "$out")

@@ -40,14 +40,20 @@ fn engine(pool: &PgPool) -> SagaEngine<Order> {
         .unwrap()
 }
 
-async fn run_starts(engine: &SagaEngine<Order>) -> f64 {
+/// Runs `write` `STARTS_PER_WRITER` times in each of `WRITERS` tasks at
+/// once (numbered per task); returns the writes per second.
+async fn writes_per_second<F, Fut>(write: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let started = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|_| {
-            let engine = engine.clone();
+            let write = write.clone();
             tokio::spawn(async move {
                 for number in 0..STARTS_PER_WRITER {
-                    engine.start(NewSaga::new(Order { number })).await.unwrap();
+                    write(number).await;
                 }
             })
         })
@@ -58,30 +64,34 @@ async fn run_starts(engine: &SagaEngine<Order>) -> f64 {
     (WRITERS * STARTS_PER_WRITER) as f64 / started.elapsed().as_secs_f64()
 }
 
+async fn run_starts(engine: &SagaEngine<Order>) -> f64 {
+    let engine = engine.clone();
+    writes_per_second(move |number| {
+        let engine = engine.clone();
+        async move {
+            engine.start(NewSaga::new(Order { number })).await.unwrap();
+        }
+    })
+    .await
+}
+
 async fn run_plain_inserts(pool: &PgPool) -> f64 {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                for number in 0..STARTS_PER_WRITER {
-                    sqlx::query(
-                        "INSERT INTO plain_instances (id, saga_type, status, data, current_step) \
-                         VALUES ($1, 'bench_order', 'CREATED', $2, 'only')",
-                    )
-                    .bind(Uuid::now_v7())
-                    .bind(serde_json::json!({ "number": number }))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (WRITERS * STARTS_PER_WRITER) as f64 / started.elapsed().as_secs_f64()
+    let pool = pool.clone();
+    writes_per_second(move |number| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO plain_instances (id, saga_type, status, data, current_step) \
+                 VALUES ($1, 'bench_order', 'CREATED', $2, 'only')",
+            )
+            .bind(Uuid::now_v7())
+            .bind(serde_json::json!({ "number": number }))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    })
+    .await
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

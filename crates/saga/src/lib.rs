@@ -79,7 +79,6 @@
 //!   `saga.<type>.before_complete` and `saga.<type>.before_compensated`.
 //!   An `error` action there counts as a transient failure of the attempt;
 //!   `abort` kills the process between two committed states.
-
 //!
 //! # Benchmark
 //!

@@ -21,8 +21,8 @@
 //! with the database version) to one of [`OUTBOX_PARTITIONS`] partitions, and
 //! a relay works on a partition only while holding the transaction-scoped
 //! advisory lock `pg_try_advisory_xact_lock(class, partition)`. Within the
-//! lock it publishes the partition's oldest pending rows in `sequence` order
-//! and marks them in the same transaction, so:
+//! lock it publishes the partition's oldest pending rows, each key's in
+//! `sequence` order (see below), and marks them in the same transaction, so:
 //!
 //! - no row is published by two relays at once, and a key's messages go out
 //!   in the order they were written;
@@ -51,12 +51,27 @@
 //! is parked with its error for an operator instead of blocking its
 //! destination forever; that is the one case where a key's later messages
 //! overtake an earlier one.
+//!
+//! # Many keys in flight, one message per key
+//!
+//! Waiting for each broker confirmation before sending the next message
+//! would cap a relay at one message per round trip — and Kafka's producer
+//! holds a message up to `linger.ms` before it even sends it. So a batch
+//! is split into one chain per destination and key: a chain publishes its
+//! messages one after another, each only once the broker confirmed the one
+//! before, while up to [`RelayConfig::max_in_flight`] chains publish at
+//! once. The order kept is the one above, per destination and key; between
+//! two keys there was none to keep. A destination that fails in a batch
+//! stops every chain of it at its next message, and is held back only once
+//! the whole batch is over, whatever the other keys' publishes did in the
+//! meantime.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, stream};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -199,6 +214,10 @@ pub trait Publisher: Send + Sync {
 pub struct RelayConfig {
     /// Rows taken from one partition per transaction.
     pub batch_size: usize,
+    /// Publishes awaiting their broker's confirmation at once, each for a
+    /// different destination and key (a key's messages go one at a time).
+    /// 1 publishes the batch strictly one message after another.
+    pub max_in_flight: usize,
     /// Pause between passes when nothing was pending.
     pub idle_interval: Duration,
     /// First pause after a broker error; doubles up to `max_backoff`.
@@ -229,6 +248,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch_size: 100,
+            max_in_flight: 32,
             idle_interval: Duration::from_millis(200),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
@@ -313,7 +333,7 @@ impl OutboxRelay {
     /// Destinations left out of passes for now.
     fn held_destinations(&self) -> Vec<String> {
         let now = Instant::now();
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = lock(&self.held);
         held.iter()
             .filter(|(_, hold)| hold.until > now)
             .map(|(destination, _)| destination.clone())
@@ -322,7 +342,7 @@ impl OutboxRelay {
 
     /// Leaves `destination` out for a backoff twice the previous one.
     fn hold(&self, destination: &str) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.held);
         let backoff = held
             .get(destination)
             .map_or(self.config.initial_backoff, |hold| {
@@ -334,7 +354,7 @@ impl OutboxRelay {
 
     /// `destination` took a message: its backoff starts over.
     fn release(&self, destination: &str) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.held);
         held.remove(destination);
     }
 
@@ -464,102 +484,173 @@ impl OutboxRelay {
         .fetch_all(&mut *transaction)
         .await?;
 
+        let messages = rows.iter().map(decode_row).collect::<Result<Vec<_>, _>>()?;
+        let failed_destinations = Mutex::new(HashSet::new());
+        // The chains' futures are built before they go into the stream: a
+        // closure inside it would keep the relay's future from being `Send`.
+        let chains: Vec<_> = chains_by_destination_and_key(&messages)
+            .into_iter()
+            .map(|chain| self.publish_chain(chain, &failed_destinations))
+            .collect();
+        let chains: Vec<Vec<_>> = stream::iter(chains)
+            .buffer_unordered(self.config.max_in_flight.max(1))
+            .collect()
+            .await;
+        let mut attempts: Vec<(i64, &OutboxMessage, Result<(), PublishError>)> =
+            chains.into_iter().flatten().collect();
+        attempts.sort_unstable_by_key(|(sequence, _, _)| *sequence);
+
         let mut outcome = BatchOutcome::default();
-        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut parked: Vec<(i64, String)> = Vec::new();
-        let mut failed: Vec<(i64, String)> = Vec::new();
-        let mut failed_destinations: Vec<String> = Vec::new();
-        for row in &rows {
-            let (sequence, message) = decode_row(row)?;
-            // Its destination failed earlier in this batch: later messages
-            // must not overtake the one that failed.
-            if failed_destinations.contains(&message.destination) {
-                continue;
-            }
-            let started = Instant::now();
-            let result = match tokio::time::timeout(
-                self.config.publish_timeout,
-                self.publisher.publish(&message),
-            )
-            .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(PublishError::Unavailable(format!(
-                    "no confirmation within {:?}",
-                    self.config.publish_timeout
-                ))),
-            };
-            let label = match &result {
-                Ok(()) => "ok",
-                Err(PublishError::Rejected(_)) => "rejected",
-                Err(PublishError::Unavailable(_)) => "unavailable",
-            };
-            metrics::histogram!(names::OUTBOX_PUBLISH_DURATION, "outcome" => label)
-                .record(started.elapsed().as_secs_f64());
+        let mut sequences: Vec<i64> = Vec::with_capacity(attempts.len());
+        let mut results: Vec<&str> = Vec::with_capacity(attempts.len());
+        let mut reasons: Vec<Option<String>> = Vec::with_capacity(attempts.len());
+        let mut confirmed_destinations: HashSet<&str> = HashSet::new();
+        for (sequence, message, result) in attempts {
+            sequences.push(sequence);
             match result {
                 Ok(()) => {
-                    let delay = (Utc::now() - message.created_at)
-                        .to_std()
-                        .unwrap_or_default();
-                    metrics::histogram!(names::OUTBOX_DELIVERY_DELAY).record(delay.as_secs_f64());
-                    self.release(&message.destination);
-                    published.push(sequence);
+                    confirmed_destinations.insert(&message.destination);
+                    outcome.published += 1;
+                    results.push("published");
+                    reasons.push(None);
                 }
                 Err(error @ PublishError::Rejected(_)) => {
-                    tracing::error!(
-                        message_id = %message.id,
-                        destination = %message.destination,
-                        key = %message.key,
-                        %error,
-                        "broker rejected outbox message; parked"
-                    );
-                    parked.push((sequence, error.to_string()));
+                    outcome.parked += 1;
+                    results.push("parked");
+                    reasons.push(Some(error.to_string()));
                 }
                 Err(error @ PublishError::Unavailable(_)) => {
-                    tracing::warn!(
-                        destination = %message.destination,
-                        %error,
-                        "broker unavailable; holding the destination's messages back"
-                    );
-                    self.hold(&message.destination);
-                    failed_destinations.push(message.destination.clone());
-                    failed.push((sequence, error.to_string()));
+                    results.push("failed");
+                    reasons.push(Some(error.to_string()));
                     outcome.failure.get_or_insert((sequence, error));
                 }
             }
         }
+        let failed_destinations = failed_destinations
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        for destination in &failed_destinations {
+            self.hold(destination);
+        }
+        for destination in confirmed_destinations.difference(&failed_destinations) {
+            self.release(destination);
+        }
 
         sqlx::query(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1, last_error = NULL \
-              WHERE sequence = ANY($1)",
+            "UPDATE outbox \
+                SET published_at = CASE WHEN tried.result = 'published' THEN now() END, \
+                    parked_at = CASE WHEN tried.result = 'parked' THEN now() END, \
+                    attempts = attempts + 1, \
+                    last_error = tried.reason \
+               FROM unnest($1::int8[], $2::text[], $3::text[]) AS tried(sequence, result, reason) \
+              WHERE outbox.sequence = tried.sequence",
         )
-        .bind(&published)
+        .bind(&sequences)
+        .bind(&results)
+        .bind(&reasons)
         .execute(&mut *transaction)
         .await?;
-        for (sequence, reason) in &parked {
-            sqlx::query(
-                "UPDATE outbox SET parked_at = now(), attempts = attempts + 1, last_error = $2 \
-                  WHERE sequence = $1",
-            )
-            .bind(sequence)
-            .bind(reason)
-            .execute(&mut *transaction)
-            .await?;
-        }
-        for (sequence, reason) in &failed {
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE sequence = $1",
-            )
-            .bind(sequence)
-            .bind(reason)
-            .execute(&mut *transaction)
-            .await?;
-        }
         transaction.commit().await?;
-        outcome.published = published.len();
-        outcome.parked = parked.len();
         Ok(Some(outcome))
     }
+
+    /// Publishes one destination and key's messages of a batch in order,
+    /// each after the broker confirmed the one before. Stops at the first
+    /// message its destination could not take, or at the next one once
+    /// another chain found the destination down: later messages must not
+    /// overtake it. Returns what each message it tried came to.
+    async fn publish_chain<'m>(
+        &self,
+        chain: Vec<&'m (i64, OutboxMessage)>,
+        failed_destinations: &Mutex<HashSet<&'m str>>,
+    ) -> Vec<(i64, &'m OutboxMessage, Result<(), PublishError>)> {
+        let mut attempts = Vec::with_capacity(chain.len());
+        for (sequence, message) in chain {
+            let destination = message.destination.as_str();
+            if lock(failed_destinations).contains(destination) {
+                break;
+            }
+            let result = self.publish_one(message).await;
+            let unavailable = matches!(result, Err(PublishError::Unavailable(_)));
+            attempts.push((*sequence, message, result));
+            if unavailable {
+                lock(failed_destinations).insert(destination);
+                break;
+            }
+        }
+        attempts
+    }
+
+    /// Publishes `message` within the publish timeout; records how long it
+    /// took and, once confirmed, how long it waited in the outbox.
+    async fn publish_one(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            self.config.publish_timeout,
+            self.publisher.publish(message),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Unavailable(format!(
+                "no confirmation within {:?}",
+                self.config.publish_timeout
+            ))),
+        };
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(PublishError::Rejected(_)) => "rejected",
+            Err(PublishError::Unavailable(_)) => "unavailable",
+        };
+        metrics::histogram!(names::OUTBOX_PUBLISH_DURATION, "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => {
+                let delay = (Utc::now() - message.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!(names::OUTBOX_DELIVERY_DELAY).record(delay.as_secs_f64());
+            }
+            Err(error @ PublishError::Rejected(_)) => tracing::error!(
+                message_id = %message.id,
+                destination = %message.destination,
+                key = %message.key,
+                %error,
+                "broker rejected outbox message; parked"
+            ),
+            Err(error @ PublishError::Unavailable(_)) => tracing::warn!(
+                destination = %message.destination,
+                %error,
+                "broker unavailable; holding the destination's messages back"
+            ),
+        }
+        result
+    }
+}
+
+/// A batch's messages split by destination and key, each chain in the
+/// batch's order, the chains in the order of their first message.
+fn chains_by_destination_and_key(
+    messages: &[(i64, OutboxMessage)],
+) -> Vec<Vec<&(i64, OutboxMessage)>> {
+    let mut chains: Vec<Vec<&(i64, OutboxMessage)>> = Vec::new();
+    let mut chain_of: HashMap<(&str, &str), usize> = HashMap::new();
+    for entry @ (_, message) in messages {
+        let index = *chain_of
+            .entry((&message.destination, &message.key))
+            .or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+        chains[index].push(entry);
+    }
+    chains
+}
+
+/// A poisoned lock's data is still whole here: every critical section is a
+/// single map or set operation.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<(i64, OutboxMessage), OutboxError> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{migrated_database, pool_with};
-use eventstore::outbox::{OutboxRelay, RelayConfig, pending_count};
+use eventstore::outbox::{OutboxRelay, RelayConfig, partition_of, pending_count};
 use eventstore::{OutboxMessage, PublishError, Publisher, enqueue};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 fn fast_config() -> RelayConfig {
     RelayConfig {
         batch_size: 20,
+        max_in_flight: 8,
         idle_interval: Duration::from_millis(10),
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(80),
@@ -33,17 +34,25 @@ fn fast_config() -> RelayConfig {
 /// Writes `count` messages for `keys` keys (round robin), each in its own
 /// transaction; the payload is the message's index within its key.
 async fn write_messages(pool: &PgPool, count: usize, keys: usize) -> Vec<OutboxMessage> {
+    let keys: Vec<String> = (0..keys).map(|key| format!("key-{key}")).collect();
+    write_messages_for(pool, "ferrishop.test.events", &keys, count).await
+}
+
+/// Writes `count` messages to `destination` for `keys` (round robin), each
+/// in its own transaction; the payload is the message's index within its key.
+async fn write_messages_for(
+    pool: &PgPool,
+    destination: &str,
+    keys: &[String],
+    count: usize,
+) -> Vec<OutboxMessage> {
     let mut written = Vec::new();
     let mut per_key: HashMap<String, u32> = HashMap::new();
     for index in 0..count {
-        let key = format!("key-{}", index % keys);
+        let key = keys[index % keys.len()].clone();
         let ordinal = per_key.entry(key.clone()).or_default();
-        let message = OutboxMessage::new(
-            "ferrishop.test.events",
-            key,
-            ordinal.to_string().into_bytes(),
-        )
-        .with_header("ce_type", "test.happened");
+        let message = OutboxMessage::new(destination, key, ordinal.to_string().into_bytes())
+            .with_header("ce_type", "test.happened");
         *ordinal += 1;
         let mut transaction = pool.begin().await.unwrap();
         enqueue(&mut transaction, &message).await.unwrap();
@@ -53,13 +62,27 @@ async fn write_messages(pool: &PgPool, count: usize, keys: usize) -> Vec<OutboxM
     written
 }
 
+/// `count` keys that share one partition, so one batch holds them all.
+fn keys_in_one_partition(count: usize) -> Vec<String> {
+    let partition = partition_of("key-0");
+    (0..)
+        .map(|index| format!("key-{index}"))
+        .filter(|key| partition_of(key) == partition)
+        .take(count)
+        .collect()
+}
+
 /// Records what was published, and by whom; flags concurrent publication
-/// of one message.
+/// of one message, and of one key, and keeps the most publishes it saw in
+/// flight at once.
 #[derive(Default)]
 struct RecordingPublisher {
     published: Mutex<Vec<(String, OutboxMessage)>>,
     in_flight: Mutex<HashSet<Uuid>>,
     overlaps: Mutex<u32>,
+    keys_in_flight: Mutex<HashSet<String>>,
+    key_overlaps: Mutex<u32>,
+    most_in_flight: Mutex<usize>,
     delay: Duration,
 }
 
@@ -79,13 +102,27 @@ impl RecordingPublisher {
     }
 
     async fn publish_as(&self, relay: &str, message: &OutboxMessage) -> Result<(), PublishError> {
-        if !self.in_flight.lock().unwrap().insert(message.id) {
-            *self.overlaps.lock().unwrap() += 1;
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            if !in_flight.insert(message.id) {
+                *self.overlaps.lock().unwrap() += 1;
+            }
+            let mut most = self.most_in_flight.lock().unwrap();
+            *most = (*most).max(in_flight.len());
+        }
+        if !self
+            .keys_in_flight
+            .lock()
+            .unwrap()
+            .insert(message.key.clone())
+        {
+            *self.key_overlaps.lock().unwrap() += 1;
         }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
         self.record(relay, message);
+        self.keys_in_flight.lock().unwrap().remove(&message.key);
         self.in_flight.lock().unwrap().remove(&message.id);
         Ok(())
     }
@@ -321,7 +358,11 @@ async fn two_relays_never_share_a_row_and_keep_per_key_order() {
     for index in 0..150 {
         let key = format!("key-{}", index % 12);
         let ordinal = ordinals.entry(key.clone()).or_default();
-        let message = OutboxMessage::new("t", key, ordinal.to_string().into_bytes());
+        let message = OutboxMessage::new(
+            "ferrishop.test.events",
+            key,
+            ordinal.to_string().into_bytes(),
+        );
         *ordinal += 1;
         let mut transaction = pool.begin().await.unwrap();
         enqueue(&mut transaction, &message).await.unwrap();
@@ -611,4 +652,145 @@ async fn a_destination_that_is_down_holds_back_only_its_own_messages() {
         recorder.published_ids(),
         [written[1].id, written[0].id, written[2].id]
     );
+}
+
+/// One batch holding several keys: up to `max_in_flight` of them are
+/// published at once, never two messages of one key, and every key's
+/// messages go out in the order they were written.
+#[tokio::test]
+async fn a_batch_publishes_its_keys_side_by_side_and_each_key_in_order() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    let keys = keys_in_one_partition(8);
+    let written = write_messages_for(&pool, "ferrishop.test.events", &keys, 40).await;
+    let recorder = Arc::new(RecordingPublisher::with_delay(Duration::from_millis(20)));
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        Arc::new(NamedPublisher {
+            name: "pipelined",
+            inner: recorder.clone(),
+        }),
+        RelayConfig {
+            batch_size: 100,
+            max_in_flight: 3,
+            ..fast_config()
+        },
+    );
+
+    let pass = relay.relay_once().await.unwrap();
+    assert_eq!(pass.published, 40, "one pass, one batch, every message");
+    assert_eq!(*recorder.most_in_flight.lock().unwrap(), 3);
+    assert_eq!(
+        *recorder.key_overlaps.lock().unwrap(),
+        0,
+        "one key at a time"
+    );
+    let published = recorder.published.lock().unwrap().clone();
+    let per_key = first_publications_per_key(&published);
+    assert_eq!(per_key.len(), 8);
+    for (key, ordinals) in &per_key {
+        assert_eq!(ordinals, &(0..5).collect::<Vec<u32>>(), "order of {key}");
+    }
+    let mut ids = recorder.published_ids();
+    ids.sort();
+    let mut expected: Vec<Uuid> = written.iter().map(|message| message.id).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "each message exactly once");
+    assert_eq!(pending_count(&pool).await.unwrap(), 0);
+}
+
+/// `max_in_flight: 1` publishes a batch one message at a time: a key's
+/// messages in their order, then the next key's.
+#[tokio::test]
+async fn one_in_flight_publishes_one_message_at_a_time() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    let keys = keys_in_one_partition(4);
+    let written = write_messages_for(&pool, "ferrishop.test.events", &keys, 12).await;
+    let recorder = Arc::new(RecordingPublisher::with_delay(Duration::from_millis(2)));
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        Arc::new(NamedPublisher {
+            name: "sequential",
+            inner: recorder.clone(),
+        }),
+        RelayConfig {
+            max_in_flight: 1,
+            ..fast_config()
+        },
+    );
+    assert_eq!(relay.relay_once().await.unwrap().published, 12);
+    assert_eq!(*recorder.most_in_flight.lock().unwrap(), 1);
+    let mut by_key: Vec<Uuid> = Vec::new();
+    for key in &keys {
+        by_key.extend(written.iter().filter(|m| &m.key == key).map(|m| m.id));
+    }
+    assert_eq!(recorder.published_ids(), by_key);
+}
+
+/// A broker that refuses one key's messages as unavailable after 30 ms and
+/// takes every other key's, more slowly.
+struct OneKeyDownBroker {
+    down_key: String,
+    down: Mutex<bool>,
+    recorder: Arc<RecordingPublisher>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for OneKeyDownBroker {
+    async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
+        if message.key == self.down_key && *self.down.lock().unwrap() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            return Err(PublishError::Unavailable("leader not available".into()));
+        }
+        self.recorder.publish_as("one-key-down", message).await
+    }
+}
+
+/// One key's publish fails while another key's is in flight to the same
+/// destination: the failing key's later messages are not tried, the other
+/// key stops after the publish it had under way, and the destination is held
+/// back although that publish succeeded after the failure.
+#[tokio::test]
+async fn a_failure_stops_every_chain_of_its_destination_and_holds_it() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    let keys = keys_in_one_partition(2);
+    let written = write_messages_for(&pool, "ferrishop.test.events", &keys, 6).await;
+    let recorder = Arc::new(RecordingPublisher::with_delay(Duration::from_millis(100)));
+    let broker = Arc::new(OneKeyDownBroker {
+        down_key: keys[0].clone(),
+        down: Mutex::new(true),
+        recorder: recorder.clone(),
+    });
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        broker.clone(),
+        RelayConfig {
+            initial_backoff: Duration::from_secs(1),
+            ..fast_config()
+        },
+    );
+
+    let pass = relay.relay_once().await.unwrap();
+    assert_eq!(pass.published, 1, "the other key's publish under way");
+    assert_eq!(recorder.published_ids(), [written[1].id]);
+    let attempts: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT message_key, attempts FROM outbox WHERE published_at IS NULL ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let tried: Vec<i32> = attempts.iter().map(|(_, attempts)| *attempts).collect();
+    assert_eq!(tried, [1, 0, 0, 0, 0], "only the failed message was tried");
+
+    // Held back, though a publish to it succeeded after the failure.
+    assert_eq!(relay.relay_once().await.unwrap().published, 0);
+
+    *broker.down.lock().unwrap() = false;
+    run_until_drained(&relay, &pool).await;
+    let published = recorder.published.lock().unwrap().clone();
+    for (key, ordinals) in first_publications_per_key(&published) {
+        assert_eq!(ordinals, [0, 1, 2], "order of {key}");
+    }
 }

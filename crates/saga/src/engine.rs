@@ -65,12 +65,22 @@
 //! queue dies with its connection), and waiting out a full timeout to find
 //! that out would only delay the saga. Every replica that starts does this
 //! for all of the type's waiting sagas; re-sends are harmless by design.
+//!
+//! # Retention
+//!
+//! A finished saga is history: its order's own events say what happened
+//! to it. [`SagaEngine::run`] deletes completed and compensated sagas (and
+//! their step logs) once they finished longer ago than
+//! [`EngineConfig::retention`], a few thousand rows at a time, every
+//! minute; without that, every order ever placed would stay in the table
+//! the workers claim from. FAILED sagas are kept until an operator has
+//! dealt with them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use eventstore::{OutboxError, OutboxMessage};
@@ -100,6 +110,12 @@ use crate::transition::{self, Move, Progress, SagaOutcome, StepMove, Transition}
 /// by a concurrent claim does not make a worker spin.
 const MIN_POLL_PAUSE: Duration = Duration::from_millis(10);
 
+/// How often [`SagaEngine::run`] deletes finished sagas past the retention.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Sagas deleted per statement, so no purge holds many row locks for long.
+const PURGE_BATCH: i64 = 1000;
+
 /// How an engine paces and identifies itself.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -123,10 +139,15 @@ pub struct EngineConfig {
     /// Pause before trying a saga again after an engine-side error (the
     /// database, a finishing hook, undecodable data).
     pub error_retry_delay: Duration,
+    /// How long completed and compensated sagas are kept after they
+    /// finished (for the admin listing and for tracing a late reply);
+    /// `None` keeps them for ever. FAILED sagas are always kept.
+    pub retention: Option<Duration>,
 }
 
 impl Default for EngineConfig {
-    /// 16 at once, polling every second, 30 s leases.
+    /// 16 at once, polling every second, 30 s leases, finished sagas kept
+    /// for 7 days.
     fn default() -> Self {
         Self {
             name: "saga-engine".to_owned(),
@@ -136,6 +157,7 @@ impl Default for EngineConfig {
             listen: true,
             resume_in_flight_on_start: true,
             error_retry_delay: Duration::from_secs(1),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -420,6 +442,30 @@ impl<D: SagaData> SagaEngine<D> {
         Ok(resumed)
     }
 
+    /// Deletes this type's completed and compensated sagas that finished
+    /// longer ago than [`EngineConfig::retention`] (nothing when it is
+    /// `None`); returns how many. [`SagaEngine::run`] calls it every minute.
+    pub async fn purge_finished(&self) -> Result<u64, SagaError> {
+        let inner = &self.inner;
+        let Some(retention) = inner.config.retention else {
+            return Ok(0);
+        };
+        let mut purged = 0;
+        loop {
+            let batch = store::purge_finished(
+                &inner.pool,
+                inner.definition.saga_type(),
+                retention,
+                PURGE_BATCH,
+            )
+            .await?;
+            purged += batch;
+            if batch < PURGE_BATCH.unsigned_abs() {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Claims the sagas due now (up to `max_concurrent`) and drives each as
     /// far as it goes without waiting long: to its end, to a reply it must
     /// await, or to a backoff longer than half the lease. Returns how many
@@ -472,9 +518,26 @@ impl<D: SagaData> SagaEngine<D> {
         let mut drives = JoinSet::new();
         let mut renewal = tokio::time::interval(inner.config.lease_ttl / 2);
         renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_purge: Option<Instant> = None;
         while !cancel.is_cancelled() {
             while let Some(joined) = drives.try_join_next() {
                 report_panic(joined);
+            }
+            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_INTERVAL) {
+                match self.purge_finished().await {
+                    Ok(0) => {}
+                    Ok(purged) => {
+                        tracing::info!(
+                            "saga.type" = saga_type,
+                            purged,
+                            "finished sagas past their retention deleted"
+                        )
+                    }
+                    Err(error) => {
+                        tracing::warn!("saga.type" = saga_type, %error, "cannot delete finished sagas")
+                    }
+                }
+                last_purge = Some(Instant::now());
             }
             let free = inner.config.max_concurrent.saturating_sub(drives.len());
             let mut pause = inner.config.poll_interval;

@@ -384,6 +384,31 @@ pub(crate) async fn resume_awaiting(pool: &PgPool, saga_type: &str) -> Result<u6
     Ok(resumed.rows_affected())
 }
 
+/// Deletes up to `limit` sagas of `saga_type` that completed or were
+/// compensated more than `retention` ago, their step logs with them;
+/// returns how many went. FAILED sagas are never deleted: each is an
+/// inconsistency an operator has to resolve.
+pub(crate) async fn purge_finished(
+    pool: &PgPool,
+    saga_type: &str,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let purged = sqlx::query(
+        "DELETE FROM saga_instances WHERE id IN ( \
+             SELECT id FROM saga_instances \
+              WHERE saga_type = $1 AND status IN ('COMPLETED', 'COMPENSATED') \
+                AND finished_at < now() - $2 * interval '1 millisecond' \
+              LIMIT $3)",
+    )
+    .bind(saga_type)
+    .bind(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(purged.rows_affected())
+}
+
 /// How long until the next saga of `saga_type` can be claimed, if any is
 /// waiting (zero when one is claimable now).
 pub(crate) async fn next_due_in(

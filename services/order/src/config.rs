@@ -122,6 +122,12 @@ pub struct Config {
     #[arg(long, env = "SAGA_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub saga_concurrency: u32,
 
+    /// How long completed and compensated sagas are kept after they
+    /// finished (FAILED ones stay until an operator deals with them); `0`
+    /// keeps them for ever.
+    #[arg(long, env = "SAGA_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    pub saga_retention: Duration,
+
     /// How long a replica's claim on a saga or a projection lasts without
     /// renewal: after a crash, the work waits this long before another
     /// replica (or this one, restarted) takes it over.
@@ -163,6 +169,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The saga engines' retention: `None` (kept for ever) for `0`.
+    pub fn saga_retention(&self) -> Option<Duration> {
+        Some(self.saga_retention).filter(|retention| !retention.is_zero())
+    }
+
     /// The topics the product_sales read model consumes.
     pub fn sales_topics(&self) -> Vec<String> {
         let topics: Vec<String> = self
@@ -219,6 +230,26 @@ mod tests {
         assert_eq!(config.sales_topics(), vec!["ferrishop.order.events"]);
         assert_eq!(config.status_subject_prefix, "ferrishop.orders");
         assert_eq!(config.payment_attempts, 3);
+        assert_eq!(
+            config.saga_retention(),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
+    }
+
+    #[test]
+    fn a_saga_retention_of_zero_keeps_finished_sagas() {
+        assert_eq!(
+            parse(&["--saga-retention", "0"]).unwrap().saga_retention(),
+            None
+        );
+        assert_eq!(
+            parse(&["--saga-retention", "36h"])
+                .unwrap()
+                .saga_retention(),
+            Some(Duration::from_secs(36 * 3600))
+        );
+        let line = parse(&["--saga-retention", "a week"]).unwrap_err();
+        assert!(line.contains("SAGA_RETENTION"), "{line}");
     }
 
     #[test]

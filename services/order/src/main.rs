@@ -86,6 +86,7 @@ async fn main() -> ExitCode {
             name: "order".to_owned(),
             max_concurrent: config.saga_concurrency as usize,
             lease_ttl: config.lease_ttl,
+            retention: config.saga_retention(),
             ..::saga::EngineConfig::default()
         },
     )

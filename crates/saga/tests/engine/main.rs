@@ -12,4 +12,5 @@ mod failed_compensation;
 mod happy_path;
 mod observability;
 mod replicas;
+mod retention;
 mod retries;

@@ -728,20 +728,27 @@ async fn one_in_flight_publishes_one_message_at_a_time() {
     assert_eq!(recorder.published_ids(), by_key);
 }
 
-/// A broker that refuses one key's messages as unavailable after 30 ms and
-/// takes every other key's, more slowly.
+/// While `down`, a broker that refuses one key's messages as unavailable
+/// (after 30 ms, so that the other keys' publishes are under way) and
+/// confirms every other key's message only once it has refused one.
 struct OneKeyDownBroker {
     down_key: String,
     down: Mutex<bool>,
+    refused: Notify,
     recorder: Arc<RecordingPublisher>,
 }
 
 #[async_trait::async_trait]
 impl Publisher for OneKeyDownBroker {
     async fn publish(&self, message: &OutboxMessage) -> Result<(), PublishError> {
-        if message.key == self.down_key && *self.down.lock().unwrap() {
+        let down = *self.down.lock().unwrap();
+        if down && message.key == self.down_key {
             tokio::time::sleep(Duration::from_millis(30)).await;
+            self.refused.notify_one();
             return Err(PublishError::Unavailable("leader not available".into()));
+        }
+        if down {
+            self.refused.notified().await;
         }
         self.recorder.publish_as("one-key-down", message).await
     }
@@ -757,10 +764,11 @@ async fn a_failure_stops_every_chain_of_its_destination_and_holds_it() {
     let pool = database.pool.clone();
     let keys = keys_in_one_partition(2);
     let written = write_messages_for(&pool, "ferrishop.test.events", &keys, 6).await;
-    let recorder = Arc::new(RecordingPublisher::with_delay(Duration::from_millis(100)));
+    let recorder = Arc::new(RecordingPublisher::default());
     let broker = Arc::new(OneKeyDownBroker {
         down_key: keys[0].clone(),
         down: Mutex::new(true),
+        refused: Notify::new(),
         recorder: recorder.clone(),
     });
     let relay = OutboxRelay::new(

@@ -73,8 +73,8 @@
 //! their step logs) once they finished longer ago than
 //! [`EngineConfig::retention`], a few thousand rows at a time, every
 //! minute; without that, every order ever placed would stay in the table
-//! the workers claim from. FAILED sagas are kept until an operator has
-//! dealt with them.
+//! the workers claim from. FAILED sagas are never deleted: each is an
+//! inconsistency an operator has to see.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -123,7 +123,7 @@ pub struct Config {
     pub saga_concurrency: u32,
 
     /// How long completed and compensated sagas are kept after they
-    /// finished (FAILED ones stay until an operator deals with them); `0`
+    /// finished (FAILED ones are never deleted: an operator must see them); `0`
     /// keeps them for ever.
     #[arg(long, env = "SAGA_RETENTION", default_value = "168h", value_parser = parse_duration)]
     pub saga_retention: Duration,

@@ -121,6 +121,7 @@ pub use aggregate::{
 pub use inbox::{Inbox, InboxError, InboxOutcome};
 pub use outbox::{
     OutboxError, OutboxMessage, OutboxRelay, PublishError, Publisher, RelayConfig, enqueue,
+    enqueue_all,
 };
 pub use projection::{
     ApplyError, Projection, ProjectionConfig, ProjectionError, ProjectionRunner, WaitError,

@@ -164,18 +164,40 @@ pub async fn enqueue(
     connection: &mut PgConnection,
     message: &OutboxMessage,
 ) -> Result<(), OutboxError> {
-    let headers = serde_json::to_value(&message.headers).map_err(OutboxError::Headers)?;
+    enqueue_all(connection, std::slice::from_ref(message)).await
+}
+
+/// Writes `messages` on the caller's connection in one statement, in their
+/// order (a key's messages are published in it): run it in the transaction
+/// of the state change they announce.
+pub async fn enqueue_all(
+    connection: &mut PgConnection,
+    messages: &[OutboxMessage],
+) -> Result<(), OutboxError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let headers = messages
+        .iter()
+        .map(|message| serde_json::to_value(&message.headers))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(OutboxError::Headers)?;
+    // ORDER BY the position in the arrays: the rows take their `sequence`
+    // in that order.
     sqlx::query(
         "INSERT INTO outbox (message_id, partition, destination, message_key, headers, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT message_id, partition, destination, message_key, headers, payload, created_at \
+           FROM unnest($1::uuid[], $2::int2[], $3::text[], $4::text[], $5::jsonb[], $6::bytea[], $7::timestamptz[]) \
+                WITH ORDINALITY AS message(message_id, partition, destination, message_key, headers, payload, created_at, position) \
+          ORDER BY position",
     )
-    .bind(message.id)
-    .bind(message.partition())
-    .bind(&message.destination)
-    .bind(&message.key)
+    .bind(messages.iter().map(|message| message.id).collect::<Vec<_>>())
+    .bind(messages.iter().map(OutboxMessage::partition).collect::<Vec<_>>())
+    .bind(messages.iter().map(|message| message.destination.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|message| message.key.as_str()).collect::<Vec<_>>())
     .bind(&headers)
-    .bind(&message.payload)
-    .bind(message.created_at)
+    .bind(messages.iter().map(|message| message.payload.as_slice()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|message| message.created_at).collect::<Vec<_>>())
     .execute(connection)
     .await?;
     Ok(())

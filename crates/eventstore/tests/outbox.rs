@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{migrated_database, pool_with};
 use eventstore::outbox::{OutboxRelay, RelayConfig, partition_of, pending_count};
-use eventstore::{OutboxMessage, PublishError, Publisher, enqueue};
+use eventstore::{OutboxMessage, PublishError, Publisher, enqueue, enqueue_all};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -797,6 +797,69 @@ async fn a_failure_stops_every_chain_of_its_destination_and_holds_it() {
 
     *broker.down.lock().unwrap() = false;
     run_until_drained(&relay, &pool).await;
+    let published = recorder.published.lock().unwrap().clone();
+    for (key, ordinals) in first_publications_per_key(&published) {
+        assert_eq!(ordinals, [0, 1, 2], "order of {key}");
+    }
+}
+
+/// Messages enqueued in one statement take their rows in the order given,
+/// so a relay publishes each key's in that order; they roll back together,
+/// and an empty slice writes nothing.
+#[tokio::test]
+async fn messages_enqueued_together_keep_their_order_and_share_the_transaction() {
+    let database = migrated_database().await;
+    let pool = database.pool.clone();
+    let keys = keys_in_one_partition(2);
+    let messages: Vec<OutboxMessage> = (0..6u32)
+        .map(|index| {
+            let key = &keys[index as usize % 2];
+            OutboxMessage::new(
+                "ferrishop.test.events",
+                key,
+                (index / 2).to_string().into_bytes(),
+            )
+            .with_header("ce_type", "test.happened")
+        })
+        .collect();
+
+    let mut rolled_back = pool.begin().await.unwrap();
+    enqueue_all(&mut rolled_back, &messages).await.unwrap();
+    rolled_back.rollback().await.unwrap();
+    assert_eq!(pending_count(&pool).await.unwrap(), 0);
+
+    let mut transaction = pool.begin().await.unwrap();
+    enqueue_all(&mut transaction, &[]).await.unwrap();
+    enqueue_all(&mut transaction, &messages).await.unwrap();
+    transaction.commit().await.unwrap();
+    let stored: Vec<(Uuid, String, serde_json::Value)> =
+        sqlx::query_as("SELECT message_id, message_key, headers FROM outbox ORDER BY sequence")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        messages
+            .iter()
+            .map(|message| message.id)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|(_, _, headers)| headers["ce_type"] == "test.happened")
+    );
+
+    let recorder = Arc::new(RecordingPublisher::with_delay(Duration::from_millis(1)));
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        Arc::new(NamedPublisher {
+            name: "batch",
+            inner: recorder.clone(),
+        }),
+        fast_config(),
+    );
+    assert_eq!(relay.relay_once().await.unwrap().published, 6);
     let published = recorder.published.lock().unwrap().clone();
     for (key, ordinals) in first_publications_per_key(&published) {
         assert_eq!(ordinals, [0, 1, 2], "order of {key}");

@@ -374,17 +374,17 @@ impl StoreTx {
     /// Writes integration events to the outbox, to be published once this
     /// transaction commits — and only if it does.
     pub async fn record(&mut self, events: &[InventoryEvent]) -> Result<(), InventoryError> {
-        for event in events {
-            let message = messaging::outbox_message(event, &self.events_topic)
-                .map_err(|error| InventoryError::Internal(format!("encoding an event: {error}")))?;
-            eventstore::enqueue(&mut self.tx, &message)
-                .await
-                .map_err(|error| match error {
-                    eventstore::OutboxError::Database(error) => error.into(),
-                    other => InventoryError::Internal(format!("outbox: {other}")),
-                })?;
-        }
-        Ok(())
+        let messages = events
+            .iter()
+            .map(|event| messaging::outbox_message(event, &self.events_topic))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| InventoryError::Internal(format!("encoding an event: {error}")))?;
+        eventstore::enqueue_all(&mut self.tx, &messages)
+            .await
+            .map_err(|error| match error {
+                eventstore::OutboxError::Database(error) => error.into(),
+                other => InventoryError::Internal(format!("outbox: {other}")),
+            })
     }
 }
 

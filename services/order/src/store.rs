@@ -104,9 +104,8 @@ impl Store {
             .placed()
             .cloned()
             .ok_or(OrderError::OrderNotFound(id))?;
-        for message in self.announcements.for_events(&order, &events)? {
-            eventstore::enqueue(connection, &message).await?;
-        }
+        let messages = self.announcements.for_events(&order, &events)?;
+        eventstore::enqueue_all(connection, &messages).await?;
         Ok(Recorded {
             order,
             events,

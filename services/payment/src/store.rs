@@ -330,9 +330,9 @@ impl StoreTx<'_> {
         }
     }
 
-    /// Writes an integration message to the outbox.
-    pub async fn enqueue(&mut self, message: &OutboxMessage) -> Result<(), WriteError> {
-        Ok(eventstore::enqueue(&mut self.tx, message).await?)
+    /// Writes integration messages to the outbox, in their order.
+    pub async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<(), WriteError> {
+        Ok(eventstore::enqueue_all(&mut self.tx, messages).await?)
     }
 
     /// Records that `message_id` was handled by `inbox`'s consumer: `false`

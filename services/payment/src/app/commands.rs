@@ -352,9 +352,7 @@ impl Payments {
         {
             let messages = self.announcements.for_events(account, &events)?;
             tx.append(&mut wallet, events, &context.metadata()).await?;
-            for message in &messages {
-                tx.enqueue(message).await?;
-            }
+            tx.enqueue(&messages).await?;
         }
         tx.record_command(&CommandRecord {
             command_id: request.command_id.as_str().to_owned(),

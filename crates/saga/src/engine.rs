@@ -71,8 +71,8 @@
 //! A finished saga is history: its order's own events say what happened
 //! to it. [`SagaEngine::run`] deletes completed and compensated sagas (and
 //! their step logs) once they finished longer ago than
-//! [`EngineConfig::retention`], a few thousand rows at a time, every
-//! minute; without that, every order ever placed would stay in the table
+//! [`EngineConfig::retention`], a thousand rows per statement, every
+//! minute, in a task beside the workers; without that, every order ever placed would stay in the table
 //! the workers claim from. FAILED sagas are never deleted: each is an
 //! inconsistency an operator has to see.
 
@@ -80,7 +80,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use eventstore::{OutboxError, OutboxMessage};
@@ -444,7 +444,8 @@ impl<D: SagaData> SagaEngine<D> {
 
     /// Deletes this type's completed and compensated sagas that finished
     /// longer ago than [`EngineConfig::retention`] (nothing when it is
-    /// `None`); returns how many. [`SagaEngine::run`] calls it every minute.
+    /// `None`); returns how many. [`SagaEngine::run`] has it done every
+    /// minute.
     pub async fn purge_finished(&self) -> Result<u64, SagaError> {
         let inner = &self.inner;
         let Some(retention) = inner.config.retention else {
@@ -518,26 +519,15 @@ impl<D: SagaData> SagaEngine<D> {
         let mut drives = JoinSet::new();
         let mut renewal = tokio::time::interval(inner.config.lease_ttl / 2);
         renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_purge: Option<Instant> = None;
+        // A task of its own: a first purge of a long history must not hold
+        // up the claims.
+        let purger = inner
+            .config
+            .retention
+            .map(|_| tokio::spawn(self.clone().purge_every_minute(cancel.clone())));
         while !cancel.is_cancelled() {
             while let Some(joined) = drives.try_join_next() {
                 report_panic(joined);
-            }
-            if last_purge.is_none_or(|at| at.elapsed() >= PURGE_INTERVAL) {
-                match self.purge_finished().await {
-                    Ok(0) => {}
-                    Ok(purged) => {
-                        tracing::info!(
-                            "saga.type" = saga_type,
-                            purged,
-                            "finished sagas past their retention deleted"
-                        )
-                    }
-                    Err(error) => {
-                        tracing::warn!("saga.type" = saga_type, %error, "cannot delete finished sagas")
-                    }
-                }
-                last_purge = Some(Instant::now());
             }
             let free = inner.config.max_concurrent.saturating_sub(drives.len());
             let mut pause = inner.config.poll_interval;
@@ -579,7 +569,35 @@ impl<D: SagaData> SagaEngine<D> {
         if let Some(listener) = listener {
             listener.abort();
         }
+        if let Some(purger) = purger
+            && let Err(error) = purger.await
+        {
+            tracing::error!("saga.type" = saga_type, %error, "the finished-saga purge failed");
+        }
         tracing::info!("saga.type" = saga_type, owner = %inner.owner, "saga engine stopped");
+    }
+
+    /// [`SagaEngine::purge_finished`] at once and then every minute, until
+    /// `cancel` fires (a purge under way finishes its statement first).
+    async fn purge_every_minute(self, cancel: CancellationToken) {
+        let saga_type = self.inner.definition.saga_type();
+        while !cancel.is_cancelled() {
+            match self.purge_finished().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(
+                    "saga.type" = saga_type,
+                    purged,
+                    "finished sagas past their retention deleted"
+                ),
+                Err(error) => {
+                    tracing::warn!("saga.type" = saga_type, %error, "cannot delete finished sagas")
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(PURGE_INTERVAL) => {}
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use eventstore::{OutboxMessage, enqueue, enqueue_all};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use testkit::bench::median;
 
 const WRITERS: usize = 8;
 const TRANSACTIONS: usize = 250;
@@ -64,11 +65,6 @@ async fn transactions_per_second(pool: &PgPool, together: bool) -> f64 {
     (WRITERS * TRANSACTIONS) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let database = testkit::postgres::fresh_database().await;
@@ -89,7 +85,10 @@ async fn main() {
             one_by_one.push(transactions_per_second(&pool, false).await);
         }
     }
-    let (one_by_one, together) = (median(one_by_one), median(together));
+    let (one_by_one, together) = (
+        median(one_by_one).expect("a round ran"),
+        median(together).expect("a round ran"),
+    );
     println!(
         "{WRITERS} writers × {TRANSACTIONS} transactions of {MESSAGES} messages, medians of {ROUNDS} rounds"
     );

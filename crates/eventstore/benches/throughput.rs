@@ -20,6 +20,7 @@ use eventstore::{
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
+use testkit::bench::median;
 use uuid::Uuid;
 
 const ROUNDS: usize = 3;
@@ -113,11 +114,6 @@ async fn run_plain_inserts(pool: &PgPool, scenario: Scenario, round: usize) -> f
         task.await.unwrap();
     }
     (scenario.writers * scenario.appends_per_writer) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// A read model that counts events and sums amounts per stream, written
@@ -296,7 +292,10 @@ fn main() {
                 inserts.push(run_plain_inserts(&pool, scenario, round).await);
                 appends.push(run_appends(&store, scenario, round).await);
             }
-            let (appends, inserts) = (median(appends), median(inserts));
+            let (appends, inserts) = (
+        median(appends).expect("a round ran"),
+        median(inserts).expect("a round ran"),
+    );
             println!(
                 "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
                 scenario.name,

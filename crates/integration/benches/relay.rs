@@ -32,15 +32,9 @@ use messaging::{
     Broker, DestinationSpec, Kafka, KafkaConfig, Nats, NatsConfig, RabbitMq, RabbitMqConfig,
 };
 use sqlx::PgPool;
+use testkit::bench::{median, setting};
 
 const SOURCE: &str = "/ferrishop/relay-bench";
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Settings {
     messages: usize,
@@ -182,11 +176,6 @@ async fn drain(pool: &PgPool, target: &Target, max_in_flight: usize, settings: &
     settings.messages as f64 / elapsed.as_secs_f64()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let settings = Settings {
@@ -228,7 +217,10 @@ async fn main() {
                 sequential.push(drain(&database.pool, &target, 1, &settings).await);
             }
         }
-        let (sequential, pipelined) = (median(sequential), median(pipelined));
+        let (sequential, pipelined) = (
+            median(sequential).expect("a round ran"),
+            median(pipelined).expect("a round ran"),
+        );
         println!(
             "| {} | {sequential:.0} msg/s | {pipelined:.0} msg/s | {:.1}× |",
             target.name,

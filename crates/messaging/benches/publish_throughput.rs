@@ -51,13 +51,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use testkit::bench::{median, setting};
 
 struct Settings {
     messages: usize,
@@ -172,16 +166,6 @@ struct Summary {
     /// round (raw, raw + envelope): the fairer ratio on a shared machine,
     /// where another process's burst can favour one side's best round.
     median_ratio: [Option<f64>; 2],
-}
-
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    match values.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(values[middle]),
-        _ => Some((values[middle - 1] + values[middle]) / 2.0),
-    }
 }
 
 fn summarise(figures: &Figures) -> Summary {

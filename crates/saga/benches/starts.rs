@@ -15,6 +15,7 @@ use std::time::Instant;
 use saga::{EngineConfig, NewSaga, SagaDefinition, SagaEngine, Step};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use testkit::bench::median;
 use uuid::Uuid;
 
 const ROUNDS: usize = 5;
@@ -94,11 +95,6 @@ async fn run_plain_inserts(pool: &PgPool) -> f64 {
     .await
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +123,10 @@ fn main() {
             starts.push(run_starts(&engine).await);
             inserts.push(run_plain_inserts(&pool).await);
         }
-        let (starts, inserts) = (median(starts), median(inserts));
+        let (starts, inserts) = (
+            median(starts).expect("a round ran"),
+            median(inserts).expect("a round ran"),
+        );
         println!(
             "{WRITERS} writers, {STARTS_PER_WRITER} each, median of {ROUNDS} rounds: \
              saga starts {starts:.0}/s, plain INSERTs {inserts:.0}/s ({:.2}x)",

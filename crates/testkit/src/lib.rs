@@ -22,6 +22,7 @@
 //! a panic with a clear message is the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bench;
 pub mod brokers;
 #[cfg(feature = "containers")]
 pub mod containers;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eventstore::outbox::pending_count;
-use eventstore::{OutboxRelay, RelayConfig, enqueue};
+use eventstore::{OutboxRelay, RelayConfig, enqueue_all};
 use integration::{BrokerPublisher, EventAttributes, outbox_message};
 use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -131,20 +131,25 @@ async fn fill_outbox(pool: &PgPool, destination: &str, settings: &Settings) {
         .map(|key| format!("order-{key}"))
         .collect();
     for chunk in (0..settings.messages).collect::<Vec<_>>().chunks(100) {
+        let messages: Vec<_> = chunk
+            .iter()
+            .map(|index| {
+                let key = &keys[index % keys.len()];
+                let attributes = EventAttributes {
+                    topic: destination,
+                    source: SOURCE,
+                    event_type: "bench.happened",
+                    key,
+                    subject: key,
+                    time: None,
+                };
+                outbox_message(&attributes, &body).expect("message")
+            })
+            .collect();
         let mut transaction = pool.begin().await.expect("begin");
-        for index in chunk {
-            let key = &keys[index % keys.len()];
-            let attributes = EventAttributes {
-                topic: destination,
-                source: SOURCE,
-                event_type: "bench.happened",
-                key,
-                subject: key,
-                time: None,
-            };
-            let message = outbox_message(&attributes, &body).expect("message");
-            enqueue(&mut transaction, &message).await.expect("enqueue");
-        }
+        enqueue_all(&mut transaction, &messages)
+            .await
+            .expect("enqueue");
         transaction.commit().await.expect("commit");
     }
 }
